@@ -1,0 +1,75 @@
+"""`aico bot`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on $PORT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from cheroot import wsgi
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.app import create_app
+from core import bootstrap
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def main(settings: Settings) -> int:
+    bootstrap.configure_logging(settings, "bot")
+    slack = bootstrap.notifier(settings)
+    amqp = bootstrap.link(settings, "bot")
+    intake = bootstrap.intake(settings, amqp, slack)
+    app = create_app(slack.client, settings.slack_signing_secret, intake, settings.max_task_chars)
+    resumed = intake.resume()
+    if resumed:
+        log.info("re-queueing %d task(s) received before the last stop", resumed)
+    try:
+        if settings.socket_mode:
+            _serve_socket_mode(app, settings.slack_app_token)
+        else:
+            _serve_http(app, settings.port)
+    finally:
+        intake.close()
+        amqp.close()
+    return 0
+
+
+def _serve_socket_mode(app: Any, app_token: str) -> None:
+    handler = SocketModeHandler(app, app_token)
+    handler.connect()
+    log.info("listening to Slack in Socket Mode")
+    _wait_for_signal()
+    handler.close()
+
+
+def _serve_http(app: Any, port: int) -> None:
+    server = wsgi.Server(("0.0.0.0", port), with_healthz(SlackRequestHandler(app)), numthreads=16)
+    server.prepare()
+    log.info("listening for Slack on http://0.0.0.0:%d/slack/events", server.bind_addr[1])
+    threading.Thread(target=server.serve, name="http", daemon=True).start()
+    _wait_for_signal()
+    server.stop()
+
+
+def with_healthz(inner: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+            return [b"ok"]
+        return inner(environ, start_response)
+
+    return wsgi_app
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):  # a signal delivered to another thread does not interrupt a wait
+        pass
+    log.info("stopping")

@@ -1,0 +1,69 @@
+"""Claude through the anthropic SDK (which reads ANTHROPIC_BASE_URL itself)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+
+from core.errors import ModelError
+
+SYSTEM_PROMPT = (
+    "You are aico, an AI colleague working for a team through Slack. Do the task you are given "
+    "and answer with the result itself, concisely, in Markdown that reads well in Slack."
+)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    usage: dict[str, Any] = field(default_factory=dict)
+    ms: float = 0.0
+
+
+class ClaudeModel:
+    def __init__(self, api_key: str, model: str, timeout: float, max_tokens: int) -> None:
+        self.model = model
+        self.max_tokens = max_tokens
+        self._client = anthropic.Anthropic(api_key=api_key, timeout=timeout, max_retries=2)
+
+    def complete(self, prompt: str) -> Completion:
+        started = time.perf_counter()
+        try:
+            message = self._client.messages.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=SYSTEM_PROMPT,
+                messages=[{"role": "user", "content": prompt}],
+            )
+        except anthropic.APIStatusError as exc:
+            raise _status_error(exc) from exc
+        except anthropic.APITimeoutError as exc:
+            raise ModelError("Claude did not answer in time", transient=True) from exc
+        except anthropic.APIConnectionError as exc:
+            raise ModelError("Claude could not be reached", transient=True) from exc
+        text = "".join(block.text for block in message.content if block.type == "text")
+        if message.stop_reason == "max_tokens":
+            text += "\n\n_(cut off at the answer length limit)_"
+        usage = {
+            "input_tokens": message.usage.input_tokens,
+            "output_tokens": message.usage.output_tokens,
+        }
+        ms = (time.perf_counter() - started) * 1000
+        return Completion(text=text, model=message.model, usage=usage, ms=ms)
+
+
+def _status_error(exc: anthropic.APIStatusError) -> ModelError:
+    status = exc.status_code
+    transient = status in (408, 409, 429) or status >= 500
+    detail = _error_message(exc)
+    return ModelError(f"Claude answered {status}: {detail}", transient=transient, status=status)
+
+
+def _error_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return str(error.get("message") or exc.message)

@@ -1,0 +1,68 @@
+"""Block Kit for what the bot and the result worker post: plain data, no Slack client here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.domain.events import TaskView
+from core.domain.task import TaskStatus
+from core.domain.text import escape, preview, split, to_mrkdwn
+
+Blocks = list[dict[str, Any]]
+
+_BADGE = {
+    TaskStatus.SUBMITTED: ":inbox_tray: Received",
+    TaskStatus.QUEUED: ":hourglass_flowing_sand: Queued",
+    TaskStatus.RUNNING: ":gear: Working on it",
+    TaskStatus.DONE: ":white_check_mark: Done",
+    TaskStatus.FAILED: ":x: Failed",
+    TaskStatus.CANCELLED: ":no_entry_sign: Cancelled",
+}
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def parent_message(task: TaskView) -> tuple[str, Blocks]:
+    """The task's message in the channel: id, who asked, what, and where it stands."""
+    status = status_line(task)
+    fallback = f"Task {task.id} from <@{task.user}>: {status}"
+    blocks = [
+        section(f"*Task `{task.id}`* from <@{task.user}>\n>{escape(preview(task.prompt, 280))}"),
+        context(f"{status} · answers come in this thread"),
+    ]
+    return fallback, blocks
+
+
+def status_line(task: TaskView) -> str:
+    line = _BADGE[task.status]
+    if task.status.final and task.finished_at:
+        line += f" in {_seconds(task.finished_at - task.created_at)}"
+    if task.status is TaskStatus.FAILED and task.error:
+        line += f": {escape(preview(task.error, 150))}"
+    return line
+
+
+def answer_blocks(answer: str, receipt: str) -> tuple[str, Blocks]:
+    """An answer as sections of at most 3,000 characters, with a receipt underneath."""
+    pieces = split(to_mrkdwn(answer)) or ["_(Claude returned an empty answer)_"]
+    return escape(preview(answer, 300)), [section(p) for p in pieces] + [context(receipt)]
+
+
+def failure_blocks(task_id: str, reason: str) -> tuple[str, Blocks]:
+    text = f":x: Task `{task_id}` failed: {escape(preview(reason, 2500))}"
+    return text, [section(text)]
+
+
+def receipt(model: str, usage: dict[str, Any], claude_ms: float) -> str:
+    tokens = f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens"
+    return f"{escape(model)} · {tokens} · {_seconds(claude_ms / 1000)}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} min {int(value % 60)} s"

@@ -1,0 +1,47 @@
+"""The one place adapters are chosen. Each process's main asks for what it needs here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from core.adapters.claude import ClaudeModel
+from core.adapters.rabbitmq import TASKS, AmqpLink
+from core.adapters.slack import SlackNotifier, web_client
+from core.adapters.sqlite_store import SqliteEventStore
+from core.config import Settings
+from core.services import Intake
+
+
+def configure_logging(settings: Settings, process: str) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format=f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("slack_bolt").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def store(settings: Settings) -> SqliteEventStore:
+    return SqliteEventStore(settings.db_path)
+
+
+def notifier(settings: Settings) -> SlackNotifier:
+    return SlackNotifier(web_client(settings.slack_bot_token, settings.slack_api_url))
+
+
+def link(settings: Settings, name: str) -> AmqpLink:
+    return AmqpLink(settings.amqp_url, name).start()
+
+
+def model(settings: Settings) -> ClaudeModel:
+    return ClaudeModel(
+        settings.anthropic_api_key, settings.model, settings.claude_timeout, settings.max_tokens
+    )
+
+
+def intake(settings: Settings, amqp: AmqpLink, slack: SlackNotifier) -> Intake:
+    return Intake(store(settings), slack, amqp, TASKS, settings.max_task_chars)

@@ -1,0 +1,55 @@
+"""The `aico` command: one subcommand per process (see the Procfile)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+
+from core.config import Settings
+from core.errors import ConfigError
+
+# subcommand -> (settings role, module with main(settings)). Imported by name so that core never
+# imports bot/ or workers/; only the chosen process's code is loaded.
+PROCESSES = {
+    ("bot",): ("bot", "bot.main"),
+    ("pm",): ("pm", "workers.pm.main"),
+    ("worker", "task"): ("task", "workers.task.main"),
+    ("worker", "result"): ("result", "workers.result.main"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="aico", description="aico: tasks from Slack, done by Claude."
+    )
+    sub = cli.add_subparsers(dest="command", required=True)
+    sub.add_parser("bot", help="the Slack app (HTTP on $PORT, or Socket Mode)")
+    sub.add_parser("pm", help="the control plane: supervises task workers")
+    worker = sub.add_parser("worker", help="run one worker process")
+    worker.add_argument("kind", choices=["task", "result"])
+    sub.add_parser("dev", help="the whole stack on this machine, with a local Slack console")
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "dev":
+        from core.dev import main as dev_main
+
+        return dev_main()
+    # Until the process installs its own handlers (it drains), a SIGTERM ends it cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    key = (args.command, args.kind) if args.command == "worker" else (args.command,)
+    role, module = PROCESSES[key]
+    try:
+        settings = Settings.from_env(role)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(module).main(settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Settings: the only reader of os.environ. A missing required setting fails fast, all at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ConfigError
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+# Which settings each process cannot start without.
+REQUIRED = {
+    "bot": ("SLACK_BOT_TOKEN",),
+    "result": ("SLACK_BOT_TOKEN",),
+    "pm": ("SLACK_BOT_TOKEN", "ANTHROPIC_API_KEY"),
+    "task": ("ANTHROPIC_API_KEY",),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str = ""
+    slack_signing_secret: str = ""
+    slack_app_token: str = ""
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    anthropic_api_key: str = ""
+    model: str = DEFAULT_MODEL
+    amqp_url: str = DEFAULT_AMQP_URL
+    data_dir: Path = Path(".aico")
+    db_url: str = ""
+    admins: frozenset[str] = field(default_factory=frozenset)
+    alert_channel: str = ""
+    min_workers: int = 1
+    max_workers: int = 5
+    port: int = 3000
+    task_concurrency: int = 8
+    result_concurrency: int = 8
+    claude_timeout: float = 120.0
+    max_tokens: int = 4096
+    max_task_chars: int = 4000
+    log_level: str = "INFO"
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file of the event store."""
+        if self.db_url.startswith("sqlite:///"):
+            return Path(self.db_url.removeprefix("sqlite:///"))
+        if self.db_url:
+            raise ConfigError(f"AICO_DB_URL: unsupported store {self.db_url.split(':', 1)[0]!r}")
+        return self.data_dir / "aico.db"
+
+    @classmethod
+    def from_env(cls, role: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting; raise one ConfigError naming all that `role` is missing."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        settings = cls(
+            slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),
+            slack_signing_secret=env.get("SLACK_SIGNING_SECRET", ""),
+            slack_app_token=env.get("SLACK_APP_TOKEN", ""),
+            slack_api_url=_with_slash(env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL),
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY", ""),
+            model=env.get("AICO_MODEL") or DEFAULT_MODEL,
+            amqp_url=env.get("AICO_AMQP_URL") or DEFAULT_AMQP_URL,
+            data_dir=Path(env.get("AICO_DATA_DIR") or ".aico"),
+            db_url=env.get("AICO_DB_URL", ""),
+            admins=frozenset(u.strip() for u in env.get("AICO_ADMINS", "").split(",") if u.strip()),
+            alert_channel=env.get("AICO_ALERT_CHANNEL", ""),
+            min_workers=_int(env, "AICO_MIN_WORKERS", 1, problems, minimum=0),
+            max_workers=_int(env, "AICO_MAX_WORKERS", 5, problems, minimum=1),
+            port=_int(env, "PORT", 3000, problems, minimum=0),
+            task_concurrency=_int(env, "AICO_TASK_CONCURRENCY", 8, problems, minimum=1),
+            result_concurrency=_int(env, "AICO_RESULT_CONCURRENCY", 8, problems, minimum=1),
+            claude_timeout=_float(env, "AICO_CLAUDE_TIMEOUT", 120.0, problems),
+            max_tokens=_int(env, "AICO_MAX_TOKENS", 4096, problems, minimum=1),
+            max_task_chars=_int(env, "AICO_MAX_TASK_CHARS", 4000, problems, minimum=1),
+            log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
+        )
+        problems[:0] = [f"{name} is required" for name in settings.missing(role)]
+        if settings.min_workers > settings.max_workers:
+            problems.append("AICO_MIN_WORKERS must not exceed AICO_MAX_WORKERS")
+        if problems:
+            who = f"aico {role}" if role else "aico"
+            raise ConfigError(f"{who} cannot start: " + "; ".join(problems))
+        return settings
+
+    def missing(self, role: str | None) -> list[str]:
+        names = list(REQUIRED.get(role or "", ()))
+        if role == "bot" and not self.socket_mode:
+            names.append("SLACK_SIGNING_SECRET")
+        values = {
+            "SLACK_BOT_TOKEN": self.slack_bot_token,
+            "SLACK_SIGNING_SECRET": self.slack_signing_secret,
+            "ANTHROPIC_API_KEY": self.anthropic_api_key,
+        }
+        return [name for name in names if not values[name]]
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, problems: list[str], minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name} must be a whole number, got {raw!r}")
+        return default
+    if value < minimum:
+        problems.append(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{name} must be a number of seconds, got {raw!r}")
+        return default
+    if value <= 0:
+        problems.append(f"{name} must be positive, got {raw}")
+    return value

@@ -1,0 +1,83 @@
+"""Queue messages: frozen dataclasses with a schema version, encoded as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Self
+
+from core.errors import DecodeError
+
+SCHEMA_VERSION = 1
+
+
+class Message:
+    kind: ClassVar[str]
+
+    def encode(self) -> bytes:
+        body = {"kind": self.kind, "v": SCHEMA_VERSION, **asdict(self)}  # type: ignore[call-overload]
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Self:
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DecodeError(f"not JSON: {exc}") from exc
+        if not isinstance(body, dict) or body.get("kind") != cls.kind:
+            raise DecodeError(f"expected a {cls.kind!r} message")
+        if body.get("v") != SCHEMA_VERSION:
+            raise DecodeError(f"unsupported schema version {body.get('v')!r}")
+        fields = {k: v for k, v in body.items() if k not in ("kind", "v")}
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise DecodeError(f"bad {cls.kind} message: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TaskMessage(Message):
+    """A task for a task worker. The task id is also the AMQP message id."""
+
+    kind: ClassVar[str] = "task"
+    task_id: str
+    prompt: str
+    user: str
+    channel: str
+    thread_ts: str
+    submitted_at: float
+
+    def __post_init__(self) -> None:
+        _require_str(self, "task_id", "prompt", "user", "channel", "thread_ts")
+
+
+@dataclass(frozen=True)
+class ResultMessage(Message):
+    """What a task worker reports: `started`, then `completed` or `failed`."""
+
+    kind: ClassVar[str] = "result"
+    task_id: str
+    event: str
+    channel: str
+    thread_ts: str
+    at: float
+    text: str = ""
+    error: str = ""
+    model: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)
+    claude_ms: float = 0.0
+    worker: str = ""
+
+    EVENTS: ClassVar[tuple[str, ...]] = ("started", "completed", "failed")
+
+    def __post_init__(self) -> None:
+        _require_str(self, "task_id", "event", "channel", "thread_ts")
+        if self.event not in self.EVENTS:
+            raise DecodeError(f"unknown result event {self.event!r}")
+
+
+def _require_str(message: object, *names: str) -> None:
+    for name in names:
+        value = getattr(message, name)
+        if not isinstance(value, str) or not value:
+            raise DecodeError(f"{type(message).__name__}.{name} must be a non-empty string")

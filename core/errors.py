@@ -1,0 +1,40 @@
+"""One error tree for aico. Adapters translate third-party errors into these at the edge."""
+
+from __future__ import annotations
+
+
+class AicoError(Exception):
+    """Base of every error aico raises on purpose."""
+
+
+class ConfigError(AicoError):
+    """Settings are missing or invalid; the process cannot start."""
+
+
+class InvalidInput(AicoError):
+    """Input from a user, an operator or the queue that aico refuses, with a reason to show."""
+
+
+class DecodeError(InvalidInput):
+    """A queue message that cannot be decoded; it is dead-lettered, never requeued."""
+
+
+class BrokerUnavailable(AicoError):
+    """RabbitMQ cannot be reached or refused to take a message."""
+
+
+class SlackError(AicoError):
+    """Slack refused a call; `code` is Slack's error string (for example `not_in_channel`)."""
+
+    def __init__(self, code: str, message: str | None = None) -> None:
+        super().__init__(message or code)
+        self.code = code
+
+
+class ModelError(AicoError):
+    """Claude failed. `transient` says whether a later attempt may succeed."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status

@@ -1,0 +1,1026 @@
+"""A fake Slack Web API server.
+
+The real ``slack_sdk.WebClient`` (and Bolt, ``WebhookClient``, ``files_upload_v2``...) talk to
+:class:`FakeSlack` over real HTTP on 127.0.0.1. Nothing in slack_sdk is mocked.
+
+Routes served:
+
+* ``POST|GET /api/<method>``   - the Web API (form or JSON bodies, bearer or ``token`` param)
+* ``POST /upload/<file_id>``   - upload URLs handed out by ``files.getUploadURLExternal``
+* ``POST /response/<hook_id>`` - ``response_url``s made by :meth:`FakeSlack.new_response_url`
+* ``GET /files/<file_id>/...`` - ``url_private`` of uploaded files
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import mimetypes
+import secrets
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+MAX_TEXT = 40_000
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3_000
+MAX_SECTION_FIELDS = 10
+MAX_FIELD_TEXT = 2_000
+MAX_HEADER_TEXT = 150
+RESPONSE_URL_USES = 5
+JSON_PARAMS = ("blocks", "attachments", "files", "metadata")
+TS_BASE_US = 1_700_000_000 * 1_000_000
+TS_STEP_US = 100
+
+JSON_CT = "application/json; charset=utf-8"
+TEXT_CT = "text/plain; charset=utf-8"
+
+Event = tuple[str, str, dict]
+HttpResult = tuple[int, bytes, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Web API request as the fake received it (header names are lower-cased)."""
+
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass(frozen=True)
+class ResponsePost:
+    """One accepted POST to a response_url."""
+
+    url: str
+    payload: dict[str, Any]
+    response_type: str
+    replace_original: bool
+    delete_original: bool
+    channel: str | None
+    at: float
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    status: int
+    retry_after: int | None
+    error: str | None
+
+
+@dataclass
+class _Hook:
+    channel: str | None
+    message_ts: str | None
+    uses: int = 0
+
+
+class ApiError(Exception):
+    """Raised inside a method handler to answer ``{"ok": false, "error": ...}``."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
+
+
+def _json(status: int, data: dict, headers: dict[str, str] | None = None) -> HttpResult:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return status, body, {"Content-Type": JSON_CT, **(headers or {})}
+
+
+def _text(status: int, text: str) -> HttpResult:
+    return status, text.encode(), {"Content-Type": TEXT_CT}
+
+
+def _decode_json_params(params: dict[str, Any]) -> dict[str, Any]:
+    for key in JSON_PARAMS:
+        value = params.get(key)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                params[key] = json.loads(value)
+    return params
+
+
+def decode_params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
+    """Query string + form or JSON body -> one flat dict (JSON-in-form fields decoded)."""
+    params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    if body and "json" in content_type:
+        loaded = json.loads(body)
+        params.update(loaded if isinstance(loaded, dict) else {})
+    elif body:
+        form = parse_qs(body.decode("utf-8"), keep_blank_values=True)
+        params.update({k: v[-1] for k, v in form.items()})
+    return _decode_json_params(params)
+
+
+def bearer_token(headers: dict[str, str], params: dict[str, Any]) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return params.get("token") or None
+
+
+def _text_len(obj: Any) -> int:
+    return len(str(obj.get("text", ""))) if isinstance(obj, dict) else 0
+
+
+def _section_invalid(block: dict) -> bool:
+    text, fields = block.get("text"), block.get("fields") or []
+    if text is None and not fields:
+        return True
+    too_many = len(fields) > MAX_SECTION_FIELDS
+    return (
+        too_many
+        or _text_len(text) > MAX_SECTION_TEXT
+        or any(_text_len(f) > MAX_FIELD_TEXT for f in fields)
+    )
+
+
+def _header_invalid(block: dict) -> bool:
+    text = block.get("text")
+    return not isinstance(text, dict) or _text_len(text) > MAX_HEADER_TEXT
+
+
+_BLOCK_CHECKS: dict[str, Callable[[dict], bool]] = {
+    "section": _section_invalid,
+    "header": _header_invalid,
+}
+
+
+def _block_invalid(block: Any) -> bool:
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        return True
+    check = _BLOCK_CHECKS.get(block["type"])
+    return bool(check and check(block))
+
+
+def blocks_error(blocks: Any) -> str | None:
+    """Slack's verdict on a ``blocks`` value: None, invalid_blocks_format or invalid_blocks."""
+    if not isinstance(blocks, list):
+        return "invalid_blocks_format"
+    if len(blocks) > MAX_BLOCKS or any(_block_invalid(b) for b in blocks):
+        return "invalid_blocks"
+    return None
+
+
+def content_error(params: dict[str, Any]) -> str | None:
+    """The error chat.postMessage would give for this text/blocks/attachments, if any."""
+    text, blocks = params.get("text"), params.get("blocks")
+    if blocks is not None and (error := blocks_error(blocks)):
+        return error
+    if text is not None and len(str(text)) > MAX_TEXT:
+        return "msg_too_long"
+    if not text and not blocks and not params.get("attachments"):
+        return "no_text"
+    return None
+
+
+def _content(params: dict[str, Any]) -> dict[str, Any]:
+    content = {"text": str(params.get("text") or ""), "blocks": params.get("blocks") or []}
+    for key in ("attachments", "metadata"):
+        if params.get(key):
+            content[key] = params[key]
+    return content
+
+
+def _public(msg: dict) -> dict:
+    return {k: copy.deepcopy(v) for k, v in msg.items() if k != "history"}
+
+
+def _multipart_file(content_type: str, body: bytes) -> bytes:
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    parts = BytesParser().parsebytes(head + body).get_payload()
+    for part in parts if isinstance(parts, list) else []:
+        if part.get_filename() is not None:
+            return part.get_payload(decode=True) or b""
+    return body
+
+
+def _ts(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _describe(call: Call) -> str:
+    keys = ("channel", "channel_id", "ts", "thread_ts", "text")
+    shown = ", ".join(f"{k}={str(call.params[k])[:60]!r}" for k in keys if k in call.params)
+    return f"{call.method}({shown})"
+
+
+# --------------------------------------------------------------------------- message store
+
+
+class _Workspace:
+    """Channels, messages and threads. Not locked: FakeSlack holds its lock around every use."""
+
+    def __init__(self, team_id: str):
+        self.team_id = team_id
+        self.channels: dict[str, dict[str, dict]] = {}
+        self.threads: dict[tuple[str, str], list[str]] = {}
+        self._last_us = TS_BASE_US
+
+    def next_ts(self) -> str:
+        self._last_us += TS_STEP_US
+        return _ts(self._last_us)
+
+    def _claim_ts(self, ts: str | None) -> str:
+        if ts is None:
+            return self.next_ts()
+        seconds, _, micros = ts.partition(".")
+        self._last_us = max(self._last_us, int(seconds) * 1_000_000 + int(micros or 0))
+        return ts
+
+    def get(self, channel: str, ts: str | None) -> dict | None:
+        return self.channels.get(channel, {}).get(ts or "")
+
+    def post(self, channel: str, content: dict, user: str, **opts: Any) -> dict:
+        """opts: thread_ts, ts, broadcast, extra (dict merged into the message)."""
+        ts = self._claim_ts(opts.get("ts"))
+        msg = {"type": "message", "ts": ts, "user": user, "team": self.team_id, **content}
+        msg.update(opts.get("extra") or {})
+        msg["history"] = []
+        thread_ts = opts.get("thread_ts")
+        if thread_ts and thread_ts != ts:
+            self._attach_reply(channel, thread_ts, msg, opts.get("broadcast", False))
+        self.channels.setdefault(channel, {})[ts] = msg
+        return msg
+
+    def _attach_reply(self, channel: str, thread_ts: str, msg: dict, broadcast: bool) -> None:
+        msg["thread_ts"] = thread_ts
+        if broadcast:
+            msg["subtype"] = "thread_broadcast"
+        self.threads.setdefault((channel, thread_ts), []).append(msg["ts"])
+        parent = self.get(channel, thread_ts)
+        if parent is None:
+            return
+        msg["parent_user_id"] = parent.get("user")
+        parent["thread_ts"] = thread_ts
+        parent["reply_count"] = parent.get("reply_count", 0) + 1
+        users = parent.setdefault("reply_users", [])
+        if msg["user"] not in users:
+            users.append(msg["user"])
+        parent["reply_users_count"] = len(users)
+        parent["latest_reply"] = msg["ts"]
+
+    def update(self, msg: dict, changes: dict, editor: str) -> dict:
+        previous = {k: copy.deepcopy(msg.get(k)) for k in changes}
+        msg["history"].append(previous)
+        msg.update(changes)
+        msg["edited"] = {"user": editor, "ts": self.next_ts()}
+        return msg
+
+    def delete(self, channel: str, ts: str) -> None:
+        msg = self.channels.get(channel, {}).pop(ts)
+        thread_ts = msg.get("thread_ts")
+        replies = self.threads.get((channel, thread_ts or ""), [])
+        if ts in replies:
+            replies.remove(ts)
+            parent = self.get(channel, thread_ts)
+            if parent is not None:
+                parent["reply_count"] = len(replies)
+
+    def is_top_level(self, msg: dict) -> bool:
+        thread_ts = msg.get("thread_ts")
+        return thread_ts in (None, msg["ts"]) or msg.get("subtype") == "thread_broadcast"
+
+    def top_level(self, channel: str) -> list[dict]:
+        return [m for m in self.channels.get(channel, {}).values() if self.is_top_level(m)]
+
+    def replies(self, channel: str, thread_ts: str) -> list[dict]:
+        msgs = self.channels.get(channel, {})
+        return [msgs[ts] for ts in self.threads.get((channel, thread_ts), []) if ts in msgs]
+
+    def thread(self, channel: str, ts: str) -> list[dict]:
+        root = self.get(channel, ts)
+        if root is not None and root.get("thread_ts") not in (None, ts):
+            ts = root["thread_ts"]
+            root = self.get(channel, ts)
+        return ([root] if root else []) + self.replies(channel, ts)
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1  # buffer headers + body into one send; flushed by handle_one_request
+    timeout = 300
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.server.untrack(self.connection)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        body = self._read_body()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, payload, extra = self.server.fake.handle_http(self.path, headers, body)
+        self.send_response_only(status)
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        return b"".join(parts)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 512
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeSlack):
+        self.fake = fake
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); skip it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def track(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.add(conn)
+
+    def untrack(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            self._conns.discard(conn)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+# --------------------------------------------------------------------------- the fake
+
+
+class FakeSlack:
+    """Slack Web API + upload URLs + response_urls on one local HTTP server.
+
+    ``on_change`` callables get ``(kind, channel, message)`` outside the lock, kind being one
+    of posted, updated, deleted, ephemeral, status.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        bot_token: str | None = None,
+        team_id: str = "T0AICO",
+        bot_user_id: str = "U0AICOBOT",
+        *,
+        app_token: str | None = None,
+        bot_id: str = "B0AICOBOT",
+        app_id: str = "A0AICO",
+        team_domain: str = "aico-test",
+    ):
+        self.host, self.port = host, port
+        self.bot_token, self.app_token = bot_token, app_token
+        self.team_id, self.team_domain = team_id, team_domain
+        self.bot_user_id, self.bot_id, self.app_id = bot_user_id, bot_id, app_id
+        self.socket_mode_url: str | None = None
+        self.latency = 0.0
+        self.not_in_channel: set[str] = set()
+        self.users: dict[str, dict] = {}
+        self.on_change: list[Callable[[str, str, dict], None]] = []
+        self.errors: list[BaseException] = []
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+        self._handlers = self._method_table()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._version = 0
+        self._ws = _Workspace(self.team_id)
+        self._calls: list[Call] = []
+        self._faults: dict[str, _Fault] = {}
+        self._hooks: dict[str, _Hook] = {}
+        self._responses: list[ResponsePost] = []
+        self._ephemerals: list[dict] = []
+        self._files: dict[str, dict] = {}
+        self._contents: dict[str, bytes] = {}
+        self._statuses: list[dict] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeSlack:
+        self._server = _Server((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"FakeSlack:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget all messages, calls, faults and hooks (keeps the server and settings)."""
+        with self._cond:
+            self._reset_state()
+            self._cond.notify_all()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/"
+
+    # ------------------------------------------------------------------ test-side API
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if c.method == method]
+
+    def messages(self, channel: str) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(self._ws.top_level(channel))
+
+    def replies(self, channel: str, thread_ts: str) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(self._ws.replies(channel, thread_ts))
+
+    def message(self, channel: str, ts: str) -> dict | None:
+        with self._lock:
+            return copy.deepcopy(self._ws.get(channel, ts))
+
+    def ephemerals(self, channel: str | None = None) -> list[dict]:
+        with self._lock:
+            found = [e for e in self._ephemerals if channel in (None, e["channel"])]
+            return copy.deepcopy(found)
+
+    @property
+    def responses(self) -> list[ResponsePost]:
+        with self._lock:
+            return list(self._responses)
+
+    def responses_for(self, url: str) -> list[ResponsePost]:
+        with self._lock:
+            return [r for r in self._responses if r.url == url]
+
+    @property
+    def assistant_statuses(self) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(self._statuses)
+
+    def file(self, file_id: str) -> dict | None:
+        with self._lock:
+            return copy.deepcopy(self._files.get(file_id))
+
+    def file_content(self, file_id: str) -> bytes | None:
+        with self._lock:
+            return self._contents.get(file_id)
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U0USER1",
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        **extra: Any,
+    ) -> dict:
+        """Put a message from someone else (a human by default) into the workspace."""
+        with self._cond:
+            content = {"text": text, "blocks": extra.pop("blocks", [])}
+            opts = {"thread_ts": thread_ts, "ts": ts, "extra": extra}
+            msg = self._ws.post(channel, content, user, **opts)
+            self._bump()
+            return copy.deepcopy(msg)
+
+    def new_response_url(self, channel: str | None = None, message_ts: str | None = None) -> str:
+        """A fresh response_url; ``message_ts`` is the message replace/delete_original act on."""
+        hook_id = secrets.token_hex(8)
+        with self._lock:
+            self._hooks[hook_id] = _Hook(channel, message_ts)
+        return f"{self.base_url}/response/{hook_id}"
+
+    def fail_next(
+        self,
+        method: str,
+        count: int = 1,
+        status: int = 429,
+        retry_after: int | None = 1,
+        error: str | None = None,
+    ) -> None:
+        """Make the next ``count`` calls to ``method`` ("*" = any method) fail."""
+        with self._lock:
+            self._faults[method] = _Fault(count, status, retry_after, error)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Re-check ``predicate()`` after every change; return its truthy value or time out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                seen = self._version
+            value = predicate()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(self._timeout_message(predicate, timeout, value))
+            with self._cond:
+                if self._version == seen:
+                    self._cond.wait(remaining)
+
+    def wait_for_calls(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
+        def enough() -> list[Call]:
+            calls = self.calls_to(method)
+            return calls if len(calls) >= count else []
+
+        return self.wait_for(enough, timeout)
+
+    def _timeout_message(self, predicate: Callable[[], Any], timeout: float, value: Any) -> str:
+        name = getattr(predicate, "__qualname__", repr(predicate))
+        recent = "\n  ".join(_describe(c) for c in self.calls[-10:]) or "(none)"
+        return (
+            f"FakeSlack.wait_for: {name} still {value!r} after {timeout}s; "
+            f"last API calls:\n  {recent}"
+        )
+
+    # ------------------------------------------------------------------ HTTP entry point
+
+    def handle_http(self, path: str, headers: dict[str, str], body: bytes) -> HttpResult:
+        route, _, query = path.partition("?")
+        try:
+            return self._route(route, query, headers, body)
+        except Exception as exc:
+            self.errors.append(exc)
+            return _json(500, {"ok": False, "error": f"fake_slack_crashed: {exc!r}"})
+
+    def _route(self, route: str, query: str, headers: dict[str, str], body: bytes) -> HttpResult:
+        prefix, _, rest = route.lstrip("/").partition("/")
+        if prefix == "api":
+            return self._api(rest, query, headers, body)
+        if prefix == "upload":
+            return self._upload(rest, headers, body)
+        if prefix == "response":
+            return self._hook_post(route, rest, body)
+        if prefix == "files":
+            return self._download(rest.partition("/")[0])
+        return _text(404, "not_found")
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._cond.notify_all()
+
+    def _fire(self, events: list[Event]) -> None:
+        for kind, channel, msg in events:
+            for callback in list(self.on_change):
+                try:
+                    callback(kind, channel, msg)
+                except Exception as exc:
+                    self.errors.append(exc)
+
+    # ------------------------------------------------------------------ Web API
+
+    def _api(self, method: str, query: str, headers: dict[str, str], body: bytes) -> HttpResult:
+        if self.latency:
+            time.sleep(self.latency)
+        params = decode_params(query, headers.get("content-type", ""), body)
+        token = bearer_token(headers, params)
+        events: list[Event] = []
+        with self._cond:
+            self._calls.append(Call(method, params, headers, time.time()))
+            fault = self._take_fault(method)
+            result = fault or self._dispatch(method, params, token, events)
+            self._bump()
+        self._fire(events)
+        return result
+
+    def _take_fault(self, method: str) -> HttpResult | None:
+        key = method if method in self._faults else "*"
+        fault = self._faults.get(key)
+        if fault is None:
+            return None
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            del self._faults[key]
+        if fault.status == 429:
+            retry = {"Retry-After": str(fault.retry_after or 0)}
+            return _json(429, {"ok": False, "error": fault.error or "ratelimited"}, retry)
+        return _json(fault.status, {"ok": False, "error": fault.error or "internal_error"})
+
+    def _dispatch(
+        self, method: str, params: dict, token: str | None, events: list[Event]
+    ) -> HttpResult:
+        handler = self._handlers.get(method)
+        if handler is None:
+            return _json(200, {"ok": False, "error": "unknown_method"})
+        try:
+            self._check_token(method, token)
+            return _json(200, {"ok": True, **handler(params, events)})
+        except ApiError as exc:
+            return _json(200, {"ok": False, "error": exc.error})
+
+    def _check_token(self, method: str, token: str | None) -> None:
+        wants_app = method == "apps.connections.open"
+        expected = self.app_token if wants_app else self.bot_token
+        if expected is not None and token != expected:
+            raise ApiError("invalid_auth")
+        if not token:
+            raise ApiError("not_authed")
+        if token.startswith("xapp-") != wants_app:
+            raise ApiError("not_allowed_token_type")
+
+    def _method_table(self) -> dict[str, Callable[[dict, list[Event]], dict]]:
+        return {
+            "api.test": lambda p, ev: {"args": p},
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.delete": self._delete,
+            "chat.postEphemeral": self._post_ephemeral,
+            "chat.getPermalink": self._permalink,
+            "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
+            "apps.connections.open": self._connections_open,
+            "assistant.threads.setStatus": self._set_status,
+            "assistant.threads.setTitle": self._assistant_ack,
+            "assistant.threads.setSuggestedPrompts": self._assistant_ack,
+            "reactions.add": self._reaction_add,
+            "reactions.remove": self._reaction_remove,
+            "users.info": self._users_info,
+        }
+
+    def _channel(self, params: dict, key: str = "channel") -> str:
+        channel = params.get(key)
+        if not channel:
+            raise ApiError("channel_not_found")
+        if channel in self.not_in_channel:
+            raise ApiError("not_in_channel")
+        return str(channel)
+
+    def _existing(self, channel: str, ts: str | None) -> dict:
+        msg = self._ws.get(channel, ts)
+        if msg is None:
+            raise ApiError("message_not_found")
+        return msg
+
+    def _bot_extra(self) -> dict:
+        return {"bot_id": self.bot_id, "app_id": self.app_id}
+
+    def _post(self, channel: str, content: dict, events: list[Event], **opts: Any) -> dict:
+        opts["extra"] = {**self._bot_extra(), **opts.get("extra", {})}
+        msg = self._ws.post(channel, content, self.bot_user_id, **opts)
+        public = _public(msg)
+        events.append(("posted", channel, public))
+        return public
+
+    # ---- auth / chat
+
+    def _auth_test(self, params: dict, events: list[Event]) -> dict:
+        return {
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_domain,
+            "user": "aico",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _post_message(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        if error := content_error(params):
+            raise ApiError(error)
+        broadcast = _truthy(params.get("reply_broadcast"))
+        thread_ts = params.get("thread_ts") or None
+        msg = self._post(
+            channel, _content(params), events, thread_ts=thread_ts, broadcast=broadcast
+        )
+        return {"channel": channel, "ts": msg["ts"], "message": msg}
+
+    def _update(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        msg = self._existing(channel, params.get("ts"))
+        if msg.get("user") != self.bot_user_id:
+            raise ApiError("cant_update_message")
+        if error := content_error(params):
+            raise ApiError(error)
+        changes = {k: v for k, v in _content(params).items() if k in params}
+        public = _public(self._ws.update(msg, changes, self.bot_user_id))
+        events.append(("updated", channel, public))
+        return {"channel": channel, "ts": msg["ts"], "text": msg["text"], "message": public}
+
+    def _delete(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        msg = self._existing(channel, params.get("ts"))
+        if msg.get("user") != self.bot_user_id:
+            raise ApiError("cant_delete_message")
+        self._ws.delete(channel, msg["ts"])
+        events.append(("deleted", channel, _public(msg)))
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _post_ephemeral(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        if not params.get("user"):
+            raise ApiError("user_not_in_channel")
+        if error := content_error(params):
+            raise ApiError(error)
+        record = self._record_ephemeral(channel, params, "chat.postEphemeral", events)
+        return {"message_ts": record["ts"]}
+
+    def _record_ephemeral(self, channel: str | None, params: dict, source: str, events) -> dict:
+        record = {
+            "channel": channel,
+            "user": params.get("user"),
+            "ts": self._ws.next_ts(),
+            "thread_ts": params.get("thread_ts"),
+            "source": source,
+            **_content(params),
+        }
+        self._ephemerals.append(record)
+        events.append(("ephemeral", channel or "", copy.deepcopy(record)))
+        return record
+
+    def _permalink(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        ts = self._existing(channel, params.get("message_ts"))["ts"]
+        link = f"https://{self.team_domain}.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        return {"channel": channel, "permalink": link}
+
+    # ---- conversations
+
+    def _conversations_replies(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        thread = self._ws.thread(channel, str(params.get("ts") or ""))
+        if not thread:
+            raise ApiError("thread_not_found")
+        limit = int(params.get("limit") or 1000)
+        return {
+            "messages": [_public(m) for m in thread[:limit]],
+            "has_more": len(thread) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _conversations_history(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params)
+        msgs = list(reversed(self._ws.top_level(channel)))
+        limit = int(params.get("limit") or 100)
+        return {
+            "messages": [_public(m) for m in msgs[:limit]],
+            "has_more": len(msgs) > limit,
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    # ---- files
+
+    def _get_upload_url(self, params: dict, events: list[Event]) -> dict:
+        filename, length = params.get("filename"), str(params.get("length", ""))
+        if not filename or not length.isdigit():
+            raise ApiError("invalid_arguments")
+        file_id = f"F0{next(self._ids):08d}"
+        self._files[file_id] = self._file_record(file_id, str(filename), int(length))
+        return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
+
+    def _file_record(self, file_id: str, filename: str, size: int) -> dict:
+        ext = filename.rpartition(".")[2].lower() if "." in filename else "text"
+        return {
+            "id": file_id,
+            "created": int(time.time()),
+            "name": filename,
+            "title": filename,
+            "mimetype": mimetypes.guess_type(filename)[0] or "application/octet-stream",
+            "filetype": ext,
+            "user": self.bot_user_id,
+            "size": size,
+            "url_private": f"{self.base_url}/files/{file_id}/{filename}",
+            "permalink": f"https://{self.team_domain}.slack.com/files/{self.bot_user_id}/{file_id}",
+        }
+
+    def _complete_upload(self, params: dict, events: list[Event]) -> dict:
+        entries = params.get("files")
+        if not isinstance(entries, list) or not entries:
+            raise ApiError("invalid_arguments")
+        records = [self._finish_file(entry) for entry in entries]
+        for channel in self._share_targets(params):
+            content = {"text": str(params.get("initial_comment") or ""), "blocks": []}
+            extra = {"files": copy.deepcopy(records), "upload": True}
+            thread_ts = params.get("thread_ts") or None
+            self._post(channel, content, events, thread_ts=thread_ts, extra=extra)
+        return {"files": copy.deepcopy(records)}
+
+    def _finish_file(self, entry: Any) -> dict:
+        file_id = entry.get("id") if isinstance(entry, dict) else None
+        record = self._files.get(file_id or "")
+        if record is None or file_id not in self._contents:
+            raise ApiError("file_not_found")
+        record["title"] = entry.get("title") or record["title"]
+        return record
+
+    def _share_targets(self, params: dict) -> list[str]:
+        if params.get("channel_id"):
+            return [self._channel(params, "channel_id")]
+        names = [c for c in str(params.get("channels") or "").split(",") if c]
+        return [self._channel({"channel": c}) for c in names]
+
+    def _upload(self, file_id: str, headers: dict[str, str], body: bytes) -> HttpResult:
+        content_type = headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            body = _multipart_file(content_type, body)
+        with self._cond:
+            if file_id not in self._files:
+                return _text(404, "file_not_found")
+            self._contents[file_id] = body
+            self._files[file_id]["size"] = len(body)
+            self._bump()
+        return _text(200, f"OK - {len(body)}")
+
+    def _download(self, file_id: str) -> HttpResult:
+        content = self.file_content(file_id)
+        if content is None:
+            return _text(404, "file_not_found")
+        return 200, content, {"Content-Type": "application/octet-stream"}
+
+    # ---- misc
+
+    def _connections_open(self, params: dict, events: list[Event]) -> dict:
+        if not self.socket_mode_url:
+            raise ApiError("socket_mode_url_not_set_on_fake")
+        return {"url": self.socket_mode_url}
+
+    def _set_status(self, params: dict, events: list[Event]) -> dict:
+        channel = self._channel(params, "channel_id")
+        if not params.get("thread_ts") or "status" not in params:
+            raise ApiError("invalid_arguments")
+        record = {"channel": channel, "thread_ts": params["thread_ts"], "status": params["status"]}
+        self._statuses.append(record)
+        events.append(("status", channel, dict(record)))
+        return {}
+
+    def _assistant_ack(self, params: dict, events: list[Event]) -> dict:
+        self._channel(params, "channel_id")
+        return {}
+
+    def _reaction_add(self, params: dict, events: list[Event]) -> dict:
+        msg = self._existing(self._channel(params), params.get("timestamp"))
+        reactions = msg.setdefault("reactions", [])
+        name = params.get("name")
+        if any(r["name"] == name for r in reactions):
+            raise ApiError("already_reacted")
+        reactions.append({"name": name, "users": [self.bot_user_id], "count": 1})
+        return {}
+
+    def _reaction_remove(self, params: dict, events: list[Event]) -> dict:
+        msg = self._existing(self._channel(params), params.get("timestamp"))
+        kept = [r for r in msg.get("reactions", []) if r["name"] != params.get("name")]
+        if len(kept) == len(msg.get("reactions", [])):
+            raise ApiError("no_reaction")
+        msg["reactions"] = kept
+        return {}
+
+    def _users_info(self, params: dict, events: list[Event]) -> dict:
+        user_id = params.get("user")
+        if not user_id:
+            raise ApiError("user_not_found")
+        user = self.users.get(user_id) or {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": user_id.lower(),
+            "real_name": user_id,
+            "is_bot": user_id == self.bot_user_id,
+            "deleted": False,
+            "tz": "UTC",
+            "profile": {"display_name": user_id.lower(), "real_name": user_id},
+        }
+        return {"user": user}
+
+    # ------------------------------------------------------------------ response_url
+
+    def _hook_post(self, url_path: str, hook_id: str, body: bytes) -> HttpResult:
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return _text(400, "invalid_payload")
+        events: list[Event] = []
+        with self._cond:
+            result = self._use_hook(f"{self.base_url}{url_path}", hook_id, payload, events)
+            self._bump()
+        self._fire(events)
+        return result
+
+    def _use_hook(self, url: str, hook_id: str, payload: dict, events: list[Event]) -> HttpResult:
+        hook = self._hooks.get(hook_id)
+        if hook is None:
+            return _text(404, "no_active_hooks")
+        if hook.uses >= RESPONSE_URL_USES:
+            return _text(404, "used_url")
+        delete = _truthy(payload.get("delete_original"))
+        if not delete and (error := content_error(payload)):
+            return _text(400, error)
+        hook.uses += 1
+        post = ResponsePost(
+            url=url,
+            payload=payload,
+            response_type=str(payload.get("response_type") or "ephemeral"),
+            replace_original=_truthy(payload.get("replace_original")),
+            delete_original=delete,
+            channel=hook.channel,
+            at=time.time(),
+        )
+        self._responses.append(post)
+        self._apply_hook(hook, post, events)
+        return _text(200, "ok")
+
+    def _apply_hook(self, hook: _Hook, post: ResponsePost, events: list[Event]) -> None:
+        target = self._ws.get(hook.channel or "", hook.message_ts)
+        if post.delete_original and target is not None:
+            self._ws.delete(hook.channel or "", target["ts"])
+            events.append(("deleted", hook.channel or "", _public(target)))
+        elif post.replace_original and target is not None:
+            changes = {k: v for k, v in _content(post.payload).items() if k in post.payload}
+            public = _public(self._ws.update(target, changes, self.bot_user_id))
+            events.append(("updated", hook.channel or "", public))
+        elif post.response_type == "in_channel" and hook.channel:
+            thread_ts = post.payload.get("thread_ts") or None
+            self._post(hook.channel, _content(post.payload), events, thread_ts=thread_ts)
+        elif not post.delete_original:
+            self._record_ephemeral(hook.channel, post.payload, "response_url", events)

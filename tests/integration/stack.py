@@ -1,0 +1,115 @@
+"""The whole aico stack from its Procfile, against a real broker and the project's fakes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from core.adapters.rabbitmq_node import RabbitNode
+from core.procfile import ProcessGroup
+from tests.fakes.anthropic import FakeClaude
+from tests.fakes.signing import SlackSender
+from tests.fakes.slack import FakeSlack
+
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-aico-test"
+APP_TOKEN = "xapp-1-aico-test"
+CLAUDE_KEY = "sk-ant-test"
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_vhost(rabbit: RabbitNode) -> str:
+    """A vhost of its own, so no test sees another's queues; returns its AMQP URL."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    rabbit.ctl("add_vhost", name)
+    rabbit.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    return rabbit.url.rsplit("/", 1)[0] + "/" + name
+
+
+class Stack:
+    """bot (HTTP or Socket Mode), pm (with its task workers) and the result worker."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        amqp_url: str,
+        slack: FakeSlack,
+        claude: FakeClaude,
+        socket_mode_url: str = "",
+        **settings: str,
+    ) -> None:
+        self.workdir = workdir
+        self.slack = slack
+        self.claude = claude
+        self.port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+        self.env.update(
+            {
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": slack.api_url,
+                "ANTHROPIC_API_KEY": CLAUDE_KEY,
+                "ANTHROPIC_BASE_URL": claude.url,
+                "AICO_AMQP_URL": amqp_url,
+                "AICO_DATA_DIR": str(workdir / "data"),
+                "AICO_MIN_WORKERS": "1",
+                "PORT": str(self.port),
+            }
+        )
+        if socket_mode_url:
+            self.env["SLACK_APP_TOKEN"] = APP_TOKEN
+            slack.socket_mode_url = socket_mode_url
+        self.env.update(settings)
+        self.processes = ProcessGroup(self.env, log_dir=workdir / "logs")
+        self.url = f"http://127.0.0.1:{self.port}/slack/events"
+        self.sender = SlackSender(self.url, SIGNING_SECRET)
+
+    def start(self, timeout: float = 30.0) -> Stack:
+        self.processes.start()
+        if "SLACK_APP_TOKEN" not in self.env:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                self._check_alive()
+                time.sleep(0.05)
+        raise TimeoutError(f"the bot did not answer /healthz in {timeout}s:\n{self.logs()}")
+
+    def _check_alive(self) -> None:
+        dead = {
+            n: p.returncode for n, p in self.processes.processes.items() if p.poll() is not None
+        }
+        if dead:
+            raise RuntimeError(f"processes exited {dead}:\n{self.logs()}")
+
+    def command(self, text: str, **fields: str) -> tuple[int, str, float]:
+        """A signed `/aico <text>` as Slack sends it, with a working response_url."""
+        fields.setdefault(
+            "response_url", self.slack.new_response_url(channel=fields.get("channel_id", "C0CHAN1"))
+        )
+        return self.sender.command(text, **fields)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {n}\n{self.processes.log(n)[-4000:]}" for n in self.processes.commands
+        )
+
+    def stop(self) -> dict[str, int | None]:
+        self.sender.close()
+        return self.processes.stop()

@@ -1,0 +1,194 @@
+"""End to end through the real processes, started from the Procfile lines.
+
+Given a private RabbitMQ node, the fake Slack and the fake Claude, when a person runs `/aico …`,
+then what Slack would show them is checked: the ack, the parent message, the answer in its thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from core.domain.text import INLINE_LIMIT
+from tests.fakes.anthropic import FakeClaude
+from tests.fakes.signing import SlackSender, slash_command_body
+from tests.fakes.slack import FakeSlack
+from tests.integration.stack import BOT_TOKEN, Stack, fresh_vhost
+
+CHANNEL = "C0CHAN1"
+
+
+@pytest.fixture
+def slack():
+    with FakeSlack(bot_token=BOT_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def claude():
+    with FakeClaude(latency=0.05) as fake:
+        yield fake
+
+
+@pytest.fixture
+def stack(rabbit, tmp_path, slack, claude):
+    running = Stack(tmp_path, fresh_vhost(rabbit), slack, claude).start()
+    yield running
+    codes = running.stop()
+    assert all(code == 0 for code in codes.values()), f"{codes}\n{running.logs()}"
+
+
+def task_id_of(ack_body: str) -> str:
+    return json.loads(ack_body)["text"].split("`")[1]
+
+
+def parent_of(slack: FakeSlack, task_id: str) -> dict | None:
+    return next(
+        (m for m in slack.messages(CHANNEL) if f"`{task_id}`" in m["text"] + str(m.get("blocks"))),
+        None,
+    )
+
+
+def wait_for_answer(slack: FakeSlack, task_id: str, timeout: float = 20.0) -> tuple[dict, list]:
+    """The parent message once it says Done, and the replies in its thread."""
+
+    def done():
+        parent = parent_of(slack, task_id)
+        if parent and "Done" in json.dumps(parent.get("blocks")):
+            return parent, slack.replies(CHANNEL, parent["ts"])
+        return None
+
+    return slack.wait_for(done, timeout)
+
+
+def test_a_task_is_acked_fast_and_answered_in_its_own_thread(stack, slack, claude):
+    status, body, elapsed = stack.command("task Write a haiku about queues")
+
+    assert status == 200 and elapsed < 3.0
+    task_id = task_id_of(body)
+    parent, replies = wait_for_answer(slack, task_id)
+    assert "<@U0USER1>" in parent["text"]
+    assert "Write a haiku about queues" in json.dumps(parent["blocks"])
+    assert len(replies) == 1
+    assert "Answer to: Write a haiku about queues" in json.dumps(replies[0]["blocks"])
+    assert claude.prompts() == ["Write a haiku about queues"]
+
+
+def test_several_tasks_at_once_land_each_in_its_own_thread(stack, slack, claude):
+    prompts = [f"task number {i}: summarise chapter {i}" for i in range(12)]
+    acks: dict[str, str] = {}
+
+    def send(prompt):
+        with SlackSender(stack.url, stack.sender.secret) as sender:
+            _, body, _ = sender.command(f"task {prompt}", response_url=slack.new_response_url())
+        acks[prompt] = task_id_of(body)
+
+    threads = [threading.Thread(target=send, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    for prompt, task_id in acks.items():
+        parent, replies = wait_for_answer(slack, task_id)
+        assert prompt in json.dumps(parent["blocks"])
+        assert [f"Answer to: {prompt}" in json.dumps(r["blocks"]) for r in replies] == [True]
+    assert len(claude.calls) == len(prompts)
+
+
+@pytest.mark.parametrize("how", ["forged", "stale"])
+def test_forged_and_stale_requests_get_401_and_queue_nothing(stack, slack, claude, how):
+    body = slash_command_body("task delete everything", response_url=slack.new_response_url())
+    if how == "forged":
+        result = SlackSender(stack.url, "not-the-secret").post(body)
+    else:
+        result = stack.sender.post(body, timestamp=int(time.time()) - 6 * 60)
+
+    assert result[0] == 401
+    status, _ack, _ = stack.command("help")  # the bot is alive and has done nothing else
+    assert status == 200
+    assert slack.messages(CHANNEL) == []
+    assert claude.calls == []
+
+
+def test_an_empty_task_gets_a_clear_answer_and_queues_nothing(stack, slack, claude):
+    _, body, _ = stack.command("task   ")
+    assert "/aico task <what to do>" in json.loads(body)["text"]
+    assert slack.messages(CHANNEL) == []
+
+
+def test_an_oversized_task_is_refused_with_the_limit(stack, slack, claude):
+    _, body, _ = stack.command("task " + "x" * 4001)
+    assert "limit is 4,000" in json.loads(body)["text"]
+    _, help_body, _ = stack.command("help")
+    assert "4,000 characters" in json.loads(help_body)["text"]
+    assert slack.messages(CHANNEL) == []
+
+
+def test_non_ascii_and_hostile_text_arrives_intact_and_pings_no_one(stack, slack, claude):
+    prompt = "Übersetze «日本語» <!channel> & <@U999> 🚀"
+    _, body, _ = stack.command(f"task {prompt}")
+    parent, replies = wait_for_answer(slack, task_id_of(body))
+
+    assert claude.prompts() == [prompt]
+    shown = json.dumps(parent["blocks"], ensure_ascii=False) + json.dumps(
+        replies[0]["blocks"], ensure_ascii=False
+    )
+    assert "<!channel>" not in shown and "<@U999>" not in shown
+    assert "&lt;!channel&gt; &amp; &lt;@U999&gt;" in shown
+    assert "Übersetze «日本語»" in shown and "🚀" in shown
+
+
+@pytest.mark.parametrize("text", ["frobnicate now", "STATUSS"])
+def test_an_unknown_verb_gets_the_help(stack, slack, text):
+    _, body, _ = stack.command(text)
+    answer = json.loads(body)["text"]
+    assert f"I don't know `{text.split()[0]}`" in answer
+    assert "/aico task <what to do>" in answer
+
+
+def test_help(stack):
+    status, body, _ = stack.command("help")
+    assert status == 200
+    assert "/aico task <what to do>" in json.loads(body)["text"]
+
+
+def test_a_long_answer_arrives_as_a_file_in_the_thread(stack, slack, claude):
+    claude.responder = lambda request: "A long report. " * (INLINE_LIMIT // 10)
+    _, body, _ = stack.command("task write the long report")
+    task_id = task_id_of(body)
+    _parent, replies = wait_for_answer(slack, task_id)
+
+    assert len(replies) == 1 and replies[0]["files"]
+    content = slack.file_content(replies[0]["files"][0]["id"]).decode()
+    assert content == "A long report. " * (INLINE_LIMIT // 10)
+
+
+def test_a_claude_error_becomes_a_clear_failure_in_the_thread(stack, slack, claude):
+    claude.fail_next(count=1, status=400)
+    _, body, _ = stack.command("task this will be refused")
+    task_id = task_id_of(body)
+
+    def failed():
+        parent = parent_of(slack, task_id)
+        return parent if parent and "Failed" in json.dumps(parent["blocks"]) else None
+
+    parent = slack.wait_for(failed, 20)
+    replies = slack.replies(CHANNEL, parent["ts"])
+    assert len(replies) == 1
+    assert f"Task `{task_id}` failed: Claude answered 400" in replies[0]["text"]
+
+
+def test_a_channel_the_bot_is_not_in_gets_told_how_to_fix_it(stack, slack, claude):
+    slack.not_in_channel.add("C0SECRET")
+    url = slack.new_response_url(channel="C0SECRET")
+    _, body, _ = stack.command("task hello", channel_id="C0SECRET", response_url=url)
+    task_id = task_id_of(body)
+
+    posts = slack.wait_for(lambda: slack.responses_for(url), 10)
+    assert f"Task `{task_id}` failed" in posts[0].payload["text"]
+    assert "/invite @aico" in posts[0].payload["text"]
+    assert claude.calls == []

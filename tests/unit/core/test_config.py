@@ -1,0 +1,39 @@
+import pytest
+
+from core.config import Settings
+from core.errors import ConfigError
+
+
+def test_one_message_names_every_missing_setting():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env("bot", env={})
+    assert "SLACK_BOT_TOKEN is required" in str(err.value)
+    assert "SLACK_SIGNING_SECRET is required" in str(err.value)
+
+
+def test_socket_mode_needs_no_signing_secret():
+    settings = Settings.from_env("bot", env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "x"})
+    assert settings.socket_mode
+
+
+def test_bad_numbers_are_reported_together_with_missing_names():
+    env = {"AICO_MIN_WORKERS": "two", "AICO_MAX_WORKERS": "0"}
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env("task", env=env)
+    message = str(err.value)
+    assert "ANTHROPIC_API_KEY is required" in message
+    assert "AICO_MIN_WORKERS must be a whole number" in message
+    assert "AICO_MAX_WORKERS must be at least 1" in message
+
+
+def test_defaults_follow_the_design():
+    settings = Settings.from_env("task", env={"ANTHROPIC_API_KEY": "k"})
+    assert settings.amqp_url == "amqp://guest:guest@localhost:5672/%2F"
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert (settings.min_workers, settings.max_workers, settings.port) == (1, 5, 3000)
+    assert settings.db_path.name == "aico.db"
+
+
+def test_the_slack_url_gets_its_trailing_slash():
+    env = {"SLACK_BOT_TOKEN": "x", "SLACK_API_URL": "http://127.0.0.1:9/api"}
+    assert Settings.from_env("result", env=env).slack_api_url == "http://127.0.0.1:9/api/"
