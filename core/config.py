@@ -86,6 +86,8 @@ class Settings:
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
         )
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
+        if not settings.amqp_url.startswith(("amqp://", "amqps://")):
+            problems.append("AICO_AMQP_URL must start with amqp:// or amqps://")
         if settings.min_workers > settings.max_workers:
             problems.append("AICO_MIN_WORKERS must not exceed AICO_MAX_WORKERS")
         if problems:

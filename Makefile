@@ -1,0 +1,35 @@
+# The README's commands. Each one does its own set-up on a fresh Debian machine.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	scripts/ensure-venv $(VENV)
+	touch $@
+
+## run: install, then start the whole stack with a local console (aico dev)
+run: $(BIN)/.installed
+	scripts/ensure-rabbitmq --optional
+	$(BIN)/aico dev
+
+## test: install, then lint and run every test against a private RabbitMQ node
+test: $(BIN)/.installed
+	scripts/ensure-rabbitmq
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+## lint: ruff and the import contracts only
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+## bench: the end-to-end benchmark (figures in the README)
+bench: $(BIN)/.installed
+	scripts/ensure-rabbitmq
+	$(BIN)/python -m bench.e2e
+
+clean:
+	rm -rf $(VENV) .aico .pytest_cache .ruff_cache

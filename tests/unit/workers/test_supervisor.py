@@ -1,0 +1,63 @@
+"""The pm's supervisor, with real child processes and a clock the test moves."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from workers.pm.supervisor import Supervisor
+
+SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
+
+
+@pytest.fixture
+def supervisor():
+    sup = Supervisor(target=2, command=SLEEPER)
+    yield sup
+    sup.stop(timeout=5)
+
+
+def test_it_starts_the_target_number_of_workers(supervisor):
+    supervisor.tick(now=0.0)
+    assert len(supervisor.workers) == 2
+    assert all(w.poll() is None for w in supervisor.workers)
+
+
+def test_a_killed_worker_is_replaced_after_a_short_backoff(supervisor):
+    supervisor.tick(now=0.0)
+    victim = supervisor.workers[0]
+    victim.kill()
+    victim.wait()
+
+    supervisor.tick(now=10.0)
+    assert victim not in supervisor.workers and len(supervisor.workers) == 1
+    supervisor.tick(now=10.6)
+    assert len(supervisor.workers) == 2 and supervisor.restarts == 1
+
+
+def test_a_crash_loop_backs_off_exponentially_up_to_the_cap():
+    sup = Supervisor(
+        target=1, command=(sys.executable, "-c", "raise SystemExit(3)"), max_backoff=4.0
+    )
+    now, gaps, last_start = 0.0, [], 0.0
+    sup.tick(now)
+    while len(gaps) < 5:
+        sup.workers[0].wait()
+        before = sup.restarts
+        while sup.restarts == before or not sup.workers:
+            now += 0.25
+            sup.tick(now)
+        gaps.append(now - last_start)
+        last_start = now
+    sup.stop(timeout=5)
+    assert gaps[1] < gaps[2] < gaps[3]
+    assert max(gaps) <= 4.25
+
+
+def test_stop_drains_with_sigterm_and_reports_nothing_left(supervisor):
+    supervisor.tick(now=0.0)
+    workers = list(supervisor.workers)
+    supervisor.stop(timeout=5)
+    assert [w.returncode for w in workers] == [-15, -15]
+    assert supervisor.workers == []
