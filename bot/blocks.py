@@ -11,7 +11,7 @@ from core.domain.text import escape, preview
 def help_text(max_chars: int) -> str:
     return (
         "*aico* hands tasks to Claude and answers in a thread.\n"
-        "• `/aico task <what to do>`: queue a task (up to "
+        "• `/aico task &lt;what to do&gt;`: queue a task (up to "
         f"{max_chars:,} characters). I post the task in this channel and answer in its thread.\n"
         "• `/aico help`: this message."
     )

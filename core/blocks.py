@@ -11,7 +11,7 @@ from core.domain.text import escape, preview, split, to_mrkdwn
 Blocks = list[dict[str, Any]]
 
 _BADGE = {
-    TaskStatus.SUBMITTED: ":inbox_tray: Received",
+    TaskStatus.SUBMITTED: ":hourglass_flowing_sand: Queued",  # recorded: it will be queued
     TaskStatus.QUEUED: ":hourglass_flowing_sand: Queued",
     TaskStatus.RUNNING: ":gear: Working on it",
     TaskStatus.DONE: ":white_check_mark: Done",

@@ -1,16 +1,23 @@
-"""The one place adapters are chosen. Each process's main asks for what it needs here."""
+"""The one place adapters are chosen. Each process's main asks for what it needs here.
+
+Adapters are imported inside the functions that build them, so a process loads only the clients
+it uses (the anthropic SDK alone is ~60 MiB: only task workers pay for it).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from core.adapters.claude import ClaudeModel
-from core.adapters.rabbitmq import TASKS, AmqpLink
-from core.adapters.slack import SlackNotifier, web_client
-from core.adapters.sqlite_store import SqliteEventStore
 from core.config import Settings
-from core.services import Intake
+
+if TYPE_CHECKING:
+    from core.adapters.claude import ClaudeModel
+    from core.adapters.rabbitmq import AmqpLink
+    from core.adapters.slack import SlackNotifier
+    from core.adapters.sqlite_store import SqliteEventStore
+    from core.services import Intake
 
 
 def configure_logging(settings: Settings, process: str) -> None:
@@ -26,22 +33,33 @@ def configure_logging(settings: Settings, process: str) -> None:
 
 
 def store(settings: Settings) -> SqliteEventStore:
+    from core.adapters.sqlite_store import SqliteEventStore
+
     return SqliteEventStore(settings.db_path)
 
 
 def notifier(settings: Settings) -> SlackNotifier:
+    from core.adapters.slack import SlackNotifier, web_client
+
     return SlackNotifier(web_client(settings.slack_bot_token, settings.slack_api_url))
 
 
 def link(settings: Settings, name: str) -> AmqpLink:
+    from core.adapters.rabbitmq import AmqpLink
+
     return AmqpLink(settings.amqp_url, name).start()
 
 
 def model(settings: Settings) -> ClaudeModel:
+    from core.adapters.claude import ClaudeModel
+
     return ClaudeModel(
         settings.anthropic_api_key, settings.model, settings.claude_timeout, settings.max_tokens
     )
 
 
 def intake(settings: Settings, amqp: AmqpLink, slack: SlackNotifier) -> Intake:
+    from core.adapters.rabbitmq import TASKS
+    from core.services import Intake
+
     return Intake(store(settings), slack, amqp, TASKS, settings.max_task_chars)

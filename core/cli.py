@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "dev":
-        from core.dev import main as dev_main
+        from core.dev.main import main as dev_main
 
         return dev_main()
     # Until the process installs its own handlers (it drains), a SIGTERM ends it cleanly.

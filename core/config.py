@@ -52,10 +52,8 @@ class Settings:
     @property
     def db_path(self) -> Path:
         """The SQLite file of the event store."""
-        if self.db_url.startswith("sqlite:///"):
-            return Path(self.db_url.removeprefix("sqlite:///"))
         if self.db_url:
-            raise ConfigError(f"AICO_DB_URL: unsupported store {self.db_url.split(':', 1)[0]!r}")
+            return Path(self.db_url.removeprefix("sqlite:///"))
         return self.data_dir / "aico.db"
 
     @classmethod
@@ -86,6 +84,8 @@ class Settings:
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
         )
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
+        if settings.db_url and not settings.db_url.startswith("sqlite:///"):
+            problems.append("AICO_DB_URL must be sqlite:///<path> (no other store yet)")
         if not settings.amqp_url.startswith(("amqp://", "amqps://")):
             problems.append("AICO_AMQP_URL must start with amqp:// or amqps://")
         if settings.min_workers > settings.max_workers:

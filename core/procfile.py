@@ -56,6 +56,7 @@ class ProcessGroup:
             self.processes[proc_name] = subprocess.Popen(
                 self.commands[proc_name],
                 env=self.env,
+                stdin=subprocess.DEVNULL,
                 stdout=self._output(proc_name),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

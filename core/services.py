@@ -137,12 +137,8 @@ class Intake:
             except (AicoError, TimeoutError) as exc:
                 log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
                 time.sleep(1.0)
-        queued = self.store.append(task.id, events.QUEUED, {}, f"{task.id}:queued")
-        text, blocks = parent_message(queued or task)
-        try:
-            self.notifier.update(task.channel, task.thread_ts, text, blocks)
-        except SlackError as exc:
-            log.warning("task %s: parent message not updated: %s", task.id, exc)
+        # The parent already says "Queued": a recorded task is as good as queued to its owner.
+        self.store.append(task.id, events.QUEUED, {}, f"{task.id}:queued")
 
     def _fail_at_intake(self, task: TaskView, exc: SlackError) -> None:
         reason = _SLACK_REASONS.get(exc.code, f"Slack refused the message ({exc.code})")

@@ -1,18 +1,20 @@
 """consume -> decode -> handle -> publish -> ack. Handlers run off the pika I/O thread.
 
-A handler gets the delivery and a `publish` function; the runtime acks the delivery only after
-every message the handler published is confirmed by the broker. A DecodeError or InvalidInput
-dead-letters the delivery at once; any other error gives it back for another attempt (the
-queue's delivery limit stops a poison message). SIGTERM stops consuming and drains.
+A handler gets the delivery and a `publish` function; the runtime acks the delivery only once
+every message the handler published is confirmed by the broker (the handler's thread is free for
+the next delivery meanwhile). A DecodeError or InvalidInput dead-letters the delivery at once;
+any other error gives it back for another attempt (the queue's delivery limit stops a poison
+message). On stop it cancels the consumer, finishes what it holds, and only then closes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from core.adapters.rabbitmq import AmqpLink, Delivery
 from core.domain.messages import Message
@@ -20,9 +22,9 @@ from core.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, Message, str], Future[None]]
+Publish = Callable[..., Future[None]]  # (queue, message, message_id, delay=0.0)
 Handler = Callable[[Delivery, Publish], None]
-CONFIRM_WAIT = 60.0
+PREFETCH_EXTRA = 2  # deliveries waiting beside the busy ones, so no slot idles between tasks
 
 
 class Runtime:
@@ -40,9 +42,11 @@ class Runtime:
             else [ThreadPoolExecutor(concurrency, thread_name_prefix="work")]
         )
         self.stopping = threading.Event()
+        self._unsettled = 0
+        self._settled = threading.Condition()
 
-    def run(self, drain_timeout: float = 30.0) -> None:
-        self.link.consume(self.queue, self.concurrency, self._on_delivery)
+    def run(self, drain_timeout: float = 60.0) -> None:
+        self.link.consume(self.queue, self.concurrency + PREFETCH_EXTRA, self._on_delivery)
         # Wake up now and then: a signal delivered to another thread does not interrupt a wait.
         while not self.stopping.wait(0.5):
             if self.link.fatal:
@@ -52,14 +56,28 @@ class Runtime:
             self.link.stop_consuming().result(5)
         except Exception as exc:
             log.warning("could not cancel the consumer cleanly: %s", exc)
+        self._drain(drain_timeout)
         for lane in self._lanes:
-            lane.shutdown(wait=True, cancel_futures=False)
+            lane.shutdown(wait=False, cancel_futures=True)
         self.link.close()
 
     def stop(self) -> None:
         self.stopping.set()
 
+    def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._settled:
+            while self._unsettled and (left := deadline - time.monotonic()) > 0:
+                self._settled.wait(left)
+            if self._unsettled:
+                log.warning(
+                    "%d message(s) not finished in time; the broker will redeliver them",
+                    self._unsettled,
+                )
+
     def _on_delivery(self, delivery: Delivery) -> None:
+        with self._settled:
+            self._unsettled += 1
         key = delivery.message_id.split(":", 1)[0]
         lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
         lane.submit(self._process, delivery)
@@ -67,8 +85,13 @@ class Runtime:
     def _process(self, delivery: Delivery) -> None:
         published: list[Future[None]] = []
 
-        def publish(queue: str, message: Message, message_id: str) -> Future[None]:
-            future = self.link.publish(queue, message.encode(), message_id)
+        def publish(queue: str, message: Message, message_id: str, delay: float = 0.0):
+            body = message.encode()
+            future = (
+                self.link.publish_later(delay, queue, body, message_id)
+                if delay
+                else self.link.publish(queue, body, message_id)
+            )
             published.append(future)
             return future
 
@@ -76,23 +99,43 @@ class Runtime:
             self.handler(delivery, publish)
         except InvalidInput as exc:
             log.error("dead-lettering message %s: %s", delivery.message_id or "?", exc)
-            delivery.reject()
+            self._settle(delivery.reject)
             return
         except Exception:
             log.exception("message %s failed; giving it back", delivery.message_id)
-            delivery.requeue()
+            self._settle(delivery.requeue)
             return
-        self._ack_when_confirmed(delivery, published)
+        # A cancelled delayed publish is never sent, so there is nothing to wait for.
+        self._ack_when_confirmed(delivery, [f for f in published if not f.cancelled()])
 
     def _ack_when_confirmed(self, delivery: Delivery, published: list[Future[None]]) -> None:
-        done, pending = wait(published, timeout=CONFIRM_WAIT)
-        failed = [f.exception() for f in done if f.exception()]
-        if pending or failed:
-            log.error(
-                "message %s: results not confirmed (%s); not acking",
-                delivery.message_id,
-                failed or "timeout",
-            )
-            delivery.requeue()
-            return
-        delivery.ack()
+        remaining = len(published)
+        lock = threading.Lock()
+
+        def confirmed(_: Future[None]) -> None:
+            nonlocal remaining
+            with lock:
+                remaining -= 1
+                if remaining:
+                    return
+            errors = [f.exception() for f in published if f.exception()]
+            if errors:
+                log.error(
+                    "message %s: results not confirmed (%s); giving it back",
+                    delivery.message_id,
+                    errors[0],
+                )
+                self._settle(delivery.requeue)
+            else:
+                self._settle(delivery.ack)
+
+        if not published:
+            self._settle(delivery.ack)
+        for future in published:
+            future.add_done_callback(confirmed)
+
+    def _settle(self, action: Callable[[], None]) -> None:
+        action()
+        with self._settled:
+            self._unsettled -= 1
+            self._settled.notify_all()

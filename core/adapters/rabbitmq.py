@@ -138,8 +138,23 @@ class AmqpLink:
         self._call(lambda: self._enqueue(queue, body, message_id, done))
         return done
 
+    def publish_later(self, delay: float, queue: str, body: bytes, message_id: str) -> Future[None]:
+        """Publish after `delay` seconds unless the returned future is cancelled first. Once
+        sent, it keeps its place: anything published after the cancel attempt comes after it."""
+        done: Future[None] = Future()
+
+        def fire() -> None:
+            if done.set_running_or_notify_cancel():
+                self._enqueue(queue, body, message_id, done)
+
+        self._call(lambda: self._ioloop.call_later(delay, fire))
+        return done
+
     def _call(self, fn: Callable[[], None]) -> None:
-        self._ioloop.add_callback_threadsafe(fn)
+        if threading.current_thread() is self._thread:
+            fn()  # already on the I/O thread (a confirm callback acking its delivery)
+        else:
+            self._ioloop.add_callback_threadsafe(fn)
 
     def _settle(self, generation: int, action: Callable[[Any], None]) -> None:
         def run() -> None:

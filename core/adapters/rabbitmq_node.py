@@ -132,6 +132,7 @@ class RabbitNode:
         try:
             done = subprocess.run(
                 command,
+                stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
                 timeout=timeout,

@@ -90,6 +90,7 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
     elif event.type == STARTED:
         changes["started_at"] = event.at
     elif event.type in (COMPLETED, FAILED):
+        changes["started_at"] = view.started_at or event.data.get("started_at", 0.0)
         changes["finished_at"] = event.at
         changes["error"] = event.data.get("error", "")
         changes["usage"] = event.data.get("usage", {})

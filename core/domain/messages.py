@@ -67,6 +67,7 @@ class ResultMessage(Message):
     usage: dict[str, Any] = field(default_factory=dict)
     claude_ms: float = 0.0
     worker: str = ""
+    started_at: float = 0.0
 
     EVENTS: ClassVar[tuple[str, ...]] = ("started", "completed", "failed")
 

@@ -37,7 +37,7 @@ def clean_prompt(text: str, max_chars: int) -> str:
     """The task text as Claude will get it, or InvalidInput with what to do instead."""
     prompt = text.replace("\x00", "").strip()
     if not prompt:
-        raise InvalidInput("Tell me what to do: `/aico task <what to do>`.")
+        raise InvalidInput("Tell me what to do: `/aico task &lt;what to do&gt;`.")
     if len(prompt) > max_chars:
         raise InvalidInput(
             f"That task is {len(prompt):,} characters; the limit is {max_chars:,}. "

@@ -53,7 +53,8 @@ def _cut_point(text: str, limit: int) -> int:
         at = text.rfind(sep, limit // 2, limit)
         if at > 0:
             return at
-    return limit
+    entity = text.rfind("&", limit - 5, limit)  # never cut &amp; &lt; &gt; in two
+    return entity if entity > 0 and ";" in text[entity : limit + 5] else limit
 
 
 def preview(text: str, limit: int = 200) -> str:

@@ -28,6 +28,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """For what no fake can signal (the OS process table): re-check every `interval`."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{getattr(predicate, '__name__', predicate)} not true in {timeout}s"
+            )
+        time.sleep(interval)
+    return value
+
+
 def fresh_vhost(rabbit: RabbitNode) -> str:
     """A vhost of its own, so no test sees another's queues; returns its AMQP URL."""
     name = f"t-{uuid.uuid4().hex[:8]}"

@@ -116,7 +116,7 @@ def test_forged_and_stale_requests_get_401_and_queue_nothing(stack, slack, claud
 
 def test_an_empty_task_gets_a_clear_answer_and_queues_nothing(stack, slack, claude):
     _, body, _ = stack.command("task   ")
-    assert "/aico task <what to do>" in json.loads(body)["text"]
+    assert "/aico task &lt;what to do&gt;" in json.loads(body)["text"]
     assert slack.messages(CHANNEL) == []
 
 
@@ -147,13 +147,13 @@ def test_an_unknown_verb_gets_the_help(stack, slack, text):
     _, body, _ = stack.command(text)
     answer = json.loads(body)["text"]
     assert f"I don't know `{text.split()[0]}`" in answer
-    assert "/aico task <what to do>" in answer
+    assert "/aico task &lt;what to do&gt;" in answer
 
 
 def test_help(stack):
     status, body, _ = stack.command("help")
     assert status == 200
-    assert "/aico task <what to do>" in json.loads(body)["text"]
+    assert "/aico task &lt;what to do&gt;" in json.loads(body)["text"]
 
 
 def test_a_long_answer_arrives_as_a_file_in_the_thread(stack, slack, claude):
@@ -192,3 +192,28 @@ def test_a_channel_the_bot_is_not_in_gets_told_how_to_fix_it(stack, slack, claud
     assert f"Task `{task_id}` failed" in posts[0].payload["text"]
     assert "/invite @aico" in posts[0].payload["text"]
     assert claude.calls == []
+
+
+def test_a_slow_task_shows_working_on_it_before_the_answer(stack, slack, claude):
+    claude.latency = 1.5
+    _, body, _ = stack.command("task think hard about this")
+    task_id = task_id_of(body)
+
+    def working():
+        parent = parent_of(slack, task_id)
+        return parent if parent and "Working on it" in json.dumps(parent["blocks"]) else None
+
+    parent = slack.wait_for(working, 10)
+    assert slack.replies(CHANNEL, parent["ts"]) == [], "no answer yet while it works"
+    _, replies = wait_for_answer(slack, task_id)
+    assert "Answer to: think hard about this" in json.dumps(replies[0]["blocks"])
+
+
+def test_a_quick_task_goes_from_queued_to_done_without_a_status_flip(stack, slack, claude):
+    _, body, _ = stack.command("task quick one")
+    parent, _ = wait_for_answer(slack, task_id_of(body))
+    statuses = [json.dumps(v.get("blocks")) for v in parent.get("history", [])] + [
+        json.dumps(parent["blocks"])
+    ]
+    assert not any("Working on it" in s for s in statuses)
+    assert "Queued" in statuses[0] and "Done" in statuses[-1]

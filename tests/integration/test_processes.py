@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.slack import FakeSlack
-from tests.integration.stack import BOT_TOKEN, PROXY_VARS, Stack, fresh_vhost
+from tests.integration.stack import BOT_TOKEN, PROXY_VARS, Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import task_id_of, wait_for_answer
 
 
@@ -70,25 +70,32 @@ def stack(rabbit, tmp_path):
 
 def task_workers(stack: Stack) -> list[psutil.Process]:
     pm = psutil.Process(stack.processes.processes["pm"].pid)
-    return [p for p in pm.children() if "task" in p.cmdline()]
+    workers = []
+    for child in pm.children():
+        try:
+            if "task" in child.cmdline():
+                workers.append(child)
+        except psutil.ZombieProcess:
+            pass  # killed, not yet reaped by the pm: not a live worker
+    return workers
 
 
 def test_pm_respawns_a_task_worker_killed_with_kill_9(stack):
-    workers = stack.slack.wait_for(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
+    workers = wait_until(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
     workers[0].kill()
 
     def replaced():
         now = task_workers(stack)
         return len(now) == 2 and workers[0].pid not in [p.pid for p in now]
 
-    stack.slack.wait_for(replaced, timeout=15)
+    wait_until(replaced)
     _, body, _ = stack.command("task are you still there?")
     _, replies = wait_for_answer(stack.slack, task_id_of(body))
     assert "Answer to: are you still there?" in json.dumps(replies[0]["blocks"])
 
 
 def test_sigterm_stops_every_process_cleanly_with_its_workers(stack):
-    workers = stack.slack.wait_for(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
+    workers = wait_until(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
     codes = stack.stop()
     assert codes == {"bot": 0, "pm": 0, "result": 0}, stack.logs()
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

@@ -53,4 +53,4 @@ def test_a_task_over_socket_mode_is_acked_and_answered_in_its_thread(socket_stac
 def test_help_over_socket_mode(socket_stack):
     _, _, _, sm = socket_stack
     ack = sm.send_slash_command(slash_command_fields("help"), timeout=3)
-    assert "/aico task <what to do>" in ack["text"]
+    assert "/aico task &lt;what to do&gt;" in ack["text"]

@@ -46,6 +46,7 @@ class ResultHandler:
             "usage": result.usage,
             "claude_ms": result.claude_ms,
             "chars": len(result.text),
+            "started_at": result.started_at,
         }
         view = self.store.append(task.id, events.COMPLETED, data, f"{task.id}:completed")
         log.info("task %s: done", task.id)
@@ -54,9 +55,8 @@ class ResultHandler:
     def _on_failed(self, task: TaskView, result: ResultMessage) -> None:
         text, body = blocks.failure_blocks(task.id, result.error)
         self.notifier.post(task.channel, text, body, thread_ts=task.thread_ts)
-        view = self.store.append(
-            task.id, events.FAILED, {"error": result.error}, f"{task.id}:failed"
-        )
+        data = {"error": result.error, "started_at": result.started_at}
+        view = self.store.append(task.id, events.FAILED, data, f"{task.id}:failed")
         log.info("task %s: failed: %s", task.id, result.error)
         self._show_status(view or task)
 

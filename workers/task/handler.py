@@ -1,4 +1,4 @@
-"""A task worker's logic: say it started, ask Claude, publish the outcome."""
+"""A task worker's logic: ask Claude, publish the outcome (and "working on it" if it takes long)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,20 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future
 from typing import Protocol
 
 from core.adapters.rabbitmq import RESULTS, Delivery
 from core.domain.messages import ResultMessage, TaskMessage
 from core.errors import ModelError
+from workers.runtime import Publish
 
 log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+# "Working on it" is shown only for tasks that take longer than this: a task answered sooner goes
+# from Queued to Done without a status flip nobody could read.
+PROGRESS_AFTER = 0.5
 
 
 class Model(Protocol):
@@ -21,16 +27,19 @@ class Model(Protocol):
 
 
 def make_handler(model: Model):
-    def handle(delivery: Delivery, publish) -> None:
+    def handle(delivery: Delivery, publish: Publish) -> None:
         task = TaskMessage.decode(delivery.body)
-        _report(publish, task, "started")
+        started_at = time.time()
+        started = _report(publish, task, "started", delay=PROGRESS_AFTER)
         log.info("task %s: asking Claude (delivery %d)", task.task_id, delivery.delivery_count + 1)
         try:
             answer = model.complete(task.prompt)
         except ModelError as exc:
             log.warning("task %s: Claude failed: %s", task.task_id, exc)
-            _report(publish, task, "failed", error=str(exc))
+            started.cancel()
+            _report(publish, task, "failed", error=str(exc), started_at=started_at)
             return
+        started.cancel()
         _report(
             publish,
             task,
@@ -39,12 +48,15 @@ def make_handler(model: Model):
             model=answer.model,
             usage=answer.usage,
             claude_ms=answer.ms,
+            started_at=started_at,
         )
 
     return handle
 
 
-def _report(publish, task: TaskMessage, event: str, **fields) -> None:
+def _report(
+    publish: Publish, task: TaskMessage, event: str, delay: float = 0.0, **fields: object
+) -> Future[None]:
     message = ResultMessage(
         task_id=task.task_id,
         event=event,
@@ -52,6 +64,6 @@ def _report(publish, task: TaskMessage, event: str, **fields) -> None:
         thread_ts=task.thread_ts,
         at=time.time(),
         worker=WORKER,
-        **fields,
+        **fields,  # type: ignore[arg-type]
     )
-    publish(RESULTS, message, f"{task.task_id}:{event}")
+    return publish(RESULTS, message, f"{task.task_id}:{event}", delay=delay)

@@ -37,3 +37,9 @@ def test_defaults_follow_the_design():
 def test_the_slack_url_gets_its_trailing_slash():
     env = {"SLACK_BOT_TOKEN": "x", "SLACK_API_URL": "http://127.0.0.1:9/api"}
     assert Settings.from_env("result", env=env).slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def test_an_unsupported_store_url_is_refused_at_start():
+    env = {"ANTHROPIC_API_KEY": "k", "AICO_DB_URL": "postgresql://db/aico"}
+    with pytest.raises(ConfigError, match="AICO_DB_URL must be sqlite:///"):
+        Settings.from_env("task", env=env)

@@ -1,5 +1,7 @@
 import threading
 
+import pytest
+
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.task import TaskStatus
@@ -48,3 +50,58 @@ def test_concurrent_writers_never_lose_or_duplicate_a_version(tmp_path):
         t.join()
     versions = [e.version for e in store.events("t1")]
     assert versions == list(range(1, 102))
+
+
+def test_a_bad_append_fails_alone_and_the_others_in_its_batch_are_kept(tmp_path):
+    store = SqliteEventStore(tmp_path / "a.db")
+    errors, threads = [], []
+
+    def good(n):
+        store.append(f"ok{n}", events.SUBMITTED, SUBMIT, f"ok{n}:submitted")
+
+    def bad():
+        try:
+            store.append("ghost", events.STARTED, {}, "ghost:started")
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=good, args=(n,)) for n in range(20)]
+    threads.insert(10, threading.Thread(target=bad))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and "no submitted event" in str(errors[0])
+    assert len(store.tasks_in(TaskStatus.SUBMITTED)) == 20
+    assert store.task("ghost") is None
+
+
+def test_close_finishes_what_was_asked_and_the_file_has_it(tmp_path):
+    store = SqliteEventStore(tmp_path / "a.db")
+    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
+    store.close()
+    assert SqliteEventStore(tmp_path / "a.db").task("t1").status is TaskStatus.SUBMITTED
+
+
+def test_data_that_is_not_json_is_refused_without_stopping_the_writer(tmp_path):
+    store = SqliteEventStore(tmp_path / "a.db")
+    with pytest.raises(TypeError):
+        store.append("t1", events.SUBMITTED, {**SUBMIT, "x": object()}, "t1:submitted")
+    assert store.append("t2", events.SUBMITTED, SUBMIT, "t2:submitted").id == "t2"
+
+
+def test_two_processes_writing_at_once_both_get_every_event_in(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from core.adapters.sqlite_store import "
+        "SqliteEventStore; from core.domain import events; s = SqliteEventStore(Path(sys.argv[1]));"
+        "[s.append(f'{sys.argv[2]}{i}', events.SUBMITTED, {'user': 'U', 'channel': 'C', "
+        "'prompt': 'p'}, f'{sys.argv[2]}{i}:s') for i in range(200)]"
+    )
+    path = tmp_path / "a.db"
+    SqliteEventStore(path)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in "ab"]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    assert len(SqliteEventStore(path).tasks_in(TaskStatus.SUBMITTED)) == 400

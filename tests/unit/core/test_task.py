@@ -14,7 +14,7 @@ def test_task_ids_are_short_typeable_and_unique():
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t", "\x00"])
 def test_an_empty_task_is_refused_with_how_to_ask(text):
-    with pytest.raises(InvalidInput, match="/aico task <what to do>"):
+    with pytest.raises(InvalidInput, match="/aico task &lt;what to do&gt;"):
         clean_prompt(text, 100)
 
 

@@ -33,3 +33,8 @@ def test_split_cuts_an_unbroken_string_too():
 def test_preview_is_one_line_and_bounded():
     assert preview("a\n b   c") == "a b c"
     assert preview("y" * 500, 10) == "y" * 9 + "…"
+
+
+def test_split_never_cuts_an_escaped_character_in_two():
+    pieces = split(escape("x" * 2998 + "<" + "y" * 10))
+    assert pieces[0] == "x" * 2998 and pieces[1].startswith("&lt;")

@@ -1,0 +1,1 @@
+"""Benchmarks of aico, run from the repository root (`python -m bench.<name>`)."""

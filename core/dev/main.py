@@ -1,0 +1,402 @@
+"""`aico dev`: the whole stack on one machine, for a first run on a laptop.
+
+What it brings up, from the environment (the same variables as production, see DESIGN.md):
+
+- Broker: `AICO_AMQP_URL` when something listens there; otherwise a private RabbitMQ node under
+  `AICO_DATA_DIR` (`rabbitmq/`), stopped on exit. When we are root and the `rabbitmq` user cannot
+  reach the data dir (a private home directory), the node lives under the temp dir instead.
+- Claude: the real API with `ANTHROPIC_API_KEY`; without it the project's fake Messages API,
+  whose answers are labelled "[offline model]", so the whole path still runs.
+- Slack: real Slack with `SLACK_BOT_TOKEN` (the processes then write to this terminal);
+  without it the project's fake Slack Web API and a console on stdin/stdout. A `/aico …` line is
+  signed and posted to the bot exactly as Slack would post it, and what the bot posts or updates
+  in the channel is printed as Slack would show it; the processes log to `<data dir>/logs/`.
+
+Then the Procfile's processes (bot, pm, result) run until `quit`, end of input, Ctrl-C or SIGTERM,
+and everything this command started is stopped. The fakes live in the source checkout
+(`tests/fakes`), not in the installed package, so the console and the offline model need one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import core
+from core.adapters.rabbitmq_node import NODE_USER, NOT_INSTALLED, RabbitNode, is_installed
+from core.config import Settings
+from core.dev.console import (
+    CHANNEL_NAME,
+    EXAMPLE,
+    USER_NAME,
+    Console,
+    Output,
+    describe_exits,
+    exited,
+    tails,
+)
+from core.errors import AicoError, ConfigError
+from core.procfile import ProcessGroup
+
+log = logging.getLogger(__name__)
+
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+OFFLINE_LABEL = "[offline model]"
+OFFLINE_NOTICE = (
+    f"No ANTHROPIC_API_KEY: using the offline model; answers are labelled {OFFLINE_LABEL}"
+)
+NO_SOURCE = (
+    "aico dev's local console and offline model need a source checkout (tests/fakes was not "
+    "found next to the installed code); set SLACK_* and ANTHROPIC_API_KEY to run against real "
+    "Slack and Claude"
+)
+READY_TIMEOUT = 60.0  # seconds for the bot to answer /healthz
+
+
+class DevError(AicoError):
+    """`aico dev` cannot go on; the message says why and what to do."""
+
+
+def main() -> int:
+    """Bring the stack up, run the console (or wait), stop everything; the exit code."""
+    out = Output(sys.stdout)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    with contextlib.ExitStack() as cleanup:
+        dev = Dev(out, cleanup)
+        try:
+            return dev.run()
+        except DevError as exc:
+            out.say(f"aico dev: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            _ignore_interrupts()  # a second Ctrl-C must not cut the shutdown short
+            if dev.running:
+                out.say("aico dev: stopping…")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+# --------------------------------------------------------------------------- bringing it up
+
+
+class Dev:
+    """One `aico dev` run: what it started is registered in `cleanup`, stopped in reverse."""
+
+    def __init__(self, out: Output, cleanup: contextlib.ExitStack) -> None:
+        self.out = out
+        self.cleanup = cleanup
+        self.started = time.monotonic()
+        self.env = dict(os.environ)  # what the processes get, with what dev adds
+        self.settings = Settings()
+        self.broker = ""  # what the banner says about the broker
+        self.running = False  # whether anything was started that must be stopped
+
+    @property
+    def console(self) -> bool:
+        return not self.settings.slack_bot_token
+
+    @property
+    def offline(self) -> bool:
+        return not self.settings.anthropic_api_key
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    def run(self) -> int:
+        self._read_settings()
+        fakes = self._fakes()
+        self._prepare_env()
+        self._check_settings()
+        self._ensure_broker()
+        if self.offline:
+            self._start_offline_model(fakes)
+        slack = self._start_fake_slack(fakes) if self.console else None
+        group = self._start_processes()
+        if slack is None:
+            return self._serve_real_slack(group)
+        self._wait_ready(group)
+        self._banner()
+        return Console(self.out, slack, fakes.SlackSender, self.env, group, self.data_dir).run()
+
+    def _on_exit(self, stop: Any, *args: Any) -> None:
+        """Stop this on the way out (in reverse order of starting)."""
+        if not self.running:
+            self.running = True
+            self.cleanup.callback(self.out.say, "aico dev: stopped")
+        self.cleanup.callback(stop, *args)
+
+    def _fakes(self) -> SimpleNamespace | None:
+        if not (self.console or self.offline):
+            return None
+        fakes = load_fakes()
+        if fakes is None:
+            raise DevError(NO_SOURCE)
+        return fakes
+
+    def _read_settings(self) -> None:
+        try:
+            settings = Settings.from_env(None, self.env)
+        except ConfigError as exc:
+            raise DevError(str(exc)) from exc
+        self.settings = replace(settings, data_dir=settings.data_dir.resolve())
+
+    def _prepare_env(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.env["AICO_DATA_DIR"] = str(self.data_dir)
+        if self.console:  # slack_sdk ignores NO_PROXY: it would send 127.0.0.1 to the proxy
+            for name in PROXY_VARS:
+                self.env.pop(name, None)
+        elif self.offline:  # the anthropic SDK honours NO_PROXY; real Slack keeps the proxy
+            hosts = [h for h in self.env.get("NO_PROXY", "").split(",") if h]
+            self.env["NO_PROXY"] = ",".join([*hosts, "127.0.0.1", "localhost"])
+
+    # ---- broker
+
+    def _ensure_broker(self) -> None:
+        url = self.settings.amqp_url
+        if broker_reachable(url):
+            self.broker = redact(url)
+            return
+        if not is_installed():
+            raise DevError(f"nothing answers at AICO_AMQP_URL ({redact(url)}) and {NOT_INSTALLED}")
+        self.out.say(f"Nothing answers at {redact(url)}: starting a private RabbitMQ node…")
+        node = self._start_node(self._node_dir())
+        self.env["AICO_AMQP_URL"] = node.url
+        self.broker = f"{redact(node.url)} (private node in {node.base_dir}, stopped on exit)"
+
+    def _node_dir(self) -> Path:
+        if node_user_can_enter(self.data_dir):
+            return self.data_dir / "rabbitmq"
+        fallback = private_node_dir(self.data_dir)
+        self.out.say(
+            f"The {NODE_USER} user cannot reach {self.data_dir} (a parent directory is "
+            f"private), so the node keeps its data in {fallback}"
+        )
+        return fallback
+
+    def _start_node(self, base_dir: Path) -> RabbitNode:
+        name = "aico-dev-" + hashlib.sha256(str(base_dir).encode()).hexdigest()[:8]
+        node = RabbitNode(base_dir, name=name)
+        self._on_exit(self._stop_node, node)
+        began = time.monotonic()
+        try:
+            node.start()
+        except AicoError as exc:
+            raise DevError(f"the private RabbitMQ node did not start: {exc}") from exc
+        self.out.say(f"RabbitMQ node up at {redact(node.url)} in {time.monotonic() - began:.1f} s")
+        return node
+
+    def _stop_node(self, node: RabbitNode) -> None:
+        self.out.say("Stopping the private RabbitMQ node…")
+        node.stop()
+
+    # ---- Claude and Slack
+
+    def _start_offline_model(self, fakes: SimpleNamespace) -> None:
+        self.out.say(OFFLINE_NOTICE)
+        claude = fakes.FakeClaude(label=OFFLINE_LABEL, latency=0.3).start()
+        self._on_exit(claude.stop)
+        self.env["ANTHROPIC_BASE_URL"] = claude.url
+        self.env["ANTHROPIC_API_KEY"] = "offline-model-placeholder"
+
+    def _start_fake_slack(self, fakes: SimpleNamespace) -> Any:
+        token = "xoxb-dev-" + secrets.token_hex(8)
+        slack = fakes.FakeSlack(bot_token=token).start()
+        self._on_exit(slack.stop)
+        self.env.pop("SLACK_APP_TOKEN", None)
+        self.env.update(
+            SLACK_BOT_TOKEN=token,
+            SLACK_API_URL=slack.api_url,
+            SLACK_SIGNING_SECRET=secrets.token_hex(16),
+            PORT=str(free_port()),
+        )
+        return slack
+
+    # ---- processes
+
+    def _check_settings(self) -> None:
+        """Refuse now, before anything starts, what the processes would refuse."""
+        env = dict(self.env)
+        if self.console:  # what _start_fake_slack will provide
+            env.update(SLACK_BOT_TOKEN="console", SLACK_SIGNING_SECRET="console", PORT="0")
+            env.pop("SLACK_APP_TOKEN", None)
+        if self.offline:
+            env["ANTHROPIC_API_KEY"] = "offline"
+        for role in ("bot", "pm", "result", "task"):
+            try:
+                Settings.from_env(role, env)
+            except ConfigError as exc:
+                raise DevError(str(exc)) from exc
+
+    def _start_processes(self) -> ProcessGroup:
+        log_dir = self.data_dir / "logs" if self.console else None
+        group = ProcessGroup(self.env, log_dir)
+        if log_dir is not None:
+            rotate_logs(log_dir, list(group.commands))
+        self._on_exit(self._stop_processes, group)
+        names = ", ".join(group.commands)
+        where = f"; logs in {log_dir}/<name>.log" if log_dir else ""
+        self.out.say(f"Starting {names}{where}")
+        group.start()
+        return group
+
+    def _stop_processes(self, group: ProcessGroup) -> None:
+        codes = group.stop()
+        log.debug("exit codes: %s", codes)
+        killed = [name for name, code in codes.items() if code is None]
+        if killed:
+            self.out.say(f"{', '.join(killed)} did not stop in time and was killed")
+
+    def _wait_ready(self, group: ProcessGroup) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not healthy(int(self.env.get("PORT") or 3000)):
+            dead = exited(group)
+            if dead:
+                raise DevError(describe_exits(group, dead))
+            if time.monotonic() > deadline:
+                raise DevError(f"the bot did not answer in {READY_TIMEOUT:.0f} s{tails(group)}")
+            time.sleep(0.1)
+
+    def _serve_real_slack(self, group: ProcessGroup) -> int:
+        if not self.env.get("SLACK_APP_TOKEN"):
+            self._wait_ready(group)
+        model = "the offline model" if self.offline else "Claude"
+        self.out.say(f"Broker {self.broker}, {model}, real Slack: running; Ctrl-C to stop")
+        while True:
+            dead = exited(group)
+            if dead:
+                self.out.say(f"aico dev: {describe_exits(group, dead)}")
+                return 1
+            time.sleep(0.5)
+
+    def _banner(self) -> None:
+        model = (
+            f"offline model, answers labelled {OFFLINE_LABEL} (set ANTHROPIC_API_KEY for Claude)"
+            if self.offline
+            else f"Claude ({self.env.get('AICO_MODEL') or 'default model'})"
+        )
+        self.out.say(
+            f"\naico dev is ready in {time.monotonic() - self.started:.1f} s\n"
+            f"  broker   {self.broker}\n"
+            f"  model    {model}\n"
+            f"  slack    local console: you are @{USER_NAME} in #{CHANNEL_NAME}\n"
+            f"  logs     {self.data_dir / 'logs'}\n"
+            f"Type a slash command as in Slack, e.g.  {EXAMPLE}\n"
+            "`help` shows more; `quit` (or Ctrl-D) stops everything.\n"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def load_fakes() -> SimpleNamespace | None:
+    """The project's fakes from the source checkout, or None when installed without it."""
+    root = Path(core.__file__).resolve().parent.parent
+    if not (root / "tests" / "fakes").is_dir():
+        return None
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    slack = importlib.import_module("tests.fakes.slack")
+    claude = importlib.import_module("tests.fakes.anthropic")
+    signing = importlib.import_module("tests.fakes.signing")
+    return SimpleNamespace(
+        FakeSlack=slack.FakeSlack, FakeClaude=claude.FakeClaude, SlackSender=signing.SlackSender
+    )
+
+
+def rotate_logs(log_dir: Path, names: list[str]) -> None:
+    """This run's logs start empty; the previous run's are kept as `<name>.log.1`."""
+    for name in names:
+        log_file = log_dir / f"{name}.log"
+        if log_file.exists():
+            log_file.replace(log_dir / f"{name}.log.1")
+
+
+def broker_reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at the AMQP URL's host and port."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    except ValueError as exc:
+        raise DevError(f"AICO_AMQP_URL has a bad port: {exc}") from exc
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+
+
+def node_user_can_enter(path: Path) -> bool:
+    """Whether the node's account (used when we are root) can reach `path`."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        probe = subprocess.run(
+            ["test", "-x", str(path)],
+            user=NODE_USER,
+            group=NODE_USER,
+            extra_groups=[],
+            capture_output=True,
+        )
+    except (KeyError, OSError):  # no such account: let RabbitNode say what is wrong
+        return True
+    return probe.returncode == 0
+
+
+def private_node_dir(data_dir: Path) -> Path:
+    """A node directory under the temp dir, one per data dir, reachable by the node's user."""
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    parent = Path(tempfile.gettempdir()) / f"aico-dev-{digest}"
+    parent.mkdir(exist_ok=True)
+    parent.chmod(0o755)
+    return parent / "rabbitmq"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
