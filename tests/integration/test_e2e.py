@@ -97,6 +97,7 @@ def test_several_tasks_at_once_land_each_in_its_own_thread(stack, slack, claude)
         assert prompt in json.dumps(parent["blocks"])
         assert [f"Answer to: {prompt}" in json.dumps(r["blocks"]) for r in replies] == [True]
     assert len(claude.calls) == len(prompts)
+    assert claude.max_in_flight > 1, "one task worker asks Claude several things at once"
 
 
 @pytest.mark.parametrize("how", ["forged", "stale"])
@@ -217,3 +218,35 @@ def test_a_quick_task_goes_from_queued_to_done_without_a_status_flip(stack, slac
     ]
     assert not any("Working on it" in s for s in statuses)
     assert "Queued" in statuses[0] and "Done" in statuses[-1]
+
+
+def test_slack_rate_limits_are_waited_out_and_the_answer_posted_once(stack, slack, claude):
+    slack.fail_next("chat.postMessage", count=2, status=429, retry_after=1)
+    _, body, _ = stack.command("task survive a rate limit")
+    _, replies = wait_for_answer(slack, task_id_of(body), timeout=30)
+    assert len(replies) == 1
+    assert "Answer to: survive a rate limit" in json.dumps(replies[0]["blocks"])
+    assert len(slack.messages(CHANNEL)) == 1
+
+
+@pytest.fixture
+def impatient_stack(rabbit, tmp_path, slack, claude):
+    running = Stack(tmp_path, fresh_vhost(rabbit), slack, claude, AICO_CLAUDE_TIMEOUT="0.5")
+    yield running.start()
+    running.stop()
+
+
+def test_claude_not_answering_in_time_ends_in_a_clear_failure(impatient_stack, slack, claude):
+    claude.hang_next(count=3, seconds=5)  # the first try and the SDK's two retries
+    _, body, _ = impatient_stack.command("task never answered")
+    task_id = task_id_of(body)
+
+    def failed():
+        parent = parent_of(slack, task_id)
+        return parent if parent and "Failed" in json.dumps(parent["blocks"]) else None
+
+    parent = slack.wait_for(failed, 30)
+    replies = slack.replies(CHANNEL, parent["ts"])
+    assert [
+        f"Task `{task_id}` failed: Claude did not answer in time" in r["text"] for r in replies
+    ] == [True]
