@@ -26,6 +26,7 @@ class EventStore(Protocol):
         self, task_id: str, type_: str, data: dict, event_id: str = ""
     ) -> TaskView | None: ...
     def task(self, task_id: str) -> TaskView | None: ...
+    def task_by_event(self, event_id: str) -> TaskView | None: ...
     def tasks_in(self, status: TaskStatus) -> list[TaskView]: ...
 
 
@@ -48,6 +49,7 @@ class TaskRequest:
     channel: str
     text: str
     response_url: str = ""
+    key: str = ""  # what makes a delivery unique (Slack's trigger_id): a replay is not a new task
 
 
 class Intake:
@@ -79,8 +81,12 @@ class Intake:
             "prompt": prompt,
             "response_url": request.response_url,
         }
-        task = self.store.append(task_id, events.SUBMITTED, data, f"{task_id}:submitted")
-        assert task is not None, "a new task id cannot have been recorded before"
+        event_id = f"intake:{request.key}" if request.key else f"{task_id}:submitted"
+        task = self.store.append(task_id, events.SUBMITTED, data, event_id)
+        if task is None:  # the same request again: answer with the task it made
+            existing = self.store.task_by_event(event_id)
+            assert existing is not None, "a recorded event has its task"
+            return existing
         self._pool.submit(self._dispatch_logged, task_id)
         return task
 

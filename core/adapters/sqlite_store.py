@@ -189,6 +189,14 @@ class SqliteEventStore:
     def task(self, task_id: str) -> TaskView | None:
         return self._view(self._db(), task_id)
 
+    def task_by_event(self, event_id: str) -> TaskView | None:
+        row = (
+            self._db()
+            .execute("SELECT aggregate_id FROM events WHERE event_id = ?", (event_id,))
+            .fetchone()
+        )
+        return self.task(row[0]) if row else None
+
     def events(self, task_id: str) -> list[Event]:
         rows = self._db().execute(
             "SELECT aggregate_id, type, data, at, version, event_id FROM events"

@@ -32,6 +32,7 @@ def _submit(intake: Intake, command: dict[str, Any], text: str) -> str:
         channel=command["channel_id"],
         text=text,
         response_url=command.get("response_url", ""),
+        key=command.get("trigger_id", ""),
     )
     try:
         task = intake.submit(request)

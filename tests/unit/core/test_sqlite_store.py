@@ -105,3 +105,10 @@ def test_two_processes_writing_at_once_both_get_every_event_in(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in "ab"]
     assert [p.wait(60) for p in procs] == [0, 0]
     assert len(SqliteEventStore(path).tasks_in(TaskStatus.SUBMITTED)) == 400
+
+
+def test_a_task_can_be_found_by_the_event_that_made_it(tmp_path):
+    store = SqliteEventStore(tmp_path / "a.db")
+    store.append("t1", events.SUBMITTED, SUBMIT, "intake:trigger-1")
+    assert store.task_by_event("intake:trigger-1").id == "t1"
+    assert store.task_by_event("intake:other") is None

@@ -1,0 +1,99 @@
+"""Each drill submits real tasks, breaks something under them, and then accounts for every task:
+its final state, its result messages in the thread, and its Claude calls."""
+
+from __future__ import annotations
+
+import psutil
+
+from tests.fakes.signing import slash_command_body
+from tests.integration.drills.conftest import assert_nothing_lost_or_twice
+from tests.integration.stack import wait_until
+from tests.integration.test_processes import task_workers
+
+
+def test_kill_9_of_task_workers_with_claude_calls_in_flight(ledger, stack, claude):
+    claude.latency = 1.5
+    ledger.submit(12, "kill")
+    claude.wait_for(lambda fake: fake.in_flight >= 6, timeout=20)
+
+    for worker in task_workers(stack):
+        worker.kill()  # SIGKILL: no drain, no ack
+    outcomes = ledger.wait_settled(timeout=60)
+
+    # a killed attempt is one attempt: its task may be asked again once, never more
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=2)
+    assert all(o.final == "Done" for o in outcomes)
+
+
+def test_sigterm_to_a_task_worker_finishes_what_it_holds(ledger, stack, claude):
+    claude.latency = 1.0
+    ledger.submit(10, "term")
+    claude.wait_for(lambda fake: fake.in_flight >= 4, timeout=20)
+    victim = task_workers(stack)[0]
+
+    victim.terminate()
+    victim.wait(30)
+    outcomes = ledger.wait_settled(timeout=60)
+
+    assert f"task worker {victim.pid} exited with 0" in stack.processes.log("pm")
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
+
+
+def test_close_all_connections_under_load(ledger, stack, claude, rabbit):
+    claude.latency = 0.5
+    ledger.submit(20, "forced")
+    claude.wait_for(lambda fake: fake.in_flight >= 4, timeout=20)
+
+    rabbit.ctl("close_all_connections", "drill")
+    more = ledger.submit(5, "after")  # the bot still acks at once
+    outcomes = ledger.wait_settled(timeout=90)
+
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=2)
+    assert {o.task_id for o in outcomes if o.final == "Done"} >= set(more)
+
+
+def test_broker_stop_and_start_with_tasks_in_flight(ledger, stack, claude, rabbit):
+    claude.latency = 0.5
+    ledger.submit(20, "restart")
+    claude.wait_for(lambda fake: fake.in_flight >= 4, timeout=20)
+
+    rabbit.stop_app()
+    during = ledger.submit(3, "while-down")  # acked within 3 s though the broker is down
+    rabbit.start_app()
+    outcomes = ledger.wait_settled(timeout=120)
+
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=2)
+    assert all(o.final for o in outcomes if o.task_id in during)
+
+
+def test_the_pm_brings_killed_workers_back(stack):
+    workers = wait_until(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
+    for worker in workers:
+        worker.kill()
+    again = wait_until(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
+    assert not {w.pid for w in again} & {w.pid for w in workers}
+    assert all(w.status() != psutil.STATUS_ZOMBIE for w in again)
+
+
+def test_the_same_slash_command_delivered_twice_makes_one_task(ledger, stack, slack, claude):
+    body = slash_command_body("task only once please", response_url=slack.new_response_url())
+    first = stack.sender.post(body)
+    again = stack.sender.post(body, headers={"X-Slack-Retry-Num": "1"})
+
+    assert first[0] == again[0] == 200
+    task_id = first[1].split("`")[1]
+    assert again[1].split("`")[1] == task_id, "the replay is answered with the same task"
+    ledger.tasks[task_id] = "only once please"
+    outcomes = ledger.wait_settled(timeout=20)
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
+    assert len(slack.messages("C0CHAN1")) == 1
+
+
+def test_slack_answering_429_for_a_while(ledger, stack, slack, claude):
+    slack.fail_next("*", count=8, status=429, retry_after=1)
+    ledger.submit(4, "throttled")
+    outcomes = ledger.wait_settled(timeout=60)
+
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
+    posts = sum(1 for c in slack.calls if c.method == "chat.postMessage")
+    assert posts > 8, "4 parents + 4 answers, and the retries of the rate-limited ones"
