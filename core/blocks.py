@@ -28,9 +28,10 @@ def context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
-def parent_message(task: TaskView) -> tuple[str, Blocks]:
-    """The task's message in the channel: id, who asked, what, and where it stands."""
-    status = status_line(task)
+def parent_message(task: TaskView, status: str | None = None) -> tuple[str, Blocks]:
+    """The task's message in the channel: id, who asked, what, and where it stands (`status`
+    overrides the line derived from the task's state)."""
+    status = status or status_line(task)
     fallback = f"Task {task.id} from <@{task.user}>: {status}"
     blocks = [
         section(f"*Task `{task.id}`* from <@{task.user}>\n>{escape(preview(task.prompt, 280))}"),

@@ -17,7 +17,11 @@ from core.errors import AicoError, SlackError
 
 log = logging.getLogger(__name__)
 
-PUBLISH_WAIT = 30.0  # seconds to wait for the broker's confirm before trying again
+NOTICE_AFTER = 3.0  # seconds without the broker's confirm before the task's owner is told
+WAITING = (
+    ":warning: Waiting for the queue: RabbitMQ cannot be reached. Your task is saved and will be "
+    "queued as soon as it is back"
+)
 SLACK_ATTEMPTS = 3  # tries to post a parent message when Slack cannot be reached
 
 
@@ -133,18 +137,43 @@ class Intake:
         return posted or task
 
     def _enqueue(self, task: TaskView) -> None:
-        message = TaskMessage(
+        body = TaskMessage(
             task.id, task.prompt, task.user, task.channel, task.thread_ts, task.created_at
-        )
+        ).encode()
+        waiting = False
         while True:
+            confirmed = self.publisher.publish(self.queue, body, task.id)
             try:
-                self.publisher.publish(self.queue, message.encode(), task.id).result(PUBLISH_WAIT)
+                confirmed.result(NOTICE_AFTER)
                 break
-            except (AicoError, TimeoutError) as exc:
+            except TimeoutError:
+                # The link holds the message and publishes it when the broker is back: wait for
+                # that confirm (publishing again would queue the task twice).
+                waiting = waiting or self._show_waiting(task)
+                try:
+                    confirmed.result()
+                    break
+                except AicoError as exc:
+                    log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
+            except AicoError as exc:  # refused, or the connection dropped before the confirm
                 log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
-                time.sleep(1.0)
-        # The parent already says "Queued": a recorded task is as good as queued to its owner.
-        self.store.append(task.id, events.QUEUED, {}, f"{task.id}:queued")
+                waiting = waiting or self._show_waiting(task)
+            time.sleep(1.0)
+        queued = self.store.append(task.id, events.QUEUED, {}, f"{task.id}:queued")
+        if waiting:
+            self._update_parent(queued or task)
+
+    def _show_waiting(self, task: TaskView) -> bool:
+        log.warning("task %s: the broker is unreachable; the task waits in the store", task.id)
+        self._update_parent(task, WAITING)
+        return True
+
+    def _update_parent(self, task: TaskView, status: str | None = None) -> None:
+        text, blocks = parent_message(task, status)
+        try:
+            self.notifier.update(task.channel, task.thread_ts, text, blocks)
+        except SlackError as exc:
+            log.warning("task %s: parent message not updated: %s", task.id, exc)
 
     def _fail_at_intake(self, task: TaskView, exc: SlackError) -> None:
         reason = _SLACK_REASONS.get(exc.code, f"Slack refused the message ({exc.code})")

@@ -95,20 +95,22 @@ class Runtime:
             published.append(future)
             return future
 
+        settle = delivery.ack
         try:
             self.handler(delivery, publish)
         except InvalidInput as exc:
             log.error("dead-lettering message %s: %s", delivery.message_id or "?", exc)
-            self._settle(delivery.reject)
-            return
+            settle = delivery.reject  # once what it published (the user's notice) is safe
         except Exception:
             log.exception("message %s failed; giving it back", delivery.message_id)
             self._settle(delivery.requeue)
             return
         # A cancelled delayed publish is never sent, so there is nothing to wait for.
-        self._ack_when_confirmed(delivery, [f for f in published if not f.cancelled()])
+        self._when_confirmed(delivery, [f for f in published if not f.cancelled()], settle)
 
-    def _ack_when_confirmed(self, delivery: Delivery, published: list[Future[None]]) -> None:
+    def _when_confirmed(
+        self, delivery: Delivery, published: list[Future[None]], settle: Callable[[], None]
+    ) -> None:
         remaining = len(published)
         lock = threading.Lock()
 
@@ -127,10 +129,10 @@ class Runtime:
                 )
                 self._settle(delivery.requeue)
             else:
-                self._settle(delivery.ack)
+                self._settle(settle)
 
         if not published:
-            self._settle(delivery.ack)
+            self._settle(settle)
         for future in published:
             future.add_done_callback(confirmed)
 

@@ -82,3 +82,14 @@ def _require_str(message: object, *names: str) -> None:
         value = getattr(message, name)
         if not isinstance(value, str) or not value:
             raise DecodeError(f"{type(message).__name__}.{name} must be a non-empty string")
+
+
+def salvage_route(raw: bytes) -> tuple[str, str, str] | None:
+    """(task_id, channel, thread_ts) of a task message that cannot be decoded whole, if they can
+    be read from it, so that its owner can be told in the thread."""
+    try:
+        body = json.loads(raw)
+        route = (body["task_id"], body["channel"], body["thread_ts"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    return route if all(isinstance(part, str) and part for part in route) else None

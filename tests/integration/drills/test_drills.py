@@ -3,11 +3,15 @@ its final state, its result messages in the thread, and its Claude calls."""
 
 from __future__ import annotations
 
+import json
+
+import pika
 import psutil
 
 from tests.fakes.signing import slash_command_body
 from tests.integration.drills.conftest import assert_nothing_lost_or_twice
 from tests.integration.stack import wait_until
+from tests.integration.test_e2e import parent_of
 from tests.integration.test_processes import task_workers
 
 
@@ -97,3 +101,51 @@ def test_slack_answering_429_for_a_while(ledger, stack, slack, claude):
     assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
     posts = sum(1 for c in slack.calls if c.method == "chat.postMessage")
     assert posts > 8, "4 parents + 4 answers, and the retries of the rate-limited ones"
+
+
+def test_broker_down_when_tasks_arrive_they_wait_and_the_owner_is_told(
+    ledger, stack, slack, claude, rabbit
+):
+    rabbit.stop_app()
+    try:
+        waiting = ledger.submit(3, "outage")  # acked at once: the tasks are in the store
+
+        def told():
+            shown = [json.dumps(parent_of(slack, t) or {}) for t in waiting]
+            return all("Waiting for the queue" in s for s in shown)
+
+        slack.wait_for(told, timeout=20)
+        assert claude.calls == []
+    finally:
+        rabbit.start_app()
+    outcomes = ledger.wait_settled(timeout=60)
+
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
+    assert all(o.final == "Done" for o in outcomes)
+
+
+def dead_letters(rabbit, stack) -> int:
+    vhost = stack.env["AICO_AMQP_URL"].rsplit("/", 1)[1]
+    rows = rabbit.ctl("list_queues", "-p", vhost, "name", "messages").split("\n")
+    counts = dict(row.split("\t") for row in rows if "\t" in row)
+    return int(counts.get("aico.dead", 0))
+
+
+def test_a_task_claude_refuses_is_told_in_its_thread_and_dead_lettered(
+    ledger, stack, claude, rabbit
+):
+    claude.fail_next(count=1, status=400)
+    ledger.submit(1, "refused")
+    (outcome,) = ledger.wait_settled(timeout=20)
+
+    assert (outcome.final, outcome.results, outcome.claude_calls) == ("Failed", 1, 1)
+    wait_until(lambda: dead_letters(rabbit, stack) == 1, timeout=10)
+
+
+def test_a_message_that_cannot_be_read_is_dead_lettered_and_work_goes_on(ledger, stack, rabbit):
+    with pika.BlockingConnection(pika.URLParameters(stack.env["AICO_AMQP_URL"])) as conn:
+        conn.channel().basic_publish("", "aico.tasks", b"\xff not a task", mandatory=True)
+    wait_until(lambda: dead_letters(rabbit, stack) == 1, timeout=20)
+
+    ledger.submit(2, "afterwards")
+    assert_nothing_lost_or_twice(ledger.wait_settled(timeout=20), stack, max_calls=1)

@@ -38,3 +38,13 @@ def test_an_unknown_result_event_is_refused():
     bad = ResultMessage("a", "completed", "C", "1.1", 1.0).encode().replace(b"completed", b"oops")
     with pytest.raises(DecodeError):
         ResultMessage.decode(bad)
+
+
+def test_the_route_of_a_broken_task_message_can_still_be_read():
+    from core.domain.messages import salvage_route
+
+    broken = b'{"kind":"task","v":1,"task_id":"abc","channel":"C1","thread_ts":"1.2","prompt":7}'
+    assert salvage_route(broken) == ("abc", "C1", "1.2")
+    assert salvage_route(b"garbage") is None
+    assert salvage_route(b'{"task_id":"abc","channel":"C1"}') is None
+    assert salvage_route(b'{"task_id":1,"channel":"C1","thread_ts":"1.2"}') is None
