@@ -15,15 +15,10 @@ from pathlib import Path
 import pytest
 
 from core.adapters.rabbitmq_node import RabbitNode, RabbitNodeError
+from tests.fakes.anthropic import FakeClaude
+from tests.fakes.slack import FakeSlack
+from tests.integration.stack import BOT_TOKEN, PROXY_VARS
 
-PROXY_VARIABLES = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
 HERE = Path(__file__).parent
 
 
@@ -36,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def no_proxies() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
-        for name in PROXY_VARIABLES:
+        for name in PROXY_VARS:
             patch.delenv(name, raising=False)
         yield
 
@@ -59,3 +54,15 @@ def rabbit() -> Iterator[RabbitNode]:
 @pytest.fixture
 def amqp_url(rabbit: RabbitNode) -> str:
     return rabbit.url
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack(bot_token=BOT_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def claude() -> Iterator[FakeClaude]:
+    with FakeClaude(latency=0.05) as fake:
+        yield fake

@@ -13,24 +13,11 @@ import time
 import pytest
 
 from core.domain.text import INLINE_LIMIT
-from tests.fakes.anthropic import FakeClaude
 from tests.fakes.signing import SlackSender, slash_command_body
 from tests.fakes.slack import FakeSlack
-from tests.integration.stack import BOT_TOKEN, Stack, fresh_vhost
+from tests.integration.stack import Stack, fresh_vhost
 
 CHANNEL = "C0CHAN1"
-
-
-@pytest.fixture
-def slack():
-    with FakeSlack(bot_token=BOT_TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def claude():
-    with FakeClaude(latency=0.05) as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -52,16 +39,18 @@ def parent_of(slack: FakeSlack, task_id: str) -> dict | None:
     )
 
 
-def wait_for_answer(slack: FakeSlack, task_id: str, timeout: float = 20.0) -> tuple[dict, list]:
-    """The parent message once it says Done, and the replies in its thread."""
+def wait_for_answer(
+    slack: FakeSlack, task_id: str, timeout: float = 20.0, status: str = "Done"
+) -> tuple[dict, list]:
+    """The parent message once its status says `status`, and the replies in its thread."""
 
-    def done():
+    def arrived():
         parent = parent_of(slack, task_id)
-        if parent and "Done" in json.dumps(parent.get("blocks")):
+        if parent and status in json.dumps(parent.get("blocks")):
             return parent, slack.replies(CHANNEL, parent["ts"])
         return None
 
-    return slack.wait_for(done, timeout)
+    return slack.wait_for(arrived, timeout)
 
 
 def test_a_task_is_acked_fast_and_answered_in_its_own_thread(stack, slack, claude):
@@ -172,13 +161,7 @@ def test_a_claude_error_becomes_a_clear_failure_in_the_thread(stack, slack, clau
     claude.fail_next(count=1, status=400)
     _, body, _ = stack.command("task this will be refused")
     task_id = task_id_of(body)
-
-    def failed():
-        parent = parent_of(slack, task_id)
-        return parent if parent and "Failed" in json.dumps(parent["blocks"]) else None
-
-    parent = slack.wait_for(failed, 20)
-    replies = slack.replies(CHANNEL, parent["ts"])
+    _, replies = wait_for_answer(slack, task_id, timeout=20, status="Failed")
     assert len(replies) == 1
     assert f"Task `{task_id}` failed: Claude answered 400" in replies[0]["text"]
 
@@ -240,13 +223,7 @@ def test_claude_not_answering_in_time_ends_in_a_clear_failure(impatient_stack, s
     claude.hang_next(count=3, seconds=5)  # the first try and the SDK's two retries
     _, body, _ = impatient_stack.command("task never answered")
     task_id = task_id_of(body)
-
-    def failed():
-        parent = parent_of(slack, task_id)
-        return parent if parent and "Failed" in json.dumps(parent["blocks"]) else None
-
-    parent = slack.wait_for(failed, 30)
-    replies = slack.replies(CHANNEL, parent["ts"])
+    _, replies = wait_for_answer(slack, task_id, timeout=30, status="Failed")
     assert [
         f"Task `{task_id}` failed: Claude did not answer in time" in r["text"] for r in replies
     ] == [True]

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.slack import FakeSlack
-from tests.integration.stack import BOT_TOKEN, Stack, fresh_vhost
+from tests.integration.stack import Stack, fresh_vhost
 from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of
 
 FINAL = ("Done", "Failed", "Cancelled")
@@ -84,18 +84,6 @@ def assert_nothing_lost_or_twice(outcomes: list[Outcome], stack: Stack, max_call
     assert not lost, f"{len(lost)} task(s) never reached a final state: {lost}\n{stack.logs()}"
     assert not twice, f"tasks without exactly one result message: {twice}"
     assert not overcalled, f"more Claude calls than attempts: {overcalled}"
-
-
-@pytest.fixture
-def slack():
-    with FakeSlack(bot_token=BOT_TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def claude():
-    with FakeClaude(latency=0.05) as fake:
-        yield fake
 
 
 @pytest.fixture
