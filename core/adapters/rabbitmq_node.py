@@ -12,8 +12,8 @@ runs in its own process group and is started from the real start script
 Accounts: when we are root, the node and `rabbitmqctl` run as the `rabbitmq` user, like Debian's
 wrapper does it, but without `su`: the child switches uid/gid itself (`subprocess.Popen(user=,
 group=, extra_groups=[])`) and `base_dir` is chowned to `rabbitmq`, who must be able to reach it
-(no private 0700 parent such as /root). Any other user runs the node as itself and must own
-`base_dir`.
+(no private 0700 parent such as root's home directory). Any other user runs the node as itself
+and must own `base_dir`.
 
 Erlang's port mapper (`epmd`, port 4369) is shared by every node on the host: the first node
 starts it, and it keeps running after the node stops, like a system daemon.
