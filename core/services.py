@@ -134,7 +134,7 @@ class Intake:
                     raise
                 time.sleep(2**attempt)
         posted = self.store.append(task.id, events.POSTED, {"thread_ts": ts}, f"{task.id}:posted")
-        return posted or task
+        return posted or self.store.task(task.id) or task  # None: another dispatch posted it
 
     def _enqueue(self, task: TaskView) -> None:
         body = TaskMessage(

@@ -24,6 +24,9 @@ _STATUS_AFTER = {
 }
 
 
+_RANK = {status: rank for rank, status in enumerate(TaskStatus)}  # statuses only move forward
+
+
 @dataclass(frozen=True)
 class Event:
     task_id: str
@@ -66,7 +69,8 @@ def fold(events: list[Event]) -> TaskView | None:
 
 
 def apply(view: TaskView | None, event: Event) -> TaskView:
-    """The state after `event`. A final state is never left (late events change nothing)."""
+    """The state after `event`. The status only moves forward, and a final state is never left
+    (late events change nothing)."""
     if view is None:
         if event.type != SUBMITTED:
             raise ValueError(f"task {event.task_id} has no submitted event")
@@ -84,7 +88,10 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
         )
     if view.status.final:
         return replace(view, version=event.version)
-    changes: dict[str, Any] = {"status": _STATUS_AFTER[event.type], "updated_at": event.at}
+    status = _STATUS_AFTER[event.type]
+    if _RANK[status] < _RANK[view.status]:
+        status = view.status  # late news (the broker's confirm after the worker started)
+    changes: dict[str, Any] = {"status": status, "updated_at": event.at}
     if event.type == POSTED:
         changes["thread_ts"] = event.data["thread_ts"]
     elif event.type == STARTED:

@@ -56,3 +56,15 @@ def test_a_final_state_is_never_left():
     )
     assert view.status is TaskStatus.FAILED
     assert view.error == "boom"
+
+
+def test_a_late_queued_event_does_not_take_a_running_task_back():
+    view = fold(
+        [
+            _event(events.SUBMITTED, 1, user="U1", channel="C1", prompt="p"),
+            _event(events.POSTED, 2, thread_ts="9.9"),
+            _event(events.STARTED, 3),
+            _event(events.QUEUED, 4),
+        ]
+    )
+    assert view.status is TaskStatus.RUNNING and view.version == 4
