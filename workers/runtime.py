@@ -60,6 +60,7 @@ class Runtime:
         for lane in self._lanes:
             lane.shutdown(wait=False, cancel_futures=True)
         self.link.close()
+        log.info("stopped")
 
     def stop(self) -> None:
         self.stopping.set()

@@ -89,8 +89,27 @@ class Stack:
     def start(self, timeout: float = 30.0) -> Stack:
         self.processes.start()
         if "SLACK_APP_TOKEN" not in self.env:
-            self.wait_healthy(timeout)
+            for _ in range(3):
+                try:
+                    self.wait_healthy(timeout)
+                    break
+                except RuntimeError:
+                    if not self._port_was_taken():
+                        raise
         return self
+
+    def _port_was_taken(self) -> bool:
+        """free_port() races with every other socket on the machine: if the port went to someone
+        else before the bot bound it, start the bot again on another one."""
+        bot = self.processes.processes["bot"]
+        if bot.poll() is None or "Address already in use" not in self.processes.log("bot"):
+            return False
+        self.port = free_port()
+        self.env["PORT"] = self.processes.env["PORT"] = str(self.port)
+        self.url = f"http://127.0.0.1:{self.port}/slack/events"
+        self.sender = SlackSender(self.url, SIGNING_SECRET)
+        self.processes.start("bot")
+        return True
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -124,4 +143,4 @@ class Stack:
 
     def stop(self) -> dict[str, int | None]:
         self.sender.close()
-        return self.processes.stop()
+        return self.processes.stop(timeout=75.0)  # a worker may drain for up to 60 s
