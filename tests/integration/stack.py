@@ -88,15 +88,22 @@ class Stack:
 
     def start(self, timeout: float = 30.0) -> Stack:
         self.processes.start()
-        if "SLACK_APP_TOKEN" not in self.env:
-            for _ in range(3):
-                try:
-                    self.wait_healthy(timeout)
-                    break
-                except RuntimeError:
-                    if not self._port_was_taken():
-                        raise
+        try:
+            if "SLACK_APP_TOKEN" not in self.env:
+                self._wait_for_the_bot(timeout)
+        except BaseException:
+            self.stop()  # a stack that failed to start leaves nothing running
+            raise
         return self
+
+    def _wait_for_the_bot(self, timeout: float) -> None:
+        for _ in range(3):
+            try:
+                self.wait_healthy(timeout)
+                return
+            except RuntimeError:
+                if not self._port_was_taken():
+                    raise
 
     def _port_was_taken(self) -> bool:
         """free_port() races with every other socket on the machine: if the port went to someone
