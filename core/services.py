@@ -144,17 +144,14 @@ class Intake:
         while True:
             confirmed = self.publisher.publish(self.queue, body, task.id)
             try:
-                confirmed.result(NOTICE_AFTER)
-                break
-            except TimeoutError:
-                # The link holds the message and publishes it when the broker is back: wait for
-                # that confirm (publishing again would queue the task twice).
-                waiting = waiting or self._show_waiting(task)
                 try:
+                    confirmed.result(NOTICE_AFTER)
+                except TimeoutError:
+                    # The link holds the message and publishes it when the broker is back: wait
+                    # for that confirm (publishing again would queue the task twice).
+                    waiting = waiting or self._show_waiting(task)
                     confirmed.result()
-                    break
-                except AicoError as exc:
-                    log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
+                break
             except AicoError as exc:  # refused, or the connection dropped before the confirm
                 log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
                 waiting = waiting or self._show_waiting(task)

@@ -104,6 +104,8 @@ class Runtime:
             settle = delivery.reject  # once what it published (the user's notice) is safe
         except Exception:
             log.exception("message %s failed; giving it back", delivery.message_id)
+            for future in published:
+                future.cancel()  # a delayed report not sent yet has nothing left to say
             self._settle(delivery.requeue)
             return
         # A cancelled delayed publish is never sent, so there is nothing to wait for.
