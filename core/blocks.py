@@ -55,6 +55,19 @@ def answer_blocks(answer: str, receipt: str) -> tuple[str, Blocks]:
     return escape(preview(answer, 300)), [section(p) for p in pieces] + [context(receipt)]
 
 
+def working_blocks(task_id: str) -> tuple[str, Blocks]:
+    """The result message while Claude works; the answer replaces it."""
+    text = f":gear: Working on task `{task_id}`…"
+    return text, [context(text)]
+
+
+def attached_answer_blocks(answer: str, receipt: str, filename: str) -> tuple[str, Blocks]:
+    """The result message of an answer too long for a message: its start, and where the rest is."""
+    head = split(to_mrkdwn(answer))[0]
+    note = f"The whole answer ({len(answer):,} characters) is in `{filename}` below."
+    return escape(preview(answer, 300)), [section(head), context(f"{note}\n{receipt}")]
+
+
 def failure_blocks(task_id: str, reason: str) -> tuple[str, Blocks]:
     text = f":x: Task `{task_id}` failed: {escape(preview(reason, 2500))}"
     return text, [section(text)]

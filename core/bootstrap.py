@@ -30,6 +30,7 @@ def configure_logging(settings: Settings, process: str) -> None:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def store(settings: Settings) -> SqliteEventStore:
@@ -39,9 +40,11 @@ def store(settings: Settings) -> SqliteEventStore:
 
 
 def notifier(settings: Settings) -> SlackNotifier:
-    from core.adapters.slack import SlackNotifier, web_client
+    from core.adapters.slack import ChannelPacer, SlackNotifier, web_client
 
-    return SlackNotifier(web_client(settings.slack_bot_token, settings.slack_api_url))
+    client = web_client(settings.slack_bot_token, settings.slack_api_url)
+    pacer = ChannelPacer(settings.slack_channel_rate, settings.slack_channel_burst)
+    return SlackNotifier(client, pacer)
 
 
 def link(settings: Settings, name: str) -> AmqpLink:

@@ -12,6 +12,7 @@ from core.errors import ConfigError
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_MODEL = "claude-sonnet-4-5"
+MAX_CLAUDE_TIMEOUT = 300.0
 
 # Which settings each process cannot start without.
 REQUIRED = {
@@ -43,6 +44,10 @@ class Settings:
     claude_timeout: float = 120.0
     max_tokens: int = 4096
     max_task_chars: int = 4000
+    slack_channel_rate: float = 1.0  # posts a second per channel; 0: not paced
+    slack_channel_burst: int = 5
+    stale_after: float = 45 * 60.0  # seconds without news before a task counts as stranded
+    sweep_every: float = 5 * 60.0
     log_level: str = "INFO"
 
     @property
@@ -81,6 +86,10 @@ class Settings:
             claude_timeout=_float(env, "AICO_CLAUDE_TIMEOUT", 120.0, problems),
             max_tokens=_int(env, "AICO_MAX_TOKENS", 4096, problems, minimum=1),
             max_task_chars=_int(env, "AICO_MAX_TASK_CHARS", 4000, problems, minimum=1),
+            slack_channel_rate=_float(env, "AICO_SLACK_CHANNEL_RATE", 1.0, problems, zero=True),
+            slack_channel_burst=_int(env, "AICO_SLACK_CHANNEL_BURST", 5, problems, minimum=1),
+            stale_after=_float(env, "AICO_STALE_AFTER", 45 * 60.0, problems),
+            sweep_every=_float(env, "AICO_SWEEP_EVERY", 5 * 60.0, problems),
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
         )
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
@@ -88,6 +97,11 @@ class Settings:
             problems.append("AICO_DB_URL must be sqlite:///<path> (no other store yet)")
         if not settings.amqp_url.startswith(("amqp://", "amqps://")):
             problems.append("AICO_AMQP_URL must start with amqp:// or amqps://")
+        if settings.claude_timeout > MAX_CLAUDE_TIMEOUT:
+            problems.append(
+                f"AICO_CLAUDE_TIMEOUT must be at most {MAX_CLAUDE_TIMEOUT:.0f} s, so that a task's "
+                "attempt (3 tries) ends well before RabbitMQ's 30-minute consumer_timeout"
+            )
         if settings.min_workers > settings.max_workers:
             problems.append("AICO_MIN_WORKERS must not exceed AICO_MAX_WORKERS")
         if problems:
@@ -125,15 +139,17 @@ def _int(env: Mapping[str, str], name: str, default: int, problems: list[str], m
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, problems: list[str], zero: bool = False
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        problems.append(f"{name} must be a number of seconds, got {raw!r}")
+        problems.append(f"{name} must be a number, got {raw!r}")
         return default
-    if value <= 0:
-        problems.append(f"{name} must be positive, got {raw}")
+    if value < 0 or (value == 0 and not zero):
+        problems.append(f"{name} must be {'0 or more' if zero else 'positive'}, got {raw}")
     return value

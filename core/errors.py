@@ -19,16 +19,27 @@ class DecodeError(InvalidInput):
     """A queue message that cannot be decoded; it is dead-lettered, never requeued."""
 
 
+class Conflict(AicoError):
+    """An append lost a race: the task changed since it was read (optimistic concurrency), or
+    the event no longer applies to it."""
+
+
+class TryLater(AicoError):
+    """Not now: give the message back for a later attempt (an expected outcome, not a bug)."""
+
+
 class BrokerUnavailable(AicoError):
     """RabbitMQ cannot be reached or refused to take a message."""
 
 
 class SlackError(AicoError):
-    """Slack refused a call; `code` is Slack's error string (for example `not_in_channel`)."""
+    """Slack refused a call; `code` is Slack's error string (for example `not_in_channel`).
+    `transient`: Slack was unreachable or failing, and the same call may work later."""
 
-    def __init__(self, code: str, message: str | None = None) -> None:
+    def __init__(self, code: str, message: str | None = None, *, transient: bool = False) -> None:
         super().__init__(message or code)
         self.code = code
+        self.transient = transient
 
 
 class ModelError(AicoError):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from core.blocks import parent_message
 from core.domain import events
-from core.domain.events import TaskView
+from core.domain.events import Event, TaskView
 from core.domain.messages import TaskMessage
 from core.domain.task import TaskStatus, clean_prompt, new_task_id
 from core.errors import AicoError, SlackError
+from core.patience import SLACK_PATIENCE, with_patience
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +24,35 @@ WAITING = (
     ":warning: Waiting for the queue: RabbitMQ cannot be reached. Your task is saved and will be "
     "queued as soon as it is back"
 )
-SLACK_ATTEMPTS = 3  # tries to post a parent message when Slack cannot be reached
+PARENT_EVENT = "aico_task"  # the metadata event type of a task's parent message
 
 
 class EventStore(Protocol):
     def append(
-        self, task_id: str, type_: str, data: dict, event_id: str = ""
+        self,
+        task_id: str,
+        type_: str,
+        data: dict,
+        event_id: str = "",
+        expected_version: int | None = None,
     ) -> TaskView | None: ...
     def task(self, task_id: str) -> TaskView | None: ...
     def task_by_event(self, event_id: str) -> TaskView | None: ...
+    def events(self, task_id: str) -> list[Event]: ...
     def tasks_in(self, status: TaskStatus) -> list[TaskView]: ...
 
 
 class Notifier(Protocol):
-    def post(self, channel: str, text: str, blocks: list, thread_ts: str | None = None) -> str: ...
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list,
+        thread_ts: str | None = None,
+        metadata: dict | None = None,
+    ) -> str: ...
+    def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str: ...
+    def has_file(self, channel: str, thread_ts: str, filename: str) -> bool: ...
     def update(self, channel: str, ts: str, text: str, blocks: list) -> None: ...
     def upload(
         self, channel: str, thread_ts: str, content: str, filename: str, comment: str
@@ -67,13 +84,16 @@ class Intake:
         queue: str,
         max_chars: int,
         threads: int = 8,
+        slack_patience: float = SLACK_PATIENCE,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.publisher = publisher
         self.queue = queue
         self.max_chars = max_chars
+        self.slack_patience = slack_patience
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intake")
+        self._closing = threading.Event()
 
     def submit(self, request: TaskRequest) -> TaskView:
         """Validate and record the task (InvalidInput says what is wrong). Runs before the ack."""
@@ -95,44 +115,56 @@ class Intake:
         return task
 
     def resume(self) -> int:
-        """Queue again what was acked but not yet queued when this process last stopped."""
+        """Queue again what was acked but not yet queued when this process last stopped. (Its
+        parent message may have been posted just before: it is looked for first.)"""
         pending = self.store.tasks_in(TaskStatus.SUBMITTED)
         for task in pending:
-            self._pool.submit(self._dispatch_logged, task.id)
+            self._pool.submit(self._dispatch_logged, task.id, True)
         return len(pending)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stop: what is not queued yet stays in the store and is queued at the next start."""
+        self._closing.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _dispatch_logged(self, task_id: str) -> None:
+    def _dispatch_logged(self, task_id: str, look_first: bool = False) -> None:
         try:
-            self.dispatch(task_id)
+            self.dispatch(task_id, look_first)
         except Exception:
             log.exception("task %s: could not be dispatched", task_id)
 
-    def dispatch(self, task_id: str) -> None:
+    def dispatch(self, task_id: str, look_first: bool = False) -> None:
         task = self.store.task(task_id)
         if task is None or task.status is not TaskStatus.SUBMITTED:
             return
         try:
-            task = self._ensure_parent(task)
+            task = self._ensure_parent(task, look_first)
         except SlackError as exc:
+            if self._closing.is_set():
+                log.info(
+                    "task %s: not posted before the stop; it will be at the next start", task_id
+                )
+                return
             self._fail_at_intake(task, exc)
             return
         self._enqueue(task)
 
-    def _ensure_parent(self, task: TaskView) -> TaskView:
+    def _ensure_parent(self, task: TaskView, look_first: bool) -> TaskView:
+        """Post the task's parent message once. After a post whose outcome is unknown (the
+        connection dropped, or this process stopped), look for it before posting again."""
         if task.thread_ts:
             return task
         text, blocks = parent_message(task)
-        for attempt in range(SLACK_ATTEMPTS):
-            try:
-                ts = self.notifier.post(task.channel, text, blocks)
-                break
-            except SlackError as exc:
-                if exc.code != "connection_error" or attempt == SLACK_ATTEMPTS - 1:
-                    raise
-                time.sleep(2**attempt)
+        metadata = {"event_type": PARENT_EVENT, "event_payload": {"task_id": task.id}}
+        uncertain = look_first
+
+        def find_or_post() -> str:
+            nonlocal uncertain
+            found = uncertain and self.notifier.find_message(task.channel, PARENT_EVENT, task.id)
+            uncertain = True
+            return found or self.notifier.post(task.channel, text, blocks, metadata=metadata)
+
+        ts = with_patience(find_or_post, f"task {task.id}", self.slack_patience, self._closing)
         posted = self.store.append(task.id, events.POSTED, {"thread_ts": ts}, f"{task.id}:posted")
         return posted or self.store.task(task.id) or task  # None: another dispatch posted it
 
@@ -141,24 +173,36 @@ class Intake:
             task.id, task.prompt, task.user, task.channel, task.thread_ts, task.created_at
         ).encode()
         waiting = False
-        while True:
+        while not self._closing.is_set():
             confirmed = self.publisher.publish(self.queue, body, task.id)
             try:
-                try:
-                    confirmed.result(NOTICE_AFTER)
-                except TimeoutError:
-                    # The link holds the message and publishes it when the broker is back: wait
-                    # for that confirm (publishing again would queue the task twice).
-                    waiting = waiting or self._show_waiting(task)
-                    confirmed.result()
+                waiting = self._await_confirm(confirmed, task, waiting)
                 break
             except AicoError as exc:  # refused, or the connection dropped before the confirm
                 log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
                 waiting = waiting or self._show_waiting(task)
-            time.sleep(1.0)
+            self._closing.wait(1.0)
+        if self._closing.is_set():
+            log.info("task %s: not queued before the stop; it will be at the next start", task.id)
+            return
         queued = self.store.append(task.id, events.QUEUED, {}, f"{task.id}:queued")
         if waiting:
             self._update_parent(queued or task)
+
+    def _await_confirm(self, confirmed: Future[None], task: TaskView, waiting: bool) -> bool:
+        """Wait for the broker's confirm, telling the owner if it takes long; returns whether
+        they were told. While the broker is away the link holds the message and publishes it
+        when it is back: this waits for that same message (publishing again would queue the task
+        twice). Returns early, unconfirmed, when the intake is closing."""
+        notice_at = time.monotonic() + NOTICE_AFTER
+        while not self._closing.is_set():
+            try:
+                confirmed.result(timeout=0.25)
+                return waiting
+            except TimeoutError:
+                if not waiting and time.monotonic() > notice_at:
+                    waiting = self._show_waiting(task)
+        return waiting
 
     def _show_waiting(self, task: TaskView) -> bool:
         log.warning("task %s: the broker is unreachable; the task waits in the store", task.id)

@@ -5,10 +5,14 @@ every message the handler published is confirmed by the broker (the handler's th
 the next delivery meanwhile). A DecodeError or InvalidInput dead-letters the delivery at once;
 any other error gives it back for another attempt (the queue's delivery limit stops a poison
 message). On stop it cancels the consumer, finishes what it holds, and only then closes.
+
+`paused` (optional) is asked twice a second; while it says so, the runtime stops consuming, so
+messages wait in the queue (a task worker pauses while its Claude circuit breaker is open).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,7 +22,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from core.adapters.rabbitmq import AmqpLink, Delivery
 from core.domain.messages import Message
-from core.errors import InvalidInput
+from core.errors import InvalidInput, TryLater
 
 log = logging.getLogger(__name__)
 
@@ -29,28 +33,43 @@ PREFETCH_EXTRA = 2  # deliveries waiting beside the busy ones, so no slot idles 
 
 class Runtime:
     def __init__(
-        self, link: AmqpLink, queue: str, handler: Handler, concurrency: int, ordered: bool = False
+        self,
+        link: AmqpLink,
+        queue: str,
+        handler: Handler,
+        concurrency: int,
+        ordered: bool = False,
+        paused: Callable[[], bool] | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         """`ordered`: deliveries of one task (by message id prefix) run one at a time, in order."""
         self.link = link
-        self.queue = queue
-        self.handler = handler
+        prefetch = concurrency + PREFETCH_EXTRA
+        self.routes: dict[str, tuple[Handler, int]] = {queue: (handler, prefetch)}
         self.concurrency = concurrency
+        self.paused = paused
+        self._paused = False
         self._lanes: list[Executor] = (
             [ThreadPoolExecutor(1, thread_name_prefix=f"lane{i}") for i in range(concurrency)]
             if ordered
             else [ThreadPoolExecutor(concurrency, thread_name_prefix="work")]
         )
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()  # handlers may watch it too
         self._unsettled = 0
         self._settled = threading.Condition()
 
+    def also(self, queue: str, handler: Handler, prefetch: int = 1) -> Runtime:
+        """Consume `queue` too, with its own handler (on the same lanes)."""
+        self.routes[queue] = (handler, prefetch)
+        return self
+
     def run(self, drain_timeout: float = 60.0) -> None:
-        self.link.consume(self.queue, self.concurrency + PREFETCH_EXTRA, self._on_delivery)
+        self._consume()
         # Wake up now and then: a signal delivered to another thread does not interrupt a wait.
         while not self.stopping.wait(0.5):
             if self.link.fatal:
                 raise SystemExit(f"cannot use RabbitMQ: {self.link.fatal}")
+            self._follow_pause()
         log.info("draining in-flight work (up to %.0fs)", drain_timeout)
         try:
             self.link.stop_consuming().result(5)
@@ -65,6 +84,22 @@ class Runtime:
     def stop(self) -> None:
         self.stopping.set()
 
+    def _consume(self) -> None:
+        for queue, (handler, prefetch) in self.routes.items():
+            self.link.consume(queue, prefetch, functools.partial(self._on_delivery, handler))
+
+    def _follow_pause(self) -> None:
+        paused = bool(self.paused and self.paused())
+        if paused == self._paused:
+            return
+        self._paused = paused
+        if paused:
+            log.warning("pausing: messages wait in the queue until this worker can use them")
+            self.link.stop_consuming()
+        else:
+            log.info("resuming consumption")
+            self._consume()
+
     def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with self._settled:
@@ -76,14 +111,14 @@ class Runtime:
                     self._unsettled,
                 )
 
-    def _on_delivery(self, delivery: Delivery) -> None:
+    def _on_delivery(self, handler: Handler, delivery: Delivery) -> None:
         with self._settled:
             self._unsettled += 1
         key = delivery.message_id.split(":", 1)[0]
         lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
-        lane.submit(self._process, delivery)
+        lane.submit(self._process, handler, delivery)
 
-    def _process(self, delivery: Delivery) -> None:
+    def _process(self, handler: Handler, delivery: Delivery) -> None:
         published: list[Future[None]] = []
 
         def publish(queue: str, message: Message, message_id: str, delay: float = 0.0):
@@ -98,12 +133,15 @@ class Runtime:
 
         settle = delivery.ack
         try:
-            self.handler(delivery, publish)
+            handler(delivery, publish)
         except InvalidInput as exc:
             log.error("dead-lettering message %s: %s", delivery.message_id or "?", exc)
             settle = delivery.reject  # once what it published (the user's notice) is safe
-        except Exception:
-            log.exception("message %s failed; giving it back", delivery.message_id)
+        except Exception as exc:
+            if isinstance(exc, TryLater):
+                log.warning("message %s given back: %s", delivery.message_id, exc)
+            else:
+                log.exception("message %s failed; giving it back", delivery.message_id)
             for future in published:
                 future.cancel()  # a delayed report not sent yet has nothing left to say
             self._settle(delivery.requeue)

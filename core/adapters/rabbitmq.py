@@ -31,18 +31,20 @@ _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.Aut
 
 TASKS = "aico.tasks"
 RESULTS = "aico.results"
-DEAD = "aico.dead"
+DEAD = "aico.dead"  # dead letters kept for operators (nothing consumes it)
+DEAD_WATCH = "aico.dead.watch"  # a copy of each, for the result worker to tell their owners
+DEAD_EXCHANGE = "aico.dead"  # fanout to both
 DELIVERY_LIMIT = 5  # attempts before a task is dead-lettered
-HEARTBEAT = 20  # seconds; the I/O thread never blocks, so heartbeats flow during long calls
+HEARTBEAT = 10  # seconds; the I/O thread never blocks, so heartbeats flow during long calls
 
 _QUEUE_ARGS: dict[str, Any] = {
     "x-queue-type": "quorum",
     "x-delivery-limit": DELIVERY_LIMIT,
-    "x-dead-letter-exchange": "",
-    "x-dead-letter-routing-key": DEAD,
+    "x-dead-letter-exchange": DEAD_EXCHANGE,
 }
 QUEUES: dict[str, dict[str, Any]] = {
     DEAD: {"x-queue-type": "quorum"},
+    DEAD_WATCH: {"x-queue-type": "quorum"},
     TASKS: _QUEUE_ARGS,
     RESULTS: _QUEUE_ARGS,
 }
@@ -55,7 +57,8 @@ class Delivery:
     body: bytes
     message_id: str
     redelivered: bool
-    delivery_count: int
+    delivery_count: int  # earlier deliveries of this message (the broker's x-delivery-count)
+    death_reason: str  # why it was dead-lettered, on the dead-letter queue ("delivery_limit")
     _link: AmqpLink = field(repr=False)
     _tag: int = field(repr=False)
     _generation: int = field(repr=False)
@@ -82,7 +85,7 @@ class _Consumer:
 class AmqpLink:
     """A connection to RabbitMQ owned by one I/O thread, shared safely by the rest of a process."""
 
-    def __init__(self, url: str, name: str, *, max_backoff: float = 10.0) -> None:
+    def __init__(self, url: str, name: str, *, max_backoff: float = 5.0) -> None:
         try:
             self._params = pika.URLParameters(url)
         except Exception as exc:
@@ -130,6 +133,25 @@ class AmqpLink:
         """Cancel every consumer; the future resolves once the broker confirmed it."""
         done: Future[None] = Future()
         self._call(lambda: self._cancel_consumers(done))
+        return done
+
+    def queue_depth(self, queue: str) -> Future[tuple[int, int]]:
+        """(messages ready, consumers) of one of aico's queues, as the broker counts them now."""
+        done: Future[tuple[int, int]] = Future()
+
+        def ask() -> None:
+            if not (self.connected.is_set() and self._channel):
+                done.set_exception(BrokerUnavailable("not connected to RabbitMQ"))
+                return
+            self._channel.queue_declare(
+                queue,
+                passive=True,
+                callback=lambda frame: done.set_result(
+                    (frame.method.message_count, frame.method.consumer_count)
+                ),
+            )
+
+        self._call(ask)
         return done
 
     def publish(self, queue: str, body: bytes, message_id: str) -> Future[None]:
@@ -209,16 +231,23 @@ class AmqpLink:
         channel.confirm_delivery(self._on_confirm, callback=lambda _: self._declare(channel))
 
     def _declare(self, channel: Any) -> None:
-        pending = list(QUEUES.items())
+        """The exchange, the queues and the bindings, one after another, then ready."""
+        steps = [
+            functools.partial(channel.exchange_declare, DEAD_EXCHANGE, "fanout", durable=True),
+            *(
+                functools.partial(channel.queue_declare, queue, durable=True, arguments=arguments)
+                for queue, arguments in QUEUES.items()
+            ),
+            *(functools.partial(channel.queue_bind, q, DEAD_EXCHANGE) for q in (DEAD, DEAD_WATCH)),
+        ]
 
-        def next_queue(_frame: Any = None) -> None:
-            if not pending:
+        def next_step(_frame: Any = None) -> None:
+            if steps:
+                steps.pop(0)(callback=next_step)
+            else:
                 self._on_ready()
-                return
-            queue, arguments = pending.pop(0)
-            channel.queue_declare(queue, durable=True, arguments=arguments, callback=next_queue)
 
-        next_queue()
+        next_step()
 
     def _on_ready(self) -> None:
         self._failures = 0
@@ -284,6 +313,7 @@ class AmqpLink:
             message_id=properties.message_id or "",
             redelivered=method.redelivered,
             delivery_count=int(headers.get("x-delivery-count", 0)),
+            death_reason=_text(headers.get("x-first-death-reason", "")),
             _link=self,
             _tag=method.delivery_tag,
             _generation=generation,
@@ -350,3 +380,7 @@ class AmqpLink:
                 done.set_result(None)
             else:
                 done.set_exception(BrokerUnavailable("the broker refused the message (nack)"))
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

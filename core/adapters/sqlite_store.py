@@ -22,6 +22,7 @@ from typing import Any
 
 from core.domain.events import Event, TaskView, apply
 from core.domain.task import TaskStatus
+from core.errors import Conflict
 
 SCHEMA_VERSION = 1
 MAX_BATCH = 256
@@ -57,6 +58,7 @@ class _Append:
     type: str
     data: dict[str, Any]
     event_id: str
+    expected_version: int | None = None
     done: Future[TaskView | None] = field(default_factory=Future)
 
 
@@ -98,12 +100,18 @@ class SqliteEventStore:
     # -- writing --------------------------------------------------------------------------
 
     def append(
-        self, task_id: str, type_: str, data: dict[str, Any], event_id: str = ""
+        self,
+        task_id: str,
+        type_: str,
+        data: dict[str, Any],
+        event_id: str = "",
+        expected_version: int | None = None,
     ) -> TaskView | None:
         """Record one event and return the task's new state; None if `event_id` was recorded
-        before (an idempotent replay changes nothing). Returns once the event is on disk."""
+        before (an idempotent replay changes nothing). Returns once the event is on disk.
+        `expected_version`: raise Conflict unless the task is still at that version."""
         event_id = event_id or f"{task_id}:{type_}:{time.time_ns()}"
-        request = _Append(task_id, type_, data, event_id)
+        request = _Append(task_id, type_, data, event_id, expected_version)
         self._requests.put(request)
         return request.done.result()
 
@@ -159,7 +167,12 @@ class SqliteEventStore:
         if seen.fetchone():
             return None
         view = self._view(db, request.task_id)
-        version = (view.version if view else 0) + 1
+        current = view.version if view else 0
+        if request.expected_version not in (None, current):
+            raise Conflict(
+                f"task {request.task_id} is at version {current}, not {request.expected_version}"
+            )
+        version = current + 1
         event = Event(request.task_id, request.type, request.data, time.time(), version)
         new = apply(view, event)
         db.execute(

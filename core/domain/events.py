@@ -6,19 +6,28 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.domain.task import TaskStatus
+from core.errors import Conflict
 
 SUBMITTED = "submitted"
 POSTED = "posted"  # the parent message is in the channel; its ts is the thread
 QUEUED = "queued"
-STARTED = "started"
+REQUEUED = "requeued"  # queued again by the recovery sweep: its message was lost
+STARTED = "started"  # a task worker claimed a delivery of the task: one attempt
+ANSWERED = "answered"  # Claude's answer, recorded before it is reported: never asked twice
+REPLY_PENDING = "reply_pending"  # the result message is about to be posted (it may exist now)
+REPLIED = "replied"  # the result message is in the thread; later news updates it
 COMPLETED = "completed"
 FAILED = "failed"
 
-_STATUS_AFTER = {
+_STATUS_AFTER: dict[str, TaskStatus | None] = {
     SUBMITTED: TaskStatus.SUBMITTED,
     POSTED: TaskStatus.SUBMITTED,
     QUEUED: TaskStatus.QUEUED,
+    REQUEUED: None,
     STARTED: TaskStatus.RUNNING,
+    ANSWERED: TaskStatus.RUNNING,
+    REPLY_PENDING: None,  # None: the status stays what it was
+    REPLIED: None,
     COMPLETED: TaskStatus.DONE,
     FAILED: TaskStatus.FAILED,
 }
@@ -59,6 +68,11 @@ class TaskView:
     started_at: float = 0.0
     finished_at: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # deliveries a task worker claimed
+    answered: bool = False
+    reply_ts: str = ""  # the one result message in the thread, once posted
+    reply_pending: bool = False  # a post of it was started: look for it before posting again
+    generation: int = 0  # of its queue message; older copies are superseded
 
 
 def fold(events: list[Event]) -> TaskView | None:
@@ -88,17 +102,36 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
         )
     if view.status.final:
         return replace(view, version=event.version)
-    status = _STATUS_AFTER[event.type]
+    if event.type == STARTED and event.data.get("generation", 0) < view.generation:
+        raise Conflict(f"task {view.id}: an attempt of a superseded copy of its message")
+    status = _STATUS_AFTER[event.type] or view.status
     if _RANK[status] < _RANK[view.status]:
         status = view.status  # late news (the broker's confirm after the worker started)
-    changes: dict[str, Any] = {"status": status, "updated_at": event.at}
-    if event.type == POSTED:
-        changes["thread_ts"] = event.data["thread_ts"]
-    elif event.type == STARTED:
-        changes["started_at"] = event.at
-    elif event.type in (COMPLETED, FAILED):
-        changes["started_at"] = view.started_at or event.data.get("started_at", 0.0)
-        changes["finished_at"] = event.at
-        changes["error"] = event.data.get("error", "")
-        changes["usage"] = event.data.get("usage", {})
+    changes = {"status": status, "updated_at": event.at, **_changes(view, event)}
     return replace(view, version=event.version, **changes)
+
+
+def _changes(view: TaskView, event: Event) -> dict[str, Any]:
+    """What `event` changes in the view besides its status."""
+    data = event.data
+    match event.type:
+        case "posted":
+            return {"thread_ts": data["thread_ts"]}
+        case "started":
+            return {"started_at": view.started_at or event.at, "attempts": view.attempts + 1}
+        case "answered":
+            return {"answered": True, "usage": data.get("usage", {})}
+        case "requeued":
+            return {"generation": data["generation"]}
+        case "reply_pending":
+            return {"reply_pending": True}
+        case "replied":
+            return {"reply_ts": data["ts"]}
+        case "completed" | "failed":
+            return {
+                "started_at": view.started_at or data.get("started_at", 0.0),
+                "finished_at": event.at,
+                "error": data.get("error", ""),
+                "usage": data.get("usage") or view.usage,
+            }
+    return {}

@@ -46,9 +46,12 @@ class TaskMessage(Message):
     channel: str
     thread_ts: str
     submitted_at: float
+    generation: int = 0  # raised when the task is queued again on purpose (a retry, a recovery)
 
     def __post_init__(self) -> None:
         _require_str(self, "task_id", "prompt", "user", "channel", "thread_ts")
+        if not isinstance(self.generation, int) or self.generation < 0:
+            raise DecodeError("TaskMessage.generation must be a whole number >= 0")
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ TEXT_CT = "text/plain; charset=utf-8"
 
 Event = tuple[str, str, dict]
 HttpResult = tuple[int, bytes, dict[str, str]]
+LOST: HttpResult = (0, b"", {})  # the call was carried out, then the connection dropped unanswered
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, payload, extra = self.server.fake.handle_http(self.path, headers, body)
+        if (status, payload, extra) == LOST:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response_only(status)
         for name, value in extra.items():
             self.send_header(name, value)
@@ -589,6 +595,11 @@ class FakeSlack:
         with self._lock:
             self._faults[method] = _Fault(count, status, retry_after, error)
 
+    def lose_answer_next(self, method: str, count: int = 1) -> None:
+        """Carry out the next ``count`` calls to ``method``, then drop the connection without an
+        answer: the caller cannot tell whether the call happened (it did)."""
+        self.fail_next(method, count, status=0)
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Re-check ``predicate()`` after every change; return its truthy value or time out."""
         deadline = time.monotonic() + timeout
@@ -666,6 +677,8 @@ class FakeSlack:
             self._calls.append(Call(method, params, headers, time.time()))
             fault = self._take_fault(method)
             result = fault or self._dispatch(method, params, token, events)
+            if fault == LOST:
+                self._dispatch(method, params, token, events)
             self._bump()
         self._fire(events)
         return result
@@ -678,6 +691,8 @@ class FakeSlack:
         fault.remaining -= 1
         if fault.remaining <= 0:
             del self._faults[key]
+        if fault.status == 0:
+            return LOST
         if fault.status == 429:
             retry = {"Retry-After": str(fault.retry_after or 0)}
             return _json(429, {"ok": False, "error": fault.error or "ratelimited"}, retry)

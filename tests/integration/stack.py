@@ -75,6 +75,10 @@ class Stack:
                 "AICO_AMQP_URL": amqp_url,
                 "AICO_DATA_DIR": str(workdir / "data"),
                 "AICO_MIN_WORKERS": "1",
+                # Many tasks share one channel here: Slack's real pace (1 post/s) would only slow
+                # the tests down. test_e2e checks the pacing itself.
+                "AICO_SLACK_CHANNEL_RATE": "50",
+                "AICO_SLACK_CHANNEL_BURST": "10",
                 "PORT": str(self.port),
             }
         )

@@ -1,8 +1,16 @@
-"""The result worker's logic: record what task workers report and show it in the task's thread."""
+"""The result worker's logic: record what task workers report and show it in the task's thread.
+
+Each task has one result message in its thread. It is posted once ("working on it", or the
+outcome itself) and then completed with `chat.update`. Before the post, the intent is recorded;
+after it, the message's ts. A worker that dies (or loses its connection to Slack) between the
+two leaves the intent behind, and whoever picks the task up next looks for the message in the
+thread, by its metadata, before posting: the result is never posted twice.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from core import blocks
 from core.adapters.rabbitmq import Delivery
@@ -11,19 +19,36 @@ from core.domain.events import TaskView
 from core.domain.messages import ResultMessage
 from core.domain.text import INLINE_LIMIT, to_mrkdwn
 from core.errors import InvalidInput, SlackError
+from core.patience import SLACK_PATIENCE, with_patience
 from core.services import EventStore, Notifier
 
 log = logging.getLogger(__name__)
 
+REPLY_EVENT = "aico_task_result"  # the metadata event type of a task's result message
+
 
 class ResultHandler:
-    def __init__(self, store: EventStore, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        notifier: Notifier,
+        stopping: threading.Event | None = None,
+        patience: float = SLACK_PATIENCE,
+    ) -> None:
         self.store = store
         self.notifier = notifier
+        self.stopping = stopping or threading.Event()
+        self.patience = patience
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
-        result = ResultMessage.decode(delivery.body)
-        task = self.store.task(result.task_id)
+        self.handle(ResultMessage.decode(delivery.body))
+
+    def handle(self, result: ResultMessage) -> None:
+        what = f"task {result.task_id}"
+        with_patience(lambda: self._handle(result), what, self.patience, self.stopping)
+
+    def _handle(self, result: ResultMessage) -> None:
+        task = self.store.task(result.task_id)  # read again on every try: it may have moved on
         if task is None:
             raise InvalidInput(f"result for unknown task {result.task_id}")
         if task.status.final:
@@ -32,15 +57,13 @@ class ResultHandler:
         getattr(self, f"_on_{result.event}")(task, result)
 
     def _on_started(self, task: TaskView, result: ResultMessage) -> None:
-        view = self.store.append(
-            task.id, events.STARTED, {"worker": result.worker}, f"{task.id}:started"
-        )
-        if view:
-            self._show_status(view)
+        if not (task.reply_ts or task.reply_pending):
+            task = self._reply(task, *blocks.working_blocks(task.id))
+        self._show_status(task)
 
     def _on_completed(self, task: TaskView, result: ResultMessage) -> None:
         receipt = blocks.receipt(result.model, result.usage, result.claude_ms)
-        self._post_answer(task, result.text, receipt)
+        self._reply_answer(task, result.text, receipt)
         data = {
             "model": result.model,
             "usage": result.usage,
@@ -53,23 +76,44 @@ class ResultHandler:
         self._show_status(view or task)
 
     def _on_failed(self, task: TaskView, result: ResultMessage) -> None:
-        text, body = blocks.failure_blocks(task.id, result.error)
-        self.notifier.post(task.channel, text, body, thread_ts=task.thread_ts)
+        self._reply(task, *blocks.failure_blocks(task.id, result.error))
         data = {"error": result.error, "started_at": result.started_at}
         view = self.store.append(task.id, events.FAILED, data, f"{task.id}:failed")
         log.info("task %s: failed: %s", task.id, result.error)
         self._show_status(view or task)
 
-    def _post_answer(self, task: TaskView, answer: str, receipt: str) -> None:
+    def _reply_answer(self, task: TaskView, answer: str, receipt: str) -> None:
         if len(to_mrkdwn(answer)) <= INLINE_LIMIT:
-            text, body = blocks.answer_blocks(answer, receipt)
-            self.notifier.post(task.channel, text, body, thread_ts=task.thread_ts)
+            self._reply(task, *blocks.answer_blocks(answer, receipt))
             return
-        comment = (
-            f"The answer to task `{task.id}` is {len(answer):,} characters, "
-            f"so it is attached as a file.\n{receipt}"
-        )
-        self.notifier.upload(task.channel, task.thread_ts, answer, f"aico-{task.id}.md", comment)
+        filename = f"aico-{task.id}.md"
+        self._reply(task, *blocks.attached_answer_blocks(answer, receipt, filename))
+        if not self.notifier.has_file(task.channel, task.thread_ts, filename):
+            comment = f"The whole answer to task `{task.id}`."
+            self.notifier.upload(task.channel, task.thread_ts, answer, filename, comment)
+
+    def _reply(self, task: TaskView, text: str, body: blocks.Blocks) -> TaskView:
+        """Show `text` as the task's one result message: post it once, update it after."""
+        ts = task.reply_ts or (self._find_reply(task) if task.reply_pending else "")
+        if ts:
+            self.notifier.update(task.channel, ts, text, body)
+            return task if task.reply_ts else self._replied(task, ts)
+        if not task.reply_pending:
+            task = self._record(task, events.REPLY_PENDING, {}, f"{task.id}:reply-pending")
+        metadata = {"event_type": REPLY_EVENT, "event_payload": {"task_id": task.id}}
+        ts = self.notifier.post(task.channel, text, body, task.thread_ts, metadata)
+        return self._replied(task, ts)
+
+    def _find_reply(self, task: TaskView) -> str:
+        ts = self.notifier.find_message(task.channel, REPLY_EVENT, task.id, task.thread_ts)
+        log.info("task %s: an earlier post of its result %s", task.id, "found" if ts else "absent")
+        return ts
+
+    def _replied(self, task: TaskView, ts: str) -> TaskView:
+        return self._record(task, events.REPLIED, {"ts": ts}, f"{task.id}:replied")
+
+    def _record(self, task: TaskView, type_: str, data: dict, event_id: str) -> TaskView:
+        return self.store.append(task.id, type_, data, event_id) or self.store.task(task.id) or task
 
     def _show_status(self, task: TaskView) -> None:
         text, body = blocks.parent_message(task)

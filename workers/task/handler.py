@@ -1,7 +1,19 @@
-"""A task worker's logic: ask Claude, publish the outcome (and "working on it" if it takes long).
+"""A task worker's logic: ask Claude once per attempt, record the answer, report it.
 
-A task that can never succeed (a message that cannot be read, a request Claude refuses) is
-reported in its thread and dead-lettered at once: retrying it would only burn attempts.
+Before Claude is asked, the event store is checked and the attempt claimed there: a task that is
+already finished or answered is not asked again, and two copies of one delivery (a publish
+repeated after a lost confirm) cannot both ask. The answer is recorded before it is reported, so
+a worker that dies after Claude answered costs no second call: the next delivery reports the
+recorded answer.
+
+Retry budget, per task: the anthropic SDK tries a call up to 3 times (2 retries with backoff);
+each task is delivered at most DELIVERY_LIMIT + 1 times; so at most 3 x 6 = 18 requests reach
+Claude for one task, and only a transient failure (429, 5xx, 529, timeout) uses an attempt. A
+Claude 4xx, an unreadable message, and the last attempt's failure are reported in the thread and
+dead-lettered at once.
+
+While Claude's circuit breaker is open, deliveries wait here for a permit (the worker stops
+consuming meanwhile, so the rest wait in the queue) instead of burning attempts.
 """
 
 from __future__ import annotations
@@ -9,13 +21,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from concurrent.futures import Future
 from typing import Protocol
 
-from core.adapters.rabbitmq import RESULTS, Delivery
+from core.adapters.rabbitmq import DELIVERY_LIMIT, RESULTS, Delivery
+from core.domain import events
+from core.domain.breaker import CircuitBreaker
 from core.domain.messages import ResultMessage, TaskMessage, salvage_route
-from core.errors import DecodeError, InvalidInput, ModelError
+from core.errors import Conflict, DecodeError, InvalidInput, ModelError, TryLater
+from core.services import EventStore
 from workers.runtime import Publish
 
 log = logging.getLogger(__name__)
@@ -24,40 +40,118 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # "Working on it" is shown only for tasks that take longer than this: a task answered sooner goes
 # from Queued to Done without a status flip nobody could read.
 PROGRESS_AFTER = 0.5
+# The longest a delivery waits for the breaker before it is given back. With 3 requests of at most
+# AICO_CLAUDE_TIMEOUT (<= 300 s) each, a delivery stays unacked well below the broker's
+# consumer_timeout (30 min), past which the broker would take it back.
+HOLD_LIMIT = 10 * 60.0
 
 
 class Model(Protocol):
     def complete(self, prompt: str): ...  # -> Completion
 
 
-def make_handler(model: Model):
-    def handle(delivery: Delivery, publish: Publish) -> None:
+class TaskHandler:
+    def __init__(
+        self,
+        store: EventStore,
+        model: Model,
+        breaker: CircuitBreaker,
+        stopping: threading.Event | None = None,
+        hold_limit: float = HOLD_LIMIT,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.breaker = breaker
+        self.stopping = stopping or threading.Event()
+        self.hold_limit = hold_limit
+
+    def __call__(self, delivery: Delivery, publish: Publish) -> None:
         task = _decode(delivery.body, publish)
+        view = self.store.task(task.task_id)
+        if view is None:
+            raise InvalidInput(
+                f"task {task.task_id} is not in the event store: do all processes share "
+                "AICO_DATA_DIR (or AICO_DB_URL)?"
+            )
+        if view.status.final:
+            log.info("task %s: already %s; this copy is dropped", task.task_id, view.status)
+        elif task.generation < view.generation:
+            log.info("task %s: this copy was superseded when it was queued again", task.task_id)
+        elif view.answered:
+            log.info("task %s: answered before; reporting the recorded answer", task.task_id)
+            _report(publish, task, "completed", **self._recorded_answer(task.task_id))
+        else:
+            self._attempt(task, delivery, publish)
+
+    def _attempt(self, task: TaskMessage, delivery: Delivery, publish: Publish) -> None:
+        if not self.breaker.acquire(timeout=self.hold_limit, cancel=self.stopping):
+            raise TryLater(f"task {task.task_id}: Claude's circuit breaker is still open")
+        if not self._claim(task, delivery):
+            self.breaker.release()
+            return
         started_at = time.time()
         started = _report(publish, task, "started", delay=PROGRESS_AFTER)
-        log.info("task %s: asking Claude (delivery %d)", task.task_id, delivery.delivery_count + 1)
         try:
-            answer = model.complete(task.prompt)
+            answer = self.model.complete(task.prompt)
         except ModelError as exc:
-            log.warning("task %s: Claude failed: %s", task.task_id, exc)
             started.cancel()
-            _report(publish, task, "failed", error=str(exc), started_at=started_at)
-            if not exc.transient:
-                raise InvalidInput(f"task {task.task_id}: {exc}") from exc
+            self._failed(task, delivery, publish, exc, started_at)
             return
+        except BaseException:
+            self.breaker.release()  # a bug of ours says nothing about Claude: free the permit
+            raise
+        self.breaker.record_success()
         started.cancel()
-        _report(
-            publish,
-            task,
-            "completed",
-            text=answer.text,
-            model=answer.model,
-            usage=answer.usage,
-            claude_ms=answer.ms,
-            started_at=started_at,
-        )
+        fields = {
+            "text": answer.text,
+            "model": answer.model,
+            "usage": answer.usage,
+            "claude_ms": answer.ms,
+            "started_at": started_at,
+        }
+        key = f"{task.task_id}:answered:{task.generation}"
+        self.store.append(task.task_id, events.ANSWERED, fields, key)
+        _report(publish, task, "completed", **fields)
 
-    return handle
+    def _claim(self, task: TaskMessage, delivery: Delivery) -> bool:
+        """Record this attempt. False: another copy of this very delivery has claimed it."""
+        attempt = delivery.delivery_count
+        key = f"{task.task_id}:start:{task.generation}:{attempt}"
+        data = {"worker": WORKER, "delivery": attempt + 1, "generation": task.generation}
+        try:
+            claimed = self.store.append(task.task_id, events.STARTED, data, key)
+        except Conflict:
+            log.info("task %s: this copy was superseded when it was queued again", task.task_id)
+            return False
+        if claimed is None:
+            log.warning("task %s: a copy of delivery %d is already claimed", task.task_id, attempt)
+            return False
+        log.info("task %s: asking Claude (delivery %d)", task.task_id, attempt + 1)
+        return True
+
+    def _failed(
+        self,
+        task: TaskMessage,
+        delivery: Delivery,
+        publish: Publish,
+        exc: ModelError,
+        started_at: float,
+    ) -> None:
+        log.warning("task %s: Claude failed: %s", task.task_id, exc)
+        if not exc.transient:
+            self.breaker.release()  # Claude is up; it refused this request
+            _report(publish, task, "failed", error=str(exc), started_at=started_at)
+            raise InvalidInput(f"task {task.task_id}: {exc}") from exc
+        self.breaker.record_failure()
+        if delivery.delivery_count < DELIVERY_LIMIT:
+            raise TryLater(f"task {task.task_id}: {exc}") from exc
+        error = f"{exc} (gave up after {delivery.delivery_count + 1} attempts)"
+        _report(publish, task, "failed", error=error, started_at=started_at)
+        raise InvalidInput(f"task {task.task_id}: {error}") from exc
+
+    def _recorded_answer(self, task_id: str) -> dict:
+        answered = [e for e in self.store.events(task_id) if e.type == events.ANSWERED]
+        return dict(answered[-1].data)
 
 
 def _decode(raw: bytes, publish: Publish) -> TaskMessage:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from core.adapters.sqlite_store import SqliteEventStore
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.slack import FakeSlack
 from tests.integration.stack import Stack, fresh_vhost
@@ -28,7 +31,8 @@ class Outcome:
     prompt: str
     final: str  # the parent's final status, "" if none
     results: int  # messages in the task's thread
-    claude_calls: int
+    claude_calls: int  # requests that reached Claude, failed ones included
+    answers: int  # requests Claude answered (200)
 
 
 class Ledger:
@@ -61,8 +65,9 @@ class Ledger:
         parent = parent_of(self.slack, task_id)
         prompt = self.tasks[task_id]
         replies = self.slack.replies(CHANNEL, parent["ts"]) if parent else []
-        calls = sum(1 for c in self.claude.calls if _prompt(c.body) == prompt)
-        return Outcome(task_id, prompt, self._final(task_id), len(replies), calls)
+        calls = [c for c in self.claude.calls if _prompt(c.body) == prompt]
+        answers = sum(1 for c in calls if c.status == 200)
+        return Outcome(task_id, prompt, self._final(task_id), len(replies), len(calls), answers)
 
     def _final(self, task_id: str) -> str:
         parent = parent_of(self.slack, task_id)
@@ -78,12 +83,33 @@ def _prompt(body: dict) -> str:
 
 
 def assert_nothing_lost_or_twice(outcomes: list[Outcome], stack: Stack, max_calls: int) -> None:
+    """Every task reached a final state with exactly one result message in its thread; Claude
+    answered it at most once per attempt the store recorded (requests, failed ones included, at
+    most 3 per attempt: the SDK's two retries), and never more than `max_calls` requests."""
+    with event_store(stack) as store:
+        attempts = {o.task_id: store.task(o.task_id).attempts for o in outcomes}
     lost = [o for o in outcomes if not o.final]
     twice = [o for o in outcomes if o.results != 1]
-    overcalled = [o for o in outcomes if o.claude_calls > max_calls]
+    overcalled = [
+        o
+        for o in outcomes
+        if o.claude_calls > max_calls
+        or o.answers > attempts[o.task_id]
+        or o.claude_calls > 3 * attempts[o.task_id]
+    ]
     assert not lost, f"{len(lost)} task(s) never reached a final state: {lost}\n{stack.logs()}"
     assert not twice, f"tasks without exactly one result message: {twice}"
-    assert not overcalled, f"more Claude calls than attempts: {overcalled}"
+    assert not overcalled, f"more Claude calls than attempts: {overcalled}, attempts {attempts}"
+
+
+@contextlib.contextmanager
+def event_store(stack: Stack) -> Iterator[SqliteEventStore]:
+    """The stack's own event store, to read what it recorded."""
+    store = SqliteEventStore(Path(stack.env["AICO_DATA_DIR"]) / "aico.db")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @pytest.fixture

@@ -4,10 +4,12 @@ its final state, its result messages in the thread, and its Claude calls."""
 from __future__ import annotations
 
 import json
+import time
 
 import pika
 import psutil
 
+from core.adapters.rabbitmq import DELIVERY_LIMIT
 from tests.fakes.signing import slash_command_body
 from tests.integration.drills.conftest import assert_nothing_lost_or_twice
 from tests.integration.stack import wait_until
@@ -72,10 +74,15 @@ def test_broker_stop_and_start_with_tasks_in_flight(ledger, stack, claude, rabbi
 
 def test_the_pm_brings_killed_workers_back(stack):
     workers = wait_until(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
+    killed = {w.pid for w in workers}
     for worker in workers:
         worker.kill()
-    again = wait_until(lambda: len(task_workers(stack)) == 2 and task_workers(stack))
-    assert not {w.pid for w in again} & {w.pid for w in workers}
+
+    def replaced() -> list[psutil.Process]:
+        now = [w for w in task_workers(stack) if w.pid not in killed]
+        return now if len(now) == 2 else []
+
+    again = wait_until(replaced, timeout=30)  # (a killed worker may take a moment to die)
     assert all(w.status() != psutil.STATUS_ZOMBIE for w in again)
 
 
@@ -103,25 +110,53 @@ def test_slack_answering_429_for_a_while(ledger, stack, slack, claude):
     assert posts > 8, "4 parents + 4 answers, and the retries of the rate-limited ones"
 
 
-def test_broker_down_when_tasks_arrive_they_wait_and_the_owner_is_told(
+OUTAGE = 60.0  # seconds the broker stays down in the long-outage drill
+
+
+def test_broker_down_for_a_minute_when_tasks_arrive_they_wait_and_the_owner_is_told(
     ledger, stack, slack, claude, rabbit
 ):
+    # Given the broker down
     rabbit.stop_app()
+    down_at = time.monotonic()
     try:
-        waiting = ledger.submit(3, "outage")  # acked at once: the tasks are in the store
+        # When tasks arrive: acked at once, the tasks are in the store
+        waiting = ledger.submit(3, "outage")
 
         def told():
             shown = [json.dumps(parent_of(slack, t) or {}) for t in waiting]
             return all("Waiting for the queue" in s for s in shown)
 
         slack.wait_for(told, timeout=20)
+        more = ledger.submit(2, "still down")
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the outage itself
         assert claude.calls == []
     finally:
         rabbit.start_app()
-    outcomes = ledger.wait_settled(timeout=60)
 
+    # Then, once it is back, every task is done, once
+    outcomes = ledger.wait_settled(timeout=60)
     assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
     assert all(o.final == "Done" for o in outcomes)
+    assert set(more) <= {o.task_id for o in outcomes}
+
+
+def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(ledger, stack, claude):
+    # Given Claude answering 529 (overloaded) for 10 seconds
+    claude.fail_for(10, status=529)
+
+    # When tasks arrive meanwhile
+    ledger.submit(12, "overloaded")
+    outcomes = ledger.wait_settled(timeout=150)
+
+    # Then the breakers opened (the workers stopped consuming) and closed again, and every task
+    # was answered once, within its budget of attempts
+    log = stack.processes.log("pm")
+    assert "Claude circuit breaker closed -> open" in log
+    assert "pausing" in log and "resuming" in log
+    assert "Claude circuit breaker half_open -> closed" in log
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=(DELIVERY_LIMIT + 1) * 3)
+    assert all(o.final == "Done" and o.answers == 1 for o in outcomes), outcomes
 
 
 def dead_letters(rabbit, stack) -> int:

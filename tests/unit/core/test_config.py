@@ -43,3 +43,17 @@ def test_an_unsupported_store_url_is_refused_at_start():
     env = {"ANTHROPIC_API_KEY": "k", "AICO_DB_URL": "postgresql://db/aico"}
     with pytest.raises(ConfigError, match="AICO_DB_URL must be sqlite:///"):
         Settings.from_env("task", env=env)
+
+
+def test_a_claude_timeout_that_could_outlast_the_consumer_timeout_is_refused():
+    env = {"ANTHROPIC_API_KEY": "k", "AICO_CLAUDE_TIMEOUT": "900"}
+    with pytest.raises(ConfigError, match="AICO_CLAUDE_TIMEOUT must be at most 300"):
+        Settings.from_env("task", env=env)
+
+
+def test_slack_pacing_can_be_turned_off_but_not_negative():
+    off = {"SLACK_BOT_TOKEN": "x", "AICO_SLACK_CHANNEL_RATE": "0"}
+    assert Settings.from_env("result", env=off).slack_channel_rate == 0
+    negative = {"SLACK_BOT_TOKEN": "x", "AICO_SLACK_CHANNEL_RATE": "-1"}
+    with pytest.raises(ConfigError, match="AICO_SLACK_CHANNEL_RATE must be 0 or more"):
+        Settings.from_env("result", env=negative)

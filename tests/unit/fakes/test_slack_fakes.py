@@ -15,6 +15,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
+from core.adapters.slack import web_client
 from tests.fakes.signing import (
     SlackSender,
     block_actions_body,
@@ -231,6 +232,24 @@ def test_injected_faults_reach_a_plain_client(fake: FakeSlack, client: WebClient
     assert limited.value.response.headers["Retry-After"] in ("7", ["7"])
     assert limited.value.response["error"] == "ratelimited"
     assert api_error.value.response["error"] == "edit_window_closed"
+
+
+def test_a_lost_answer_is_the_trap_of_retried_connection_errors(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    # slack_sdk's default client retries a connection error: the post lands twice
+    fake.lose_answer_next("chat.postMessage")
+    client.chat_postMessage(channel=CHANNEL, text="posted twice")
+    assert [m["text"] for m in fake.messages(CHANNEL)] == ["posted twice"] * 2
+
+    # aico's client does not retry it: the caller learns the outcome is unknown
+    aico = web_client(TOKEN, fake.api_url)
+    fake.lose_answer_next("chat.postMessage")
+    metadata = {"event_type": "aico_task", "event_payload": {"task_id": "t1"}}
+    with pytest.raises(OSError):
+        aico.chat_postMessage(channel="C0OTHER", text="maybe posted", metadata=metadata)
+    (posted,) = aico.conversations_history(channel="C0OTHER")["messages"]
+    assert posted["text"] == "maybe posted" and posted["metadata"] == metadata
 
 
 # --------------------------------------------------------------------------- auth

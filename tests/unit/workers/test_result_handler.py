@@ -1,0 +1,137 @@
+"""The result worker's one-message rule, against a real event store and an in-memory Slack."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from core.adapters.sqlite_store import SqliteEventStore
+from core.domain import events
+from core.domain.messages import ResultMessage, TaskMessage
+from workers.result.dead import DeadLetterHandler
+from workers.result.handler import REPLY_EVENT, ResultHandler
+
+TASK = "t000000001"
+
+
+class MemorySlack:
+    """The Notifier port in memory: messages by ts, with their metadata."""
+
+    def __init__(self) -> None:
+        parent = {"text": "Task t000000001", "thread_ts": None, "metadata": {}}
+        self.messages: dict[str, dict] = {"1.000": parent}
+        self.posts = 0
+        self._ts = (f"{n}.000" for n in itertools.count(100))
+
+    def post(self, channel, text, blocks, thread_ts=None, metadata=None) -> str:
+        self.posts += 1
+        ts = next(self._ts)
+        self.messages[ts] = {"text": text, "thread_ts": thread_ts, "metadata": metadata or {}}
+        return ts
+
+    def update(self, channel, ts, text, blocks) -> None:
+        self.messages[ts]["text"] = text
+
+    def find_message(self, channel, event_type, key, thread_ts="") -> str:
+        return next(
+            (
+                ts
+                for ts, m in self.messages.items()
+                if m["metadata"].get("event_type") == event_type
+                and m["metadata"]["event_payload"]["task_id"] == key
+            ),
+            "",
+        )
+
+    def has_file(self, channel, thread_ts, filename) -> bool:
+        return False
+
+    def replies(self) -> list[str]:
+        return [m["text"] for m in self.messages.values() if m["thread_ts"] == "1.000"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteEventStore(tmp_path / "aico.db")
+    store.append(TASK, events.SUBMITTED, {"user": "U1", "channel": "C1", "prompt": "do it"})
+    store.append(TASK, events.POSTED, {"thread_ts": "1.000"})
+    store.append(TASK, events.QUEUED, {})
+    store.append(TASK, events.STARTED, {"generation": 0})
+    yield store
+    store.close()
+
+
+def report(event: str, **fields) -> SimpleNamespace:
+    message = ResultMessage(TASK, event, "C1", "1.000", at=time.time(), **fields)
+    return SimpleNamespace(body=message.encode())
+
+
+def test_working_then_the_answer_is_one_message(store):
+    slack = MemorySlack()
+    results = ResultHandler(store, slack)
+
+    results(report("started"), None)
+    results(report("completed", text="the answer", model="m"), None)
+
+    assert slack.posts == 1
+    assert slack.replies() == ["the answer"]
+    assert store.task(TASK).status == "done"
+
+
+def test_a_post_whose_outcome_was_lost_is_found_not_repeated(store):
+    # Given a worker that posted the result message but died before recording its ts
+    slack = MemorySlack()
+    store.append(TASK, events.REPLY_PENDING, {})
+    metadata = {"event_type": REPLY_EVENT, "event_payload": {"task_id": TASK}}
+    slack.post("C1", "Working on it", [], "1.000", metadata)
+
+    # When the report is handled again
+    ResultHandler(store, slack)(report("completed", text="the answer"), None)
+
+    # Then that message is completed, and nothing else is posted
+    assert slack.posts == 1 and slack.replies() == ["the answer"]
+
+
+def test_an_intent_without_a_message_posts_it(store):
+    slack = MemorySlack()
+    store.append(TASK, events.REPLY_PENDING, {})  # the post itself never reached Slack
+
+    ResultHandler(store, slack)(report("completed", text="the answer"), None)
+
+    assert slack.posts == 1 and slack.replies() == ["the answer"]
+
+
+def test_a_dead_lettered_task_with_a_recorded_answer_gets_its_answer(store):
+    slack = MemorySlack()
+    answer = {"text": "the answer", "model": "m", "usage": {}, "claude_ms": 5.0}
+    store.append(TASK, events.ANSWERED, answer)
+    body = TaskMessage(TASK, "do it", "U1", "C1", "1.000", 1.0).encode()
+    dead = SimpleNamespace(body=body, message_id=TASK, death_reason="delivery_limit")
+
+    DeadLetterHandler(store, ResultHandler(store, slack))(dead, None)
+
+    assert slack.replies() == ["the answer"] and store.task(TASK).status == "done"
+
+
+def test_a_dead_lettered_task_without_an_answer_is_failed_with_the_reason(store):
+    slack = MemorySlack()
+    body = TaskMessage(TASK, "do it", "U1", "C1", "1.000", 1.0).encode()
+    dead = SimpleNamespace(body=body, message_id=TASK, death_reason="delivery_limit")
+
+    DeadLetterHandler(store, ResultHandler(store, slack))(dead, None)
+
+    (reply,) = slack.replies()
+    assert "no attempt finished" in reply and store.task(TASK).status == "failed"
+
+
+def test_a_message_rejected_on_purpose_is_left_alone(store):
+    slack = MemorySlack()
+    body = TaskMessage(TASK, "do it", "U1", "C1", "1.000", 1.0).encode()
+    dead = SimpleNamespace(body=body, message_id=TASK, death_reason="rejected")
+
+    DeadLetterHandler(store, ResultHandler(store, slack))(dead, None)
+
+    assert slack.posts == 0 and store.task(TASK).status == "running"

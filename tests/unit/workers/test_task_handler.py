@@ -1,0 +1,158 @@
+"""The task handler against a real event store: Claude is asked at most once per attempt, and
+the budget of attempts ends in a clear failure."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from types import SimpleNamespace
+
+import pytest
+
+from core.adapters.claude import Completion
+from core.adapters.rabbitmq import DELIVERY_LIMIT
+from core.adapters.sqlite_store import SqliteEventStore
+from core.domain import events
+from core.domain.breaker import BreakerState, CircuitBreaker
+from core.domain.messages import TaskMessage
+from core.errors import InvalidInput, ModelError, TryLater
+from workers.task.handler import TaskHandler
+
+TASK = "t000000001"
+
+
+class Model:
+    """Claude's stand-in: answers, or raises the errors it is given, and counts the asks."""
+
+    def __init__(self, *errors: ModelError) -> None:
+        self.errors = list(errors)
+        self.asked = 0
+
+    def complete(self, prompt: str) -> Completion:
+        self.asked += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return Completion(f"answer to {prompt}", "claude-test", {"output_tokens": 3}, 12.0)
+
+
+class Published(list):
+    def __call__(self, queue, message, message_id, delay=0.0):
+        future: Future[None] = Future()
+        if not delay:
+            future.set_result(None)
+        self.append((message.event, message, future))
+        return future
+
+    def events(self) -> list[str]:
+        return [event for event, _, future in self if not future.cancelled()]
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SqliteEventStore(tmp_path / "aico.db")
+    data = {"user": "U1", "channel": "C1", "prompt": "do it"}
+    store.append(TASK, events.SUBMITTED, data)
+    store.append(TASK, events.POSTED, {"thread_ts": "1.000"})
+    store.append(TASK, events.QUEUED, {})
+    yield store
+    store.close()
+
+
+def delivery(count: int = 0) -> SimpleNamespace:
+    body = TaskMessage(TASK, "do it", "U1", "C1", "1.000", 1.0).encode()
+    return SimpleNamespace(body=body, delivery_count=count)
+
+
+def handler(store, model, breaker=None, stopping=None, hold_limit=1.0) -> TaskHandler:
+    return TaskHandler(store, model, breaker or CircuitBreaker("claude"), stopping, hold_limit)
+
+
+def test_an_answer_is_recorded_before_it_is_reported(store):
+    model, published = Model(), Published()
+    handler(store, model)(delivery(), published)
+
+    assert model.asked == 1 and published.events() == ["completed"]
+    task = store.task(TASK)
+    assert task.answered and task.attempts == 1
+
+
+def test_a_redelivered_answered_task_reports_the_recorded_answer_without_asking(store):
+    handler(store, Model())(delivery(0), Published())
+    model, published = Model(), Published()
+
+    handler(store, model)(delivery(1), published)  # the first worker died before its ack
+
+    assert model.asked == 0
+    assert [(e, m.text) for e, m, _ in published] == [("completed", "answer to do it")]
+
+
+def test_a_second_copy_of_one_delivery_does_not_ask_again(store):
+    first = handler(store, Model(ModelError("overloaded", transient=True)))
+    with pytest.raises(TryLater):
+        first(delivery(0), Published())  # claimed delivery 0, then gave it back
+    model, published = Model(), Published()
+
+    handler(store, model)(delivery(0), published)  # a copy of that same delivery
+
+    assert model.asked == 0 and published == []
+    handler(store, model)(delivery(1), published)  # the redelivery is a new attempt
+    assert model.asked == 1 and store.task(TASK).attempts == 2
+
+
+def test_a_finished_task_is_dropped(store):
+    store.append(TASK, events.FAILED, {"error": "cancelled by someone"})
+    model, published = Model(), Published()
+
+    handler(store, model)(delivery(), published)
+
+    assert model.asked == 0 and published == []
+
+
+def test_a_transient_failure_gives_the_delivery_back_and_counts_in_the_breaker(store):
+    breaker = CircuitBreaker("claude", minimum_calls=1)
+    model, published = Model(ModelError("overloaded", transient=True)), Published()
+
+    with pytest.raises(TryLater):
+        handler(store, model, breaker)(delivery(), published)
+
+    assert published.events() == [], "nothing said to the user: another attempt follows"
+    assert breaker.state is BreakerState.OPEN
+
+
+def test_the_last_attempt_failing_ends_the_task_with_the_reason(store):
+    published = Published()
+    model = Model(ModelError("Claude answered 529: overloaded", transient=True))
+
+    with pytest.raises(InvalidInput):
+        handler(store, model)(delivery(DELIVERY_LIMIT), published)
+
+    ((event, message, _),) = [p for p in published if not p[2].cancelled()]
+    assert event == "failed"
+    assert f"gave up after {DELIVERY_LIMIT + 1} attempts" in message.error
+
+
+def test_a_refused_request_fails_at_once_and_does_not_trip_the_breaker(store):
+    breaker = CircuitBreaker("claude", minimum_calls=1)
+    published = Published()
+
+    with pytest.raises(InvalidInput):
+        handler(store, Model(ModelError("bad request", transient=False)), breaker)(
+            delivery(), published
+        )
+
+    assert published.events() == ["failed"]
+    assert breaker.state is BreakerState.CLOSED and breaker.snapshot()["calls"] == 0
+
+
+def test_while_the_breaker_is_open_a_delivery_waits_and_is_never_claimed(store):
+    breaker = CircuitBreaker("claude", minimum_calls=1, open_for=60)
+    breaker.try_acquire()
+    breaker.record_failure()
+    stopping = threading.Event()
+    stopping.set()  # the worker is stopping: give the delivery back instead of waiting
+    model = Model()
+
+    with pytest.raises(TryLater):
+        handler(store, model, breaker, stopping)(delivery(), Published())
+
+    assert model.asked == 0 and store.task(TASK).attempts == 0
