@@ -1,9 +1,10 @@
 """End-to-end benchmark of aico: the real Procfile processes against RabbitMQ and the fakes.
 
-    .venv/bin/python -m bench.e2e [--quick] [--phases wall,throughput,ack,overhead]
+    .venv/bin/python -m bench.e2e [--quick] [--phases wall,throughput,ack,overhead,recovery]
                                   [--tasks 200] [--throughput-tasks 1000] [--latency 0.2]
                                   [--workers 1] [--concurrency 8] [--ack-rate 50]
-                                  [--ack-count 200] [--amqp-url URL] [--json PATH]
+                                  [--ack-count 200] [--recovery-rate 20] [--outage 10]
+                                  [--amqp-url URL] [--json PATH]
 
 It starts a private RabbitMQ node (or uses --amqp-url), FakeSlack and FakeClaude in this process
 and, for every phase, a fresh stack from the Procfile (bot in HTTP mode, pm with its task
@@ -25,6 +26,29 @@ overhead       commands at half the capacity (C/L/2 per second, --overhead-count
                task, (answer posted in its thread) - (command sent) - (the time FakeClaude spent
                on that task's call, from the request's arrival to its answer). A table splits
                that time into stages (ack, parent posted, Claude called, answer posted, Done).
+recovery       how long tasks take to flow again after a broker outage. Commands at R per second
+               (--recovery-rate, open loop), Claude at L; after 2 s the broker app is stopped
+               (rabbitmqctl stop_app) for D seconds (--outage, from stop_app returned to
+               start_app called) while the commands keep coming (the bot acks them and keeps them
+               in its store), then started again; "back" is when start_app returned (the node
+               answers AMQP). first: from back to the first task answer shown in Slack after
+               start_app was called (the answer posted, or the "working on it" reply turned into
+               it). Bot, task worker and result worker must all be reconnected for an answer to
+               show, so it is mostly the latest of their capped, jittered reconnection backoffs;
+               negative if they got through before start_app returned. drained: from back to the
+               last answer of every task sent before or during the outage, and its ratio to the
+               ideal B·L/C, B being the backlog (the tasks answered after start_app was called).
+               (drained - first) ÷ ideal leaves the backoff out; it falls below 1 when tasks were
+               worked on before the first answer showed (e.g. the result worker back last). Once
+               every task is Done and the task and result queues are empty, each task must have
+               exactly one parent message and one reply in its thread: a task lost, failed or
+               answered twice fails the run. Also shown: the tasks sent before / during the
+               outage, how long stop_app and start_app took, the acks' p99 during the outage,
+               how long the stack then took to stop (its workers drain, up to 60 s each) and
+               each AMQP link's reconnection tries (how many, and the wait before the last one,
+               from the WARNING lines of the logs). Needs the private node: left out of the
+               default phases with --amqp-url. Runs last (the other phases want no outage behind
+               them); ~30 s by default, ~20 s with --quick (a 5 s outage).
 CPU per task   user+system CPU of every aico process (bot, pm, the task workers, result worker
                and all their children) during the wall and throughput phases (first command sent
                to last parent Done) ÷ their tasks, with a table by process. The RabbitMQ node's
@@ -32,7 +56,8 @@ CPU per task   user+system CPU of every aico process (bot, pm, the task workers,
                senders) and the rest of the machine's, none of them counted: on a shared machine
                a NOTE says when other processes disturbed a phase.
 peak memory    the peak of the summed RSS (and USS/PSS) of the aico processes, sampled every
-               0.2 s in a background thread across all phases (after each stack is up).
+               0.2 s in a background thread across all phases (after each stack is up), the
+               recovery phase's backlog included.
 
 The targets and the reference build's figures are printed beside the measured ones. No figure
 is checked against its target: this is a measurement tool. It exits 1 only when the stack fails
@@ -57,6 +82,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -66,6 +92,7 @@ from typing import Any
 
 import psutil
 
+from core.adapters.rabbitmq import RESULTS, TASKS
 from core.adapters.rabbitmq_node import RabbitNode
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.signing import SlackSender
@@ -73,16 +100,21 @@ from tests.fakes.slack import FakeSlack
 from tests.integration.stack import BOT_TOKEN, SIGNING_SECRET, Stack, fresh_vhost
 
 CHANNEL = "C0CHAN1"
-PHASES = ("wall", "throughput", "ack", "overhead")
+PHASES = ("wall", "throughput", "ack", "overhead", "recovery")
 CPU_PHASES = ("wall", "throughput")
 TASK_IN_BLOCKS = re.compile(r"Task `([0-9a-z]{10})`")
 DONE_BADGE = ":white_check_mark: Done"
+WORKING = ":gear:"  # how a task's result message starts while Claude works (not an outcome)
 FAILED_BADGE = ":x: Failed"
 SAMPLE_EVERY = 0.2  # seconds between memory samples
 REFRESH_EVERY = 5  # samples between two look-ups of the stack's processes
 SLOW_SAMPLE = 0.025  # CPU seconds: when the median sample costs more, RSS only
 MIB = 1024 * 1024
-PACED_SENDERS = 16  # connections of the paced phases (ack, overhead), at least
+PACED_SENDERS = 16  # connections of the paced phases (ack, overhead, recovery), at least
+RECOVERY_LEAD = 2.0  # seconds of paced tasks before the broker is stopped
+RECOVERY_SPARE = 60.0  # seconds of commands prepared beyond lead + outage (stop_app takes time)
+SETTLE_GRACE = 1.0  # seconds, once the queues are empty, for a late duplicate to show up
+RETRYING = re.compile(r"(\S+): broker unavailable \(.*\); retrying in ([0-9.]+)s")
 ROLES = ("bot", "pm", "task", "result")
 NOT_AICO = ("broker", "harness", "other", "machine")  # CPU shown beside the aico processes
 FULL = {
@@ -91,8 +123,16 @@ FULL = {
     "ack_count": 200,
     "overhead_count": 200,
     "warmup": 16,
+    "outage": 10.0,
 }
-QUICK = {"tasks": 40, "throughput_tasks": 100, "ack_count": 40, "overhead_count": 40, "warmup": 8}
+QUICK = {
+    "tasks": 40,
+    "throughput_tasks": 100,
+    "ack_count": 40,
+    "overhead_count": 40,
+    "warmup": 8,
+    "outage": 5.0,
+}
 
 TARGETS = {
     "wall_over_ideal": "≤ 1.03",
@@ -135,15 +175,33 @@ class Tracker:
         self.posted: dict[str, float] = {}  # task id -> perf_counter when its parent was posted
         self.answered: dict[str, float] = {}  # ... when the first reply was posted in its thread
         self.finished: dict[str, float] = {}  # ... when its parent said Done (or Failed)
+        # ... when its thread first showed the outcome (answer or failure), posted or updated
+        # into the result message: unlike `answered`, never a "working on it" placeholder
+        self.shown: dict[str, float] = {}
+        self.parents: collections.Counter[str] = collections.Counter()  # parent posts per task
+        self._reply_of: dict[str, str] = {}  # reply ts -> task id
         self.failed: set[str] = set()
         self.orphans = 0  # replies in threads of no parent we saw
 
     def reset(self) -> None:
         with self._cond:
-            for table in (self._task_of, self.posted, self.answered, self.finished):
+            for table in (
+                self._task_of,
+                self.posted,
+                self.answered,
+                self.finished,
+                self.shown,
+                self.parents,
+                self._reply_of,
+            ):
                 table.clear()
             self.failed.clear()
             self.orphans = 0
+
+    def parents_of(self, task_id: str) -> list[str]:
+        """The ts of every parent message posted for the task (one, unless it was posted twice)."""
+        with self._cond:
+            return [ts for ts, task in self._task_of.items() if task == task_id]
 
     def on_change(self, kind: str, channel: str, msg: dict) -> None:
         now = time.perf_counter()
@@ -158,6 +216,9 @@ class Tracker:
                 with self._cond:
                     self._task_of[msg["ts"]] = match[1]
                     self.posted[match[1]] = now
+                    self.parents[match[1]] += 1
+        elif kind == "updated" and thread_ts and thread_ts != msg["ts"]:
+            self._on_reply_update(msg, now)
         elif kind == "updated":
             self._on_update(msg, now)
 
@@ -166,11 +227,26 @@ class Tracker:
             task_id = self._task_of.get(thread_ts)
             if task_id is None:
                 self.orphans += 1
-            elif task_id not in self.answered:
+                return
+            self._reply_of[msg["ts"]] = task_id
+            self._on_shown(task_id, msg, now)
+            if task_id not in self.answered:
                 self.answered[task_id] = now
                 if str(msg.get("text", "")).startswith(":x:"):
                     self.failed.add(task_id)
                 self._cond.notify_all()
+
+    def _on_reply_update(self, msg: dict, now: float) -> None:
+        with self._cond:
+            task_id = self._reply_of.get(msg["ts"])
+            if task_id is not None:
+                self._on_shown(task_id, msg, now)
+
+    def _on_shown(self, task_id: str, msg: dict, now: float) -> None:
+        """(Holding the lock.) A result message posted or updated: is it the outcome yet?"""
+        if task_id not in self.shown and not str(msg.get("text", "")).startswith(WORKING):
+            self.shown[task_id] = now
+            self._cond.notify_all()
 
     def _on_update(self, msg: dict, now: float) -> None:
         blocks = str(msg.get("blocks"))
@@ -260,10 +336,15 @@ class Sent:
 
 
 def send_commands(
-    url: str, commands: list[tuple[str, str]], senders: int, rate: float | None = None
+    url: str,
+    commands: list[tuple[str, str]],
+    senders: int,
+    rate: float | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Sent]:
     """`/aico task <prompt>` for every (prompt, response_url), from `senders` threads each with
-    its own keep-alive connection: as fast as they go, or the i-th at t0 + i/rate (open loop)."""
+    its own keep-alive connection: as fast as they go, or the i-th at t0 + i/rate (open loop).
+    Once `stop` is set, no more commands go (those not sent are left out of the result)."""
     results: list[Sent | None] = [None] * len(commands)
     indexes = itertools.count()
     go = threading.Event()
@@ -276,6 +357,8 @@ def send_commands(
                 due = t0 + i / rate if rate else t0
                 if (delay := due - time.perf_counter()) > 0:
                     time.sleep(delay)
+                if stop is not None and stop.is_set():
+                    break
                 prompt, response_url = commands[i]
                 sent = Sent(prompt, due, time.perf_counter())
                 try:
@@ -563,6 +646,9 @@ class Bench:
             "AICO_MAX_WORKERS": str(max(5, self.args.workers)),
             "AICO_TASK_CONCURRENCY": str(self.args.concurrency),
             "AICO_LOG_LEVEL": self.args.log_level,
+            # Every task goes to one channel here; Slack's pace for one channel (1 post/s)
+            # would measure Slack, not aico.
+            "AICO_SLACK_CHANNEL_RATE": "0",
         }
 
     def _wait_for_workers(self, stack: Stack, timeout: float = 30.0) -> None:
@@ -719,6 +805,149 @@ class Bench:
             },
         }
 
+    def phase_recovery(self) -> None:
+        """Paced tasks; the broker app stopped for --outage seconds, the tasks still coming;
+        then timed from the broker back (start_app returned) to the first and the last answer."""
+        args, node, slack = self.args, self.node, self.slack
+        assert slack is not None and self.clock is not None
+        if node is None:
+            raise BenchFailure("recovery: needs the private RabbitMQ node (not --amqp-url)")
+        rate = args.recovery_rate
+        run = uuid.uuid4().hex[:6]
+        most = int(rate * (RECOVERY_LEAD + args.outage + RECOVERY_SPARE)) + 1
+        with self.stack("recovery", args.latency) as stack:
+            commands = [
+                (f"recovery {run} #{i}: say something", slack.new_response_url(channel=CHANNEL))
+                for i in range(most)
+            ]
+            stop = threading.Event()
+            sent: list[Sent] = []
+            senders = max(PACED_SENDERS, args.senders)
+            feeder = threading.Thread(
+                target=lambda: sent.extend(send_commands(stack.url, commands, senders, rate, stop)),
+                name="recovery-feeder",
+                daemon=True,
+            )
+            at: dict[str, float] = {}  # perf_counter instants of the outage
+            feeder.start()
+            try:
+                time.sleep(RECOVERY_LEAD)
+                at["stop_called"] = time.perf_counter()
+                node.stop_app()
+                at["down"] = time.perf_counter()
+                time.sleep(args.outage)
+            finally:
+                stop.set()  # what was sent so far was sent before or during the outage
+                at["start_called"] = time.perf_counter()
+                node.start_app()
+                at["back"] = time.perf_counter()
+                feeder.join()
+            result = self._recovery_figures(stack, sent, at, len(commands))
+            self.results["recovery"] = result
+            stopping = time.perf_counter()
+        # the workers drain what they hold and stop: after an outage too, one hopes promptly
+        result["stack_stop_s"] = time.perf_counter() - stopping
+        problems = [
+            f"{result[key]} {what}"
+            for key, what in (
+                ("not_acked", "commands not acked with a task id"),
+                ("lost", "tasks never finished (lost)"),
+                ("failed", "tasks failed"),
+                ("twice", "tasks with more than one parent or answer in Slack"),
+            )
+            if result[key]
+        ]
+        if problems:
+            raise BenchFailure(f"recovery: {'; '.join(problems)}", result.pop("logs", ""))
+        result.pop("logs", None)
+
+    def _recovery_figures(
+        self, stack: Stack, sent: list[Sent], at: dict[str, float], prepared: int
+    ) -> dict[str, Any]:
+        args, tracker = self.args, self.tracker
+        assert self.slack is not None and self.clock is not None
+        back = at["back"]
+        acked = [s for s in sent if s.status == 200 and s.task_id]
+        ids = {s.task_id for s in acked}
+        during = [s for s in acked if s.sent >= at["stop_called"]]
+        missing = tracker.wait(ids, tracker.finished, args.timeout)
+        missing |= tracker.wait(ids - missing, tracker.shown, args.timeout)
+        unsettled = self._wait_for_empty_queues(stack)
+        time.sleep(SETTLE_GRACE)
+        twice = []
+        for task_id in ids - missing:
+            parents = tracker.parents_of(task_id)
+            replies = sum(len(self.slack.replies(CHANNEL, ts)) for ts in parents)
+            if len(parents) != 1 or replies != 1:
+                twice.append(f"{task_id}: {len(parents)} parent(s), {replies} reply(ies)")
+        shown = {t: tracker.shown[t] for t in ids - missing}
+        after = sorted(t for t in shown.values() if t > at["start_called"])
+        backlog = len(after)
+        ideal = backlog * args.latency / self.capacity
+        first = after[0] - back if after else None
+        drained = after[-1] - back if after and not missing else None
+        calls = [len(self.clock.of(s.prompt)) for s in acked] if self.clock.exact else []
+        outage_acks = [s.elapsed * 1000 for s in during]
+        result: dict[str, Any] = {
+            "rate_per_s": args.recovery_rate,
+            "latency_s": args.latency,
+            "outage_s": args.outage,
+            "tasks": len(ids),
+            "before": len(acked) - len(during),
+            "during": len(during),
+            "not_acked": len(sent) - len(acked),
+            "lost": len(missing),
+            "failed": len(ids & tracker.failed),
+            "twice": len(twice),
+            "twice_examples": twice[:5],
+            "queues_not_empty": unsettled,
+            "claude_more_than_once": sum(n > 1 for n in calls) if calls else None,
+            "stop_app_s": at["down"] - at["stop_called"],
+            "start_app_s": back - at["start_called"],
+            "broker_out_s": back - at["stop_called"],
+            "outage_ack_p99_ms": pct(outage_acks, 99) if outage_acks else None,
+            "outage_ack_max_ms": max(outage_acks) if outage_acks else None,
+            "answered_during_outage": sum(
+                at["stop_called"] <= t <= at["start_called"] for t in shown.values()
+            ),
+            "backlog": backlog,
+            "first_result_s": first,
+            "drained_s": drained,
+            "ideal_s": ideal,
+            "drained_over_ideal": drained / ideal if drained is not None and ideal else None,
+            "after_first_over_ideal": (
+                (drained - first) / ideal
+                if drained is not None and first is not None and ideal
+                else None
+            ),
+            "reconnect_waits_s": _reconnect_waits(stack),
+        }
+        if len(sent) == prepared:
+            self.warnings.append("recovery: the feeder ran out of commands before start_app")
+        if missing or twice or result["failed"] or result["not_acked"]:
+            examples = sorted(missing)[:3]
+            result["logs"] = _grep_logs(stack, examples + [t.split(":")[0] for t in twice[:3]])
+        return result
+
+    def _wait_for_empty_queues(self, stack: Stack, timeout: float = 30.0) -> dict[str, int]:
+        """Wait until the stack's task and result queues hold nothing (ready or unacked): no
+        redelivery can still come. Returns what is left when it gives up (empty: all clear)."""
+        assert self.node is not None
+        vhost = urllib.parse.unquote(stack.env["AICO_AMQP_URL"].rsplit("/", 1)[1])
+        deadline, left = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            counts: dict[str, int] = {}
+            listing = self.node.ctl("list_queues", "-p", vhost, "name", "messages")
+            for line in listing.splitlines():
+                name, _, count = line.partition("\t")
+                with contextlib.suppress(ValueError):
+                    counts[name.strip()] = int(count)
+            left = {queue: counts[queue] for queue in (TASKS, RESULTS) if counts.get(queue)}
+            if not left:
+                break
+            time.sleep(0.2)
+        return left
+
     # -- the derived figures
 
     def summarise(self) -> None:
@@ -791,6 +1020,29 @@ def build_id() -> str:
         return "unknown"
     changed = len(status.splitlines())
     return f"{head} + {changed} changed file(s)" if changed else head
+
+
+def _reconnect_waits(stack: Stack) -> dict[str, list[float]]:
+    """Each AMQP link's waits before its reconnection attempts, in order, from the logs."""
+    waits: dict[str, list[float]] = defaultdict(list)
+    for name in stack.processes.commands:
+        for match in RETRYING.finditer(stack.processes.log(name)):
+            waits[match[1]].append(float(match[2]))
+    return dict(waits)
+
+
+def _grep_logs(stack: Stack, words: list[str], limit: int = 60) -> str:
+    """The process logs' lines that mention one of `words` or the broker, at most `limit` each."""
+    found = []
+    for name in stack.processes.commands:
+        lines = [
+            line
+            for line in stack.processes.log(name).splitlines()
+            if any(w in line for w in words) or "broker" in line or "Traceback" in line
+        ]
+        if lines:
+            found.append(f"--- {name}\n" + "\n".join(lines[-limit:]))
+    return "\n".join(found) or stack.logs()
 
 
 def _is_aico(role: str) -> bool:
@@ -885,6 +1137,37 @@ def report(results: dict[str, Any]) -> str:
             f"{over['p50_ms']:.1f} / {over['p99_ms']:.1f}",
             "overhead",
         )
+    if rec := results.get("recovery"):
+        row(
+            f"recovery after {rec['outage_s']:g} s down ({rec['rate_per_s']:g}/s), "
+            "first / drained, s",
+            f"{_f(rec['first_result_s'], 2)} / {_f(rec['drained_s'], 2)}",
+        )
+        row(
+            f"  drained ÷ ideal ({rec['backlog']} x {rec['latency_s'] * 1000:.0f} ms / "
+            f"C={config['capacity']} = {rec['ideal_s']:.2f} s)",
+            _f(rec["drained_over_ideal"], 2),
+        )
+        row("  (drained - first) ÷ ideal", _f(rec["after_first_over_ideal"], 2))
+        row(
+            "  tasks before / during outage; lost; twice",
+            f"{rec['before']} / {rec['during']}; {rec['lost']}; {rec['twice']}",
+        )
+        row(
+            "  stop_app / start_app / broker out, s",
+            f"{rec['stop_app_s']:.1f} / {rec['start_app_s']:.1f} / {rec['broker_out_s']:.1f}",
+        )
+        if "stack_stop_s" in rec:
+            row("  stack stop after the phase (workers drain), s", _f(rec["stack_stop_s"]))
+        row(
+            "  ack p99 / max during the outage, ms",
+            f"{_f(rec['outage_ack_p99_ms'])} / {_f(rec['outage_ack_max_ms'])}",
+        )
+        waits = rec["reconnect_waits_s"]
+        tries = ", ".join(
+            f"{link} {len(w)} ({w[-1]:.1f})" for link, w in sorted(waits.items()) if w
+        )
+        lines.append(f"  reconnect tries by link (last wait, s): {tries or 'none logged'}")
     if cpu := results.get("cpu"):
         row(
             f"CPU per task, aico processes ({'+'.join(cpu['phases'])}), ms",
@@ -995,10 +1278,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_argument("--ack-count", type=int, help="commands of the ack phase (200)")
     cli.add_argument("--overhead-count", type=int, help="tasks of the overhead phase (200)")
     cli.add_argument(
+        "--recovery-rate", type=float, default=20.0, help="tasks per second of the recovery phase"
+    )
+    cli.add_argument(
+        "--outage", type=float, help="seconds the broker app stays stopped, recovery phase (10)"
+    )
+    cli.add_argument(
         "--senders", type=int, default=8, help="keep-alive sender connections of the bursts"
     )
     cli.add_argument("--warmup", type=int, help="unmeasured tasks per stack (16)")
-    cli.add_argument("--phases", default=",".join(PHASES), help="comma list of " + ",".join(PHASES))
+    cli.add_argument(
+        "--phases",
+        help=f"comma list of {','.join(PHASES)} (all; without recovery when --amqp-url is given)",
+    )
     cli.add_argument(
         "--quick", action="store_true", help="small numbers for a smoke run: " + str(QUICK)
     )
@@ -1020,10 +1312,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in FULL.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.phases is None:  # recovery stops the broker: only a private node of ours
+        args.phases = ",".join(p for p in PHASES if p != "recovery" or not args.amqp_url)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         cli.error(f"unknown phase(s) {sorted(unknown)}; choose from {','.join(PHASES)}")
+    if "recovery" in args.phases and args.amqp_url:
+        cli.error("the recovery phase stops the broker: it needs the private node, not --amqp-url")
     return args
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 Publish = Callable[..., Future[None]]  # (queue, message, message_id, delay=0.0)
 Handler = Callable[[Delivery, Publish], None]
 PREFETCH_EXTRA = 2  # deliveries waiting beside the busy ones, so no slot idles between tasks
+BROKER_AWAY = 5.0  # seconds without a connection after which a drain stops waiting
 
 
 class Runtime:
@@ -101,13 +102,20 @@ class Runtime:
             self._consume()
 
     def _drain(self, timeout: float) -> None:
+        """Wait for what is in flight to be settled, for up to `timeout` seconds; but not for
+        long while the broker is away: what came on a lost channel cannot be acked any more,
+        and the broker delivers it again."""
         deadline = time.monotonic() + timeout
+        away_since: float | None = None
         with self._settled:
-            while self._unsettled and (left := deadline - time.monotonic()) > 0:
-                self._settled.wait(left)
+            while self._unsettled and (now := time.monotonic()) < deadline:
+                away_since = None if self.link.connected.is_set() else (away_since or now)
+                if away_since is not None and now - away_since > BROKER_AWAY:
+                    break
+                self._settled.wait(min(0.5, deadline - now))
             if self._unsettled:
                 log.warning(
-                    "%d message(s) not finished in time; the broker will redeliver them",
+                    "%d message(s) not finished; the broker will deliver them again",
                     self._unsettled,
                 )
 
