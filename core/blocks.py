@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.domain.events import TaskView
+from core.domain.pricing import usd
 from core.domain.task import TaskStatus
 from core.domain.text import escape, preview, split, to_mrkdwn
 
@@ -73,9 +74,10 @@ def failure_blocks(task_id: str, reason: str) -> tuple[str, Blocks]:
     return text, [section(text)]
 
 
-def receipt(model: str, usage: dict[str, Any], claude_ms: float) -> str:
+def receipt(model: str, usage: dict[str, Any], claude_ms: float, cost: float | None) -> str:
+    """The line under an answer: model · tokens · cost in USD · Claude's time."""
     tokens = f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens"
-    return f"{escape(model)} · {tokens} · {_seconds(claude_ms / 1000)}"
+    return f"{escape(model)} · {tokens} · {usd(cost)} · {_seconds(claude_ms / 1000)}"
 
 
 def _seconds(value: float) -> str:

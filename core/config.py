@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.domain.pricing import DEFAULT_PRICES, Prices
 from core.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
@@ -48,6 +49,7 @@ class Settings:
     slack_channel_burst: int = 5
     stale_after: float = 45 * 60.0  # seconds without news before a task counts as stranded
     sweep_every: float = 5 * 60.0
+    prices: Prices = DEFAULT_PRICES  # USD per million tokens, by model
     log_level: str = "INFO"
 
     @property
@@ -90,6 +92,7 @@ class Settings:
             slack_channel_burst=_int(env, "AICO_SLACK_CHANNEL_BURST", 5, problems, minimum=1),
             stale_after=_float(env, "AICO_STALE_AFTER", 45 * 60.0, problems),
             sweep_every=_float(env, "AICO_SWEEP_EVERY", 5 * 60.0, problems),
+            prices=_prices(env, problems),
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
         )
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
@@ -123,6 +126,15 @@ class Settings:
 
 def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
+
+
+def _prices(env: Mapping[str, str], problems: list[str]) -> Prices:
+    """The default prices, with AICO_PRICES's entries added or overriding."""
+    try:
+        return DEFAULT_PRICES | Prices.parse(env.get("AICO_PRICES", ""))
+    except ValueError as exc:
+        problems.append(f"AICO_PRICES: {exc}")
+        return DEFAULT_PRICES
 
 
 def _int(env: Mapping[str, str], name: str, default: int, problems: list[str], minimum: int) -> int:

@@ -73,6 +73,7 @@ class TaskView:
     reply_ts: str = ""  # the one result message in the thread, once posted
     reply_pending: bool = False  # a post of it was started: look for it before posting again
     generation: int = 0  # of its queue message; older copies are superseded
+    cost: float = 0.0  # USD, from the price table when it was answered
 
 
 def fold(events: list[Event]) -> TaskView | None:
@@ -133,5 +134,6 @@ def _changes(view: TaskView, event: Event) -> dict[str, Any]:
                 "finished_at": event.at,
                 "error": data.get("error", ""),
                 "usage": data.get("usage") or view.usage,
+                "cost": data.get("cost_usd") or view.cost,
             }
     return {}

@@ -17,6 +17,7 @@ from core.adapters.rabbitmq import Delivery
 from core.domain import events
 from core.domain.events import TaskView
 from core.domain.messages import ResultMessage
+from core.domain.pricing import DEFAULT_PRICES, Prices
 from core.domain.text import INLINE_LIMIT, to_mrkdwn
 from core.errors import InvalidInput, SlackError
 from core.patience import SLACK_PATIENCE, with_patience
@@ -34,11 +35,13 @@ class ResultHandler:
         notifier: Notifier,
         stopping: threading.Event | None = None,
         patience: float = SLACK_PATIENCE,
+        prices: Prices = DEFAULT_PRICES,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.stopping = stopping or threading.Event()
         self.patience = patience
+        self.prices = prices
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
         self.handle(ResultMessage.decode(delivery.body))
@@ -62,12 +65,14 @@ class ResultHandler:
         self._show_status(task)
 
     def _on_completed(self, task: TaskView, result: ResultMessage) -> None:
-        receipt = blocks.receipt(result.model, result.usage, result.claude_ms)
+        cost = self.prices.cost(result.model, result.usage)
+        receipt = blocks.receipt(result.model, result.usage, result.claude_ms, cost)
         self._reply_answer(task, result.text, receipt)
         data = {
             "model": result.model,
             "usage": result.usage,
             "claude_ms": result.claude_ms,
+            "cost_usd": cost,
             "chars": len(result.text),
             "started_at": result.started_at,
         }

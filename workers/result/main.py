@@ -18,7 +18,7 @@ def main(settings: Settings) -> int:
     bootstrap.configure_logging(settings, "result")
     stopping = threading.Event()
     store = bootstrap.store(settings)
-    results = ResultHandler(store, bootstrap.notifier(settings), stopping)
+    results = ResultHandler(store, bootstrap.notifier(settings), stopping, prices=settings.prices)
     link = bootstrap.link(settings, "result")
     runtime = Runtime(
         link, RESULTS, results, settings.result_concurrency, ordered=True, stopping=stopping

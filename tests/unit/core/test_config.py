@@ -57,3 +57,15 @@ def test_slack_pacing_can_be_turned_off_but_not_negative():
     negative = {"SLACK_BOT_TOKEN": "x", "AICO_SLACK_CHANNEL_RATE": "-1"}
     with pytest.raises(ConfigError, match="AICO_SLACK_CHANNEL_RATE must be 0 or more"):
         Settings.from_env("result", env=negative)
+
+
+def test_prices_override_the_defaults_and_a_bad_one_is_refused_at_start():
+    good = {"SLACK_BOT_TOKEN": "x", "AICO_PRICES": "claude-sonnet-4-5=2/10, my-model=1/2"}
+    prices = Settings.from_env("result", env=good).prices
+    assert (prices["claude-sonnet-4-5"], prices["my-model"]) == ((2, 10), (1, 2))
+    assert prices["claude-opus-4-1"] == (15, 75), "the other defaults stay"
+    bad = {"AICO_PRICES": "claude-sonnet-4-5=3/15, claude-opus-4-1=15"}
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env("result", env=bad)
+    assert "SLACK_BOT_TOKEN is required" in str(err.value)
+    assert "AICO_PRICES: price entry 'claude-opus-4-1=15'" in str(err.value)

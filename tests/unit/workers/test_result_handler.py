@@ -11,6 +11,7 @@ import pytest
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.messages import ResultMessage, TaskMessage
+from core.domain.pricing import Prices
 from workers.result.dead import DeadLetterHandler
 from workers.result.handler import REPLY_EVENT, ResultHandler
 
@@ -29,11 +30,12 @@ class MemorySlack:
     def post(self, channel, text, blocks, thread_ts=None, metadata=None) -> str:
         self.posts += 1
         ts = next(self._ts)
-        self.messages[ts] = {"text": text, "thread_ts": thread_ts, "metadata": metadata or {}}
+        message = {"text": text, "blocks": blocks, "thread_ts": thread_ts, "metadata": metadata}
+        self.messages[ts] = {**message, "metadata": metadata or {}}
         return ts
 
     def update(self, channel, ts, text, blocks) -> None:
-        self.messages[ts]["text"] = text
+        self.messages[ts].update(text=text, blocks=blocks)
 
     def find_message(self, channel, event_type, key, thread_ts="") -> str:
         return next(
@@ -79,6 +81,35 @@ def test_working_then_the_answer_is_one_message(store):
     assert slack.posts == 1
     assert slack.replies() == ["the answer"]
     assert store.task(TASK).status == "done"
+
+
+def test_the_receipt_shows_the_cost_and_the_event_records_it(store):
+    # Given prices for the model, and an answer from its dated id
+    slack = MemorySlack()
+    results = ResultHandler(store, slack, prices=Prices.parse("claude-x=3/15"))
+    usage = {"input_tokens": 1_000, "output_tokens": 2_000}
+
+    # When its answer is reported
+    results(report("completed", text="a", model="claude-x-2025", usage=usage, claude_ms=1500), None)
+
+    # Then the receipt under the answer says what it cost, and so does the event
+    (reply,) = [m for m in slack.messages.values() if m["thread_ts"] == "1.000"]
+    assert reply["blocks"][-1]["elements"][0]["text"] == (
+        "claude-x-2025 · 1,000 in / 2,000 out tokens · $0.0330 · 1.5 s"
+    )
+    (completed,) = [e for e in store.events(TASK) if e.type == events.COMPLETED]
+    assert completed.data["cost_usd"] == pytest.approx(0.033)
+
+
+def test_an_answer_from_an_unpriced_model_says_its_cost_is_unknown(store):
+    slack = MemorySlack()
+    usage = {"input_tokens": 1, "output_tokens": 1}
+    ResultHandler(store, slack)(report("completed", text="a", model="m", usage=usage), None)
+
+    (reply,) = [m for m in slack.messages.values() if m["thread_ts"] == "1.000"]
+    assert "· cost unknown ·" in reply["blocks"][-1]["elements"][0]["text"]
+    (completed,) = [e for e in store.events(TASK) if e.type == events.COMPLETED]
+    assert completed.data["cost_usd"] is None
 
 
 def test_a_post_whose_outcome_was_lost_is_found_not_repeated(store):
