@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.config import Settings
@@ -34,9 +35,14 @@ def configure_logging(settings: Settings, process: str) -> None:
 
 
 def store(settings: Settings) -> SqliteEventStore:
+    return open_store(settings.db_url or f"sqlite:///{settings.db_path}")
+
+
+def open_store(url: str) -> SqliteEventStore:
+    """The event store at `url` (`sqlite:///path`)."""
     from core.adapters.sqlite_store import SqliteEventStore
 
-    return SqliteEventStore(settings.db_path)
+    return SqliteEventStore(Path(url.removeprefix("sqlite:///")))
 
 
 def notifier(settings: Settings) -> SlackNotifier:

@@ -1,10 +1,14 @@
-"""The event store on SQLite: append-only events plus a task projection, in one transaction.
+"""The event store on SQLite: append-only events, and the projections derived from them (tasks,
+statistics) written in the same transaction.
 
 Writes go through one writer thread per process that commits whatever appends are waiting in a
 single `BEGIN IMMEDIATE` transaction (group commit): one fsync for many events, and no two
 threads of a process fighting over SQLite's write lock, whose busy handler sleeps in steps of up
 to 100 ms. Each append still succeeds or fails on its own (a savepoint each). Reads use one
 connection per thread and never wait for writers (WAL).
+
+The schema carries a version; migrations run at start, in one transaction, and a migration that
+adds a projection rebuilds it from the events.
 """
 
 from __future__ import annotations
@@ -15,18 +19,19 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.domain.events import Event, TaskView, apply
+from core.domain.stats import Count, Summary, count_for, slot_of
 from core.domain.task import TaskStatus
 from core.errors import Conflict
 
-SCHEMA_VERSION = 1
 MAX_BATCH = 256
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
@@ -48,18 +53,42 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks (status, created_at);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_V2 = """
+CREATE INDEX tasks_by_user ON tasks (user, created_at);
+CREATE INDEX tasks_by_channel ON tasks (channel, created_at);
+CREATE INDEX tasks_by_created ON tasks (created_at);
+CREATE TABLE stats (
+    slot INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    tasks INTEGER NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    PRIMARY KEY (slot, outcome, bucket, user, channel)
+);
+CREATE INDEX stats_by_user ON stats (user, slot);
+CREATE INDEX stats_by_channel ON stats (channel, slot);
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+"""
+# (version, statements, rebuild the projections afterwards)
+MIGRATIONS: list[tuple[int, str, bool]] = [(1, _V1, False), (2, _V2, True)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 @dataclass
-class _Append:
-    task_id: str
-    type: str
-    data: dict[str, Any]
-    event_id: str
-    expected_version: int | None = None
-    done: Future[TaskView | None] = field(default_factory=Future)
+class _Request:
+    """One unit of work for the writer thread, run inside its transaction."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    done: Future[Any] = field(default_factory=Future)
 
 
 class SqliteEventStore:
@@ -68,18 +97,11 @@ class SqliteEventStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._requests: queue.SimpleQueue[_Append | None] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         path.parent.mkdir(parents=True, exist_ok=True)
         db = self._connect()
         db.execute("PRAGMA busy_timeout = 0")  # the writer waits for the lock itself: _begin
-        _begin(db)
-        for statement in filter(str.strip, _SCHEMA.split(";")):
-            db.execute(statement)
-        db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-        db.execute("COMMIT")
+        _migrate(db)
         self._writer = threading.Thread(
             target=self._write_loop, args=(db,), name="store-writer", daemon=True
         )
@@ -111,7 +133,19 @@ class SqliteEventStore:
         before (an idempotent replay changes nothing). Returns once the event is on disk.
         `expected_version`: raise Conflict unless the task is still at that version."""
         event_id = event_id or f"{task_id}:{type_}:{time.time_ns()}"
-        request = _Append(task_id, type_, data, event_id, expected_version)
+        return self._write(lambda db: _append(db, task_id, type_, data, event_id, expected_version))
+
+    def heartbeat(self, worker_id: str, state: dict[str, Any]) -> None:
+        """A worker's live state (busy slots, breaker); not an event: it is replaced each time."""
+        sql = "INSERT OR REPLACE INTO workers (id, state, seen_at) VALUES (?, ?, ?)"
+        self._write(lambda db: db.execute(sql, (worker_id, _dumps(state), time.time())))
+
+    def rebuild(self) -> int:
+        """Derive every projection again from the events; returns the number of tasks."""
+        return self._write(_rebuild)
+
+    def _write(self, run: Callable[[sqlite3.Connection], Any]) -> Any:
+        request = _Request(run)
         self._requests.put(request)
         return request.done.result()
 
@@ -127,87 +161,17 @@ class SqliteEventStore:
                     self._requests.put(None)  # finish this batch, then stop
                     break
                 batch.append(request)
-            self._commit(db, batch)
+            _commit(db, batch)
         db.close()
-
-    def _commit(self, db: sqlite3.Connection, batch: list[_Append]) -> None:
-        outcomes: list[tuple[_Append, Any, BaseException | None]] = []
-        try:
-            _begin(db)
-            for request in batch:
-                outcomes.append((request, *self._apply_one(db, request)))
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            for request in batch:
-                request.done.set_exception(exc)
-            return
-        for request, result, error in outcomes:
-            if error is None:
-                request.done.set_result(result)
-            else:
-                request.done.set_exception(error)
-
-    def _apply_one(
-        self, db: sqlite3.Connection, request: _Append
-    ) -> tuple[TaskView | None, BaseException | None]:
-        db.execute("SAVEPOINT one")
-        try:
-            result = self._insert(db, request)
-        except Exception as exc:  # this append's own error; the rest of the batch goes on
-            db.execute("ROLLBACK TO one")
-            db.execute("RELEASE one")
-            return None, exc
-        db.execute("RELEASE one")
-        return result, None
-
-    def _insert(self, db: sqlite3.Connection, request: _Append) -> TaskView | None:
-        seen = db.execute("SELECT 1 FROM events WHERE event_id = ?", (request.event_id,))
-        if seen.fetchone():
-            return None
-        view = self._view(db, request.task_id)
-        current = view.version if view else 0
-        if request.expected_version not in (None, current):
-            raise Conflict(
-                f"task {request.task_id} is at version {current}, not {request.expected_version}"
-            )
-        version = current + 1
-        event = Event(request.task_id, request.type, request.data, time.time(), version)
-        new = apply(view, event)
-        db.execute(
-            "INSERT INTO events (event_id, aggregate_id, version, type, data, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (request.event_id, event.task_id, version, event.type, _dumps(event.data), event.at),
-        )
-        db.execute(
-            "INSERT OR REPLACE INTO tasks"
-            " (id, status, version, user, channel, created_at, updated_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.id,
-                new.status.value,
-                new.version,
-                new.user,
-                new.channel,
-                new.created_at,
-                new.updated_at,
-                _dumps(vars(new)),
-            ),
-        )
-        return new
 
     # -- reading --------------------------------------------------------------------------
 
     def task(self, task_id: str) -> TaskView | None:
-        return self._view(self._db(), task_id)
+        return _view(self._db(), task_id)
 
     def task_by_event(self, event_id: str) -> TaskView | None:
-        row = (
-            self._db()
-            .execute("SELECT aggregate_id FROM events WHERE event_id = ?", (event_id,))
-            .fetchone()
-        )
+        sql = "SELECT aggregate_id FROM events WHERE event_id = ?"
+        row = self._db().execute(sql, (event_id,)).fetchone()
         return self.task(row[0]) if row else None
 
     def events(self, task_id: str) -> list[Event]:
@@ -219,13 +183,48 @@ class SqliteEventStore:
         return [Event(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5]) for r in rows]
 
     def tasks_in(self, status: TaskStatus) -> list[TaskView]:
+        sql = "SELECT state FROM tasks WHERE status = ? ORDER BY created_at"
+        return [_load_view(r[0]) for r in self._db().execute(sql, (status.value,))]
+
+    def recent(self, limit: int, user: str = "", channel: str = "") -> list[TaskView]:
+        """The latest tasks, newest first: everyone's, or one user's, or one channel's."""
+        where, args = _who(user, channel)
+        sql = f"SELECT state FROM tasks {where} ORDER BY created_at DESC LIMIT ?"
+        return [_load_view(r[0]) for r in self._db().execute(sql, (*args, limit))]
+
+    def summary(self, since: float, user: str = "", channel: str = "") -> Summary:
+        """Tasks that ended since `since`: everyone's, or one user's, or one channel's."""
+        where, args = _who(user, channel)
+        where = f"{where} {'AND' if where else 'WHERE'} slot >= ?"
         rows = self._db().execute(
-            "SELECT state FROM tasks WHERE status = ? ORDER BY created_at", (status.value,)
+            "SELECT outcome, bucket, SUM(tasks), SUM(tokens_in), SUM(tokens_out), SUM(cost)"
+            f" FROM stats {where} GROUP BY outcome, bucket",
+            (*args, slot_of(since)),
         )
-        return [_load_view(r[0]) for r in rows]
+        summary = Summary()
+        for row in rows:
+            summary.add(*row)
+        return summary
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        """The state of every worker heard from since `seen_since`."""
+        sql = "SELECT id, state, seen_at FROM workers WHERE seen_at >= ? ORDER BY id"
+        rows = self._db().execute(sql, (seen_since,))
+        return [{"id": r[0], **json.loads(r[1]), "seen_at": r[2]} for r in rows]
+
+    def backup(self, target: Path) -> None:
+        """A consistent copy of the whole store, taken while it is in use (SQLite's backup API;
+        copying the file is not a backup under WAL)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(target) as copy:
+            self._db().backup(copy)
+        copy.close()
+
+    def schema_version(self) -> int:
+        return _version(self._db())
 
     def close(self) -> None:
-        """Finish the appends already asked for, then close."""
+        """Finish the writes already asked for, then close."""
         self._requests.put(None)
         self._writer.join()
         db = getattr(self._local, "db", None)
@@ -233,10 +232,152 @@ class SqliteEventStore:
             db.close()
             self._local.db = None
 
-    @staticmethod
-    def _view(db: sqlite3.Connection, task_id: str) -> TaskView | None:
-        row = db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return _load_view(row[0]) if row else None
+
+# -- the writer's side (its own connection, inside its transaction) ---------------------------
+
+
+def _commit(db: sqlite3.Connection, batch: list[_Request]) -> None:
+    outcomes: list[tuple[_Request, Any, BaseException | None]] = []
+    try:
+        _begin(db)
+        for request in batch:
+            outcomes.append((request, *_run_one(db, request)))
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        for request in batch:
+            request.done.set_exception(exc)
+        return
+    for request, result, error in outcomes:
+        if error is None:
+            request.done.set_result(result)
+        else:
+            request.done.set_exception(error)
+
+
+def _run_one(db: sqlite3.Connection, request: _Request) -> tuple[Any, BaseException | None]:
+    db.execute("SAVEPOINT one")
+    try:
+        result = request.run(db)
+    except Exception as exc:  # this request's own error; the rest of the batch goes on
+        db.execute("ROLLBACK TO one")
+        db.execute("RELEASE one")
+        return None, exc
+    db.execute("RELEASE one")
+    return result, None
+
+
+def _append(
+    db: sqlite3.Connection,
+    task_id: str,
+    type_: str,
+    data: dict[str, Any],
+    event_id: str,
+    expected_version: int | None,
+) -> TaskView | None:
+    if db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone():
+        return None
+    view = _view(db, task_id)
+    current = view.version if view else 0
+    if expected_version not in (None, current):
+        raise Conflict(f"task {task_id} is at version {current}, not {expected_version}")
+    event = Event(task_id, type_, data, time.time(), current + 1)
+    new = apply(view, event)
+    db.execute(
+        "INSERT INTO events (event_id, aggregate_id, version, type, data, at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (event_id, task_id, event.version, type_, _dumps(data), event.at),
+    )
+    _project(db, view, new)
+    return new
+
+
+def _project(db: sqlite3.Connection, before: TaskView | None, after: TaskView) -> None:
+    """The projections' share of one event: the task's row, and the counters when it ended."""
+    _write_row(db, after)
+    count = count_for(before, after)
+    if count is not None:
+        _add_count(db, count)
+
+
+def _add_count(db: sqlite3.Connection, c: Count) -> None:
+    db.execute(
+        "INSERT INTO stats (slot, outcome, bucket, user, channel, tasks, tokens_in, tokens_out,"
+        " cost) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)"
+        " ON CONFLICT (slot, outcome, bucket, user, channel) DO UPDATE SET"
+        " tasks = tasks + 1, tokens_in = tokens_in + excluded.tokens_in,"
+        " tokens_out = tokens_out + excluded.tokens_out, cost = cost + excluded.cost",
+        (c.slot, c.outcome, c.bucket, c.user, c.channel, c.tokens_in, c.tokens_out, c.cost),
+    )
+
+
+def _rebuild(db: sqlite3.Connection) -> int:
+    db.execute("DELETE FROM tasks")
+    db.execute("DELETE FROM stats")
+    views: dict[str, TaskView] = {}
+    rows = db.execute(
+        "SELECT aggregate_id, type, data, at, version, event_id FROM events ORDER BY seq"
+    )
+    for r in rows.fetchall():
+        event = Event(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5])
+        before = views.get(event.task_id)
+        views[event.task_id] = after = apply(before, event)
+        if (count := count_for(before, after)) is not None:
+            _add_count(db, count)
+    for view in views.values():
+        _write_row(db, view)
+    return len(views)
+
+
+def _write_row(db: sqlite3.Connection, view: TaskView) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO tasks"
+        " (id, status, version, user, channel, created_at, updated_at, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            view.id,
+            view.status.value,
+            view.version,
+            view.user,
+            view.channel,
+            view.created_at,
+            view.updated_at,
+            _dumps(vars(view)),
+        ),
+    )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema up to SCHEMA_VERSION, in one transaction, at start."""
+    _begin(db)
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        current = _version(db)
+        if current > SCHEMA_VERSION:
+            raise Conflict(
+                f"the event store is at schema version {current}, newer than this aico "
+                f"({SCHEMA_VERSION}): upgrade aico"
+            )
+        pending = [m for m in MIGRATIONS if m[0] > current]
+        for _version_number, statements, _ in pending:
+            for statement in filter(str.strip, statements.split(";")):
+                db.execute(statement)
+        if current and any(rebuild for *_, rebuild in pending):
+            _rebuild(db)
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _version(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _begin(db: sqlite3.Connection, patience: float = 30.0) -> None:
@@ -253,6 +394,19 @@ def _begin(db: sqlite3.Connection, patience: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(random.uniform(0.0005, 0.0015))
+
+
+def _who(user: str, channel: str) -> tuple[str, tuple[str, ...]]:
+    if user:
+        return "WHERE user = ?", (user,)
+    if channel:
+        return "WHERE channel = ?", (channel,)
+    return "", ()
+
+
+def _view(db: sqlite3.Connection, task_id: str) -> TaskView | None:
+    row = db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return _load_view(row[0]) if row else None
 
 
 def _dumps(value: Any) -> str:

@@ -1,114 +1,117 @@
-import threading
+"""What is particular to the SQLite store (tests/contract has what every backend does):
+migrations from older schemas, the backup, and surviving kill -9 of a writer."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
-from core.adapters.sqlite_store import SqliteEventStore
+from core.adapters.sqlite_store import _V1, SCHEMA_VERSION, SqliteEventStore
 from core.domain import events
 from core.domain.task import TaskStatus
+from core.errors import Conflict
 
 SUBMIT = {"user": "U1", "channel": "C1", "prompt": "p"}
 
 
-def test_events_are_versioned_and_the_projection_follows(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
-    store.append("t1", events.POSTED, {"thread_ts": "1.2"}, "t1:posted")
-    view = store.append("t1", events.QUEUED, {}, "t1:queued")
-    assert view.status is TaskStatus.QUEUED and view.thread_ts == "1.2"
-    assert [(e.version, e.type) for e in store.events("t1")] == [
-        (1, "submitted"),
-        (2, "posted"),
-        (3, "queued"),
-    ]
-    assert [t.id for t in store.tasks_in(TaskStatus.QUEUED)] == ["t1"]
+def test_a_version_1_store_is_migrated_at_start_and_its_history_counted(tmp_path):
+    # Given a store written by the first version of aico (no statistics yet)
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(_V1 + "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    now = time.time()
+    for version, (type_, data) in enumerate(
+        [(events.SUBMITTED, SUBMIT), (events.COMPLETED, {"usage": {"output_tokens": 9}})], 1
+    ):
+        db.execute(
+            "INSERT INTO events (event_id, aggregate_id, version, type, data, at)"
+            " VALUES (?, 't1', ?, ?, ?, ?)",
+            (f"t1:{version}", version, type_, json.dumps(data), now),
+        )
+    db.commit()
+    db.close()
+
+    # When this version opens it
+    store = SqliteEventStore(path)
+
+    # Then the schema is current and the old task shows in the projections
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store.task("t1").status is TaskStatus.DONE
+    summary = store.summary(now - 60)
+    assert (summary.done, summary.tokens_out) == (1, 9)
 
 
-def test_replaying_an_event_id_changes_nothing(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
-    assert store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted") is None
-    assert len(store.events("t1")) == 1
+def test_a_store_from_a_newer_aico_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    SqliteEventStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(Conflict, match="newer than this aico"):
+        SqliteEventStore(path)
 
 
-def test_a_second_process_sees_what_the_first_wrote(tmp_path):
-    SqliteEventStore(tmp_path / "a.db").append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
-    assert SqliteEventStore(tmp_path / "a.db").task("t1").prompt == "p"
+def test_a_backup_taken_while_writing_is_a_consistent_store(tmp_path):
+    store = SqliteEventStore(tmp_path / "live.db")
+    for i in range(50):
+        store.append(f"t{i}", events.SUBMITTED, SUBMIT, f"t{i}:s")
+
+    store.backup(tmp_path / "backups" / "copy.db")
+    store.append("late", events.SUBMITTED, SUBMIT, "late:s")
+
+    copy = SqliteEventStore(tmp_path / "backups" / "copy.db")
+    assert len(copy.tasks_in(TaskStatus.SUBMITTED)) == 50
+    assert copy.task("late") is None
 
 
-def test_concurrent_writers_never_lose_or_duplicate_a_version(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
+WRITER = """
+import sys
+from pathlib import Path
+import pytest
 
-    def write(n):
-        for i in range(25):
-            store.append("t1", events.POSTED, {"thread_ts": f"{n}.{i}"}, f"t1:{n}:{i}")
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    versions = [e.version for e in store.events("t1")]
-    assert versions == list(range(1, 102))
-
-
-def test_a_bad_append_fails_alone_and_the_others_in_its_batch_are_kept(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    errors, threads = [], []
-
-    def good(n):
-        store.append(f"ok{n}", events.SUBMITTED, SUBMIT, f"ok{n}:submitted")
-
-    def bad():
-        try:
-            store.append("ghost", events.STARTED, {}, "ghost:started")
-        except ValueError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=good, args=(n,)) for n in range(20)]
-    threads.insert(10, threading.Thread(target=bad))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(errors) == 1 and "no submitted event" in str(errors[0])
-    assert len(store.tasks_in(TaskStatus.SUBMITTED)) == 20
-    assert store.task("ghost") is None
+from core.adapters.sqlite_store import SqliteEventStore
+from core.domain import events
+store = SqliteEventStore(Path(sys.argv[1]))
+print("ready", flush=True)
+i = 0
+while True:
+    task = f"t{i}"
+    store.append(task, events.SUBMITTED, {"user": "U", "channel": "C", "prompt": "p"}, task)
+    store.append(task, events.POSTED, {"thread_ts": "1.0"}, task + ":posted")
+    i += 1
+"""
 
 
-def test_close_finishes_what_was_asked_and_the_file_has_it(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
-    store.close()
-    assert SqliteEventStore(tmp_path / "a.db").task("t1").status is TaskStatus.SUBMITTED
-
-
-def test_data_that_is_not_json_is_refused_without_stopping_the_writer(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    with pytest.raises(TypeError):
-        store.append("t1", events.SUBMITTED, {**SUBMIT, "x": object()}, "t1:submitted")
-    assert store.append("t2", events.SUBMITTED, SUBMIT, "t2:submitted").id == "t2"
-
-
-def test_two_processes_writing_at_once_both_get_every_event_in(tmp_path):
-    import subprocess
-    import sys
-
-    script = (
-        "import sys; from pathlib import Path; from core.adapters.sqlite_store import "
-        "SqliteEventStore; from core.domain import events; s = SqliteEventStore(Path(sys.argv[1]));"
-        "[s.append(f'{sys.argv[2]}{i}', events.SUBMITTED, {'user': 'U', 'channel': 'C', "
-        "'prompt': 'p'}, f'{sys.argv[2]}{i}:s') for i in range(200)]"
+def test_kill_9_of_a_writer_leaves_no_partial_event(tmp_path):
+    # Given a process appending as fast as it can
+    path = tmp_path / "aico.db"
+    SqliteEventStore(path).close()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True
     )
-    path = tmp_path / "a.db"
-    SqliteEventStore(path)
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in "ab"]
-    assert [p.wait(60) for p in procs] == [0, 0]
-    assert len(SqliteEventStore(path).tasks_in(TaskStatus.SUBMITTED)) == 400
+    assert writer.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
 
+    # When it is killed in the middle of it
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
 
-def test_a_task_can_be_found_by_the_event_that_made_it(tmp_path):
-    store = SqliteEventStore(tmp_path / "a.db")
-    store.append("t1", events.SUBMITTED, SUBMIT, "intake:trigger-1")
-    assert store.task_by_event("intake:trigger-1").id == "t1"
-    assert store.task_by_event("intake:other") is None
+    # Then the file is sound, and every task's row matches its last event exactly
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = db.execute(
+            "SELECT t.version, (SELECT MAX(version) FROM events e WHERE e.aggregate_id = t.id)"
+            " FROM tasks t"
+        ).fetchall()
+        events_without_task = db.execute(
+            "SELECT COUNT(*) FROM events WHERE aggregate_id NOT IN (SELECT id FROM tasks)"
+        ).fetchone()[0]
+    assert len(rows) > 10, "the writer got going"
+    assert all(row_version == last for row_version, last in rows)
+    assert events_without_task == 0

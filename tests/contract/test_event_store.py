@@ -1,0 +1,212 @@
+"""What every event store backend must do: the same tests for each (see conftest.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from core.domain import events
+from core.domain.stats import SLOT
+from core.domain.task import TaskStatus
+from core.errors import Conflict
+
+SUBMIT = {"user": "U1", "channel": "C1", "prompt": "p"}
+
+
+def submit(store, task_id: str, user: str = "U1", channel: str = "C1") -> None:
+    data = {"user": user, "channel": channel, "prompt": f"prompt of {task_id}"}
+    store.append(task_id, events.SUBMITTED, data, f"{task_id}:submitted")
+
+
+def finish(store, task_id: str, outcome: str = events.COMPLETED, **data) -> None:
+    store.append(task_id, outcome, data, f"{task_id}:{outcome}")
+
+
+# -- appending --------------------------------------------------------------------------------
+
+
+def test_events_are_versioned_and_the_projection_follows(store):
+    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
+    store.append("t1", events.POSTED, {"thread_ts": "1.2"}, "t1:posted")
+    view = store.append("t1", events.QUEUED, {}, "t1:queued")
+
+    assert view.status is TaskStatus.QUEUED and view.thread_ts == "1.2"
+    assert [(e.version, e.type) for e in store.events("t1")] == [
+        (1, "submitted"),
+        (2, "posted"),
+        (3, "queued"),
+    ]
+    assert [t.id for t in store.tasks_in(TaskStatus.QUEUED)] == ["t1"]
+    assert store.task("t1") == view
+
+
+def test_replaying_an_event_id_changes_nothing(store):
+    store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
+    assert store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted") is None
+    assert len(store.events("t1")) == 1
+
+
+def test_a_task_can_be_found_by_the_event_that_made_it(store):
+    store.append("t1", events.SUBMITTED, SUBMIT, "intake:trigger-1")
+    assert store.task_by_event("intake:trigger-1").id == "t1"
+    assert store.task_by_event("intake:other") is None
+
+
+def test_an_append_can_require_the_version_it_read(store):
+    submit(store, "t1")
+    store.append("t1", events.POSTED, {"thread_ts": "1.2"}, expected_version=1)
+    with pytest.raises(Conflict):
+        store.append("t1", events.QUEUED, {}, expected_version=1)
+    assert [e.type for e in store.events("t1")] == ["submitted", "posted"]
+
+
+def test_another_process_sees_what_one_wrote(store, reopen):
+    submit(store, "t1")
+    assert reopen().task("t1").prompt == "prompt of t1"
+
+
+def test_concurrent_writers_never_lose_or_duplicate_a_version(store):
+    submit(store, "t1")
+
+    def write(n):
+        for i in range(25):
+            store.append("t1", events.POSTED, {"thread_ts": f"{n}.{i}"}, f"t1:{n}:{i}")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e.version for e in store.events("t1")] == list(range(1, 102))
+
+
+def test_a_bad_append_fails_alone_and_the_others_are_kept(store):
+    errors = []
+
+    def good(n):
+        submit(store, f"ok{n}")
+
+    def bad():
+        try:
+            store.append("ghost", events.STARTED, {}, "ghost:started")
+        except ValueError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=good, args=(n,)) for n in range(20)]
+    threads.insert(10, threading.Thread(target=bad))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 1 and "no submitted event" in str(errors[0])
+    assert len(store.tasks_in(TaskStatus.SUBMITTED)) == 20
+    assert store.task("ghost") is None
+
+
+def test_data_that_is_not_json_is_refused_and_the_store_goes_on(store):
+    with pytest.raises(TypeError):
+        store.append("t1", events.SUBMITTED, {**SUBMIT, "x": object()}, "t1:submitted")
+    assert store.append("t2", events.SUBMITTED, SUBMIT, "t2:submitted").id == "t2"
+
+
+def test_close_finishes_what_was_asked(store, reopen):
+    submit(store, "t1")
+    store.close()
+    assert reopen().task("t1").status is TaskStatus.SUBMITTED
+
+
+def test_two_processes_writing_at_once_both_get_every_event_in(store, store_url, reopen):
+    script = (
+        "import sys; from core.bootstrap import open_store; from core.domain import events;"
+        "s = open_store(sys.argv[1]);"
+        "[s.append(f'{sys.argv[2]}{i}', events.SUBMITTED, {'user': 'U', 'channel': 'C', "
+        "'prompt': 'p'}, f'{sys.argv[2]}{i}:s') for i in range(200)]; s.close()"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, store_url, n]) for n in "ab"]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    assert len(reopen().tasks_in(TaskStatus.SUBMITTED)) == 400
+
+
+# -- history ----------------------------------------------------------------------------------
+
+
+def test_recent_tasks_come_newest_first_for_everyone_a_user_or_a_channel(store):
+    for task_id, user, channel in [("a", "U1", "C1"), ("b", "U2", "C1"), ("c", "U1", "C2")]:
+        submit(store, task_id, user, channel)
+        time.sleep(0.002)
+
+    assert [t.id for t in store.recent(10)] == ["c", "b", "a"]
+    assert [t.id for t in store.recent(1)] == ["c"]
+    assert [t.id for t in store.recent(10, user="U1")] == ["c", "a"]
+    assert [t.id for t in store.recent(10, channel="C1")] == ["b", "a"]
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def test_the_summary_counts_outcomes_tokens_and_cost(store):
+    usage = {"input_tokens": 100, "output_tokens": 20}
+    for i in range(3):
+        submit(store, f"d{i}")
+        finish(store, f"d{i}", usage=usage, cost_usd=0.5)
+    submit(store, "f1")
+    finish(store, "f1", events.FAILED, error="boom")
+    submit(store, "open")
+
+    summary = store.summary(since=time.time() - 3600)
+
+    assert (summary.done, summary.failed, summary.cancelled) == (3, 1, 0)
+    assert summary.success_rate == 0.75
+    assert (summary.tokens_in, summary.tokens_out) == (300, 60)
+    assert summary.cost == pytest.approx(1.5)
+    assert 0 < summary.percentile(0.5) <= summary.percentile(0.95) < 10
+
+
+def test_the_summary_is_for_a_user_or_a_channel_and_a_window(store):
+    submit(store, "a", "U1", "C1")
+    finish(store, "a", cost_usd=1.0)
+    submit(store, "b", "U2", "C2")
+    finish(store, "b", cost_usd=2.0)
+
+    assert store.summary(time.time() - 60, user="U1").cost == pytest.approx(1.0)
+    assert store.summary(time.time() - 60, channel="C2").cost == pytest.approx(2.0)
+    assert store.summary(time.time() + 2 * SLOT).finished == 0
+
+
+def test_a_late_event_after_the_end_is_not_counted_twice(store):
+    submit(store, "a")
+    finish(store, "a", cost_usd=1.0)
+    store.append("a", events.STARTED, {"generation": 0}, "a:late")
+    assert store.summary(time.time() - 60).done == 1
+
+
+def test_rebuilding_derives_the_same_projections(store, reopen):
+    submit(store, "a")
+    finish(store, "a", usage={"input_tokens": 5, "output_tokens": 7}, cost_usd=0.25)
+    submit(store, "b")
+    before = ([store.task(t) for t in "ab"], store.summary(time.time() - 60))
+
+    assert store.rebuild() == 2
+
+    fresh = reopen()
+    assert ([fresh.task(t) for t in "ab"], fresh.summary(time.time() - 60)) == before
+
+
+# -- workers ----------------------------------------------------------------------------------
+
+
+def test_a_workers_heartbeat_replaces_the_last_and_old_ones_fade(store):
+    store.heartbeat("w1", {"busy": 1, "breaker": "closed"})
+    store.heartbeat("w1", {"busy": 3, "breaker": "open"})
+    store.heartbeat("w2", {"busy": 0, "breaker": "closed"})
+
+    live = store.workers(seen_since=time.time() - 10)
+    assert [(w["id"], w["busy"], w["breaker"]) for w in live] == [
+        ("w1", 3, "open"),
+        ("w2", 0, "closed"),
+    ]
+    assert store.workers(seen_since=time.time() + 10) == []
