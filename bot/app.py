@@ -9,21 +9,21 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot import listeners
-from core.services import Intake
+from bot.services import Services
 
 log = logging.getLogger(__name__)
 
 SORRY = ":boom: Something went wrong on our side and nothing was queued. Please try again."
 
 
-def create_app(client: WebClient, signing_secret: str, intake: Intake, max_chars: int) -> App:
+def create_app(client: WebClient, signing_secret: str, services: Services) -> App:
     app = App(
         client=client,
         signing_secret=signing_secret or None,
         process_before_response=True,  # answer with the ack itself: no polling delay
         request_verification_enabled=bool(signing_secret),
     )
-    listeners.register(app, intake, max_chars)
+    listeners.register(app, services)
     app.error(_on_error)
     return app
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from core.domain.events import TaskView
+from core.blocks import status_line
+from core.domain.events import Event, TaskView
+from core.domain.pricing import usd
+from core.domain.stats import Summary
 from core.domain.text import escape, preview
 
 
@@ -13,6 +17,10 @@ def help_text(max_chars: int) -> str:
         "*aico* hands tasks to Claude and answers in a thread.\n"
         "• `/aico task &lt;what to do&gt;`: queue a task (up to "
         f"{max_chars:,} characters). I post the task in this channel and answer in its thread.\n"
+        "• `/aico status`: queues, workers, Claude's circuit breakers, success rate, durations "
+        "and today's spend.\n"
+        "• `/aico history [n]`: your latest tasks; `/aico history channel [n]`: this channel's.\n"
+        "• `/aico show &lt;id&gt;`: a task's timeline.\n"
         "• `/aico help`: this message."
     )
 
@@ -34,3 +42,80 @@ def accepted(task: TaskView) -> str:
 
 def refused(reason: str) -> str:
     return f":warning: {reason}"
+
+
+def history_blocks(tasks: list[TaskView], whose: str, today: Summary) -> dict[str, Any]:
+    """`/aico history`: the latest tasks, one line each, and today's totals."""
+    if not tasks:
+        text = f"No tasks yet for {whose}."
+        return {"text": text, "response_type": "ephemeral"}
+    lines = [_history_line(task) for task in tasks]
+    totals = (
+        f"Today (UTC), {whose}: {today.finished:,} finished · {today.tokens_in:,} in / "
+        f"{today.tokens_out:,} out tokens · {usd(today.cost)}"
+    )
+    body = [_section(chunk) for chunk in _chunks([f"*Latest tasks for {whose}*", *lines])]
+    body.append({"type": "context", "elements": [{"type": "mrkdwn", "text": totals}]})
+    return {"text": f"Latest tasks for {whose}", "blocks": body, "response_type": "ephemeral"}
+
+
+def _history_line(task: TaskView) -> str:
+    when = time.strftime("%m-%d %H:%M", time.gmtime(task.created_at))
+    cost = f" · {usd(task.cost)}" if task.cost else ""
+    return f"`{task.id}` {when} {status_line(task)}{cost}\n      {escape(preview(task.prompt, 80))}"
+
+
+def timeline_blocks(task: TaskView, history: list[Event]) -> dict[str, Any]:
+    """`/aico show <id>`: the task's events, oldest first."""
+    start = history[0].at if history else task.created_at
+    lines = [f"`+{e.at - start:7.2f} s` {_event_line(e)}" for e in history]
+    head = (
+        f"*Task `{task.id}`* from <@{task.user}> in <#{task.channel}>: {status_line(task)}\n"
+        f">{escape(preview(task.prompt, 280))}"
+    )
+    body = [_section(chunk) for chunk in _chunks([head, *lines])]
+    return {"text": f"Task {task.id}: {task.status}", "blocks": body, "response_type": "ephemeral"}
+
+
+_EVENT_LINES = {
+    "submitted": "submitted",
+    "posted": "parent message posted",
+    "queued": "queued",
+    "requeued": "queued again by the recovery sweep (generation {generation})",
+    "started": "attempt started (delivery {delivery}) on {worker}",
+    "answered": "Claude answered",
+    "reply_pending": "result message being posted",
+    "replied": "result message posted",
+    "completed": "done",
+    "failed": "failed: {error}",
+}
+
+
+def _event_line(event: Event) -> str:
+    template = _EVENT_LINES.get(event.type, event.type)
+    try:
+        line = template.format(**{k: v for k, v in event.data.items() if isinstance(v, str | int)})
+    except (KeyError, IndexError):
+        line = event.type
+    return escape(preview(line, 300))
+
+
+def unknown_task(task_id: str) -> str:
+    return (
+        f":warning: There is no task `{escape(preview(task_id, 20))}`. `/aico history` lists yours."
+    )
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _chunks(lines: list[str], limit: int = 2900) -> list[str]:
+    """Lines joined into pieces that each fit a section (3,000 characters)."""
+    chunks, current = [], ""
+    for line in lines:
+        if current and len(current) + len(line) + 1 > limit:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    return [*chunks, current] if current else chunks

@@ -13,18 +13,25 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import create_app
+from bot.services import Services
 from core import bootstrap
+from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
 from core.config import Settings
+from core.status import Status
 
 log = logging.getLogger(__name__)
+QUEUES_SHOWN = (TASKS, RESULTS, DEAD)
 
 
 def main(settings: Settings) -> int:
     bootstrap.configure_logging(settings, "bot")
     slack = bootstrap.notifier(settings)
     amqp = bootstrap.link(settings, "bot")
-    intake = bootstrap.intake(settings, amqp, slack)
-    app = create_app(slack.client, settings.slack_signing_secret, intake, settings.max_task_chars)
+    store = bootstrap.store(settings)
+    intake = bootstrap.intake(settings, amqp, slack, store)
+    status = Status(store, lambda queue: amqp.queue_depth(queue).result(2.0), QUEUES_SHOWN)
+    services = Services(intake, status, store, settings.max_task_chars)
+    app = create_app(slack.client, settings.slack_signing_secret, services)
     resumed = intake.resume()
     if resumed:
         log.info("re-queueing %d task(s) received before the last stop", resumed)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from core.domain.events import TaskView
 from core.domain.pricing import usd
+from core.domain.stats import Summary
 from core.domain.task import TaskStatus
 from core.domain.text import escape, preview, split, to_mrkdwn
+
+if TYPE_CHECKING:
+    from core.status import StatusReport
 
 Blocks = list[dict[str, Any]]
 
@@ -82,3 +87,67 @@ def receipt(model: str, usage: dict[str, Any], claude_ms: float, cost: float | N
 
 def _seconds(value: float) -> str:
     return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} min {int(value % 60)} s"
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
+    """`/aico status`: the broker, the workers, the last hour and day, and today's spend."""
+    lines = [
+        f"*Queues* {_queues_line(report)}",
+        f"*Workers* {_workers_line(report)}",
+        f"*Last hour* {_summary_line(report.hour)}",
+        f"*Last 24 h* {_summary_line(report.day)}",
+        f"*Today (UTC)* {_spend_line(report.today)}",
+    ]
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.at))
+    fallback = "aico status: " + " · ".join(line.replace("*", "") for line in lines)
+    return fallback, [section("*aico status*\n" + "\n".join(lines)), context(when)]
+
+
+def _queues_line(report: StatusReport) -> str:
+    if report.broker_error:
+        return f":warning: RabbitMQ cannot be read: {escape(preview(report.broker_error, 200))}"
+    parts = []
+    for q in report.queues:
+        name = q.name.removeprefix("aico.")
+        parts.append(f"{name}: {q.ready:,} waiting, {q.consumers} consumer(s)")
+    return " · ".join(parts)
+
+
+def _workers_line(report: StatusReport) -> str:
+    if not report.workers:
+        return ":warning: no task worker has reported in the last 15 s"
+    breakers = ", ".join(f"{n} {state}" for state, n in sorted(report.breakers().items()))
+    alarm = ":rotating_light: " if "open" in report.breakers() else ""
+    return (
+        f"{len(report.workers)} live, {report.busy} of {report.capacity} slots busy"
+        f" · {alarm}Claude breakers: {breakers}"
+    )
+
+
+def _summary_line(summary: Summary) -> str:
+    if not summary.finished:
+        return "no task finished"
+    rate = summary.success_rate
+    parts = [
+        f"{summary.done:,} done, {summary.failed:,} failed, {summary.cancelled:,} cancelled",
+        f"success {rate:.0%}" if rate is not None else "",
+        _duration_part(summary),
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def _duration_part(summary: Summary) -> str:
+    p50, p95 = summary.percentile(0.5), summary.percentile(0.95)
+    if p50 is None or p95 is None:
+        return ""
+    return f"p50 {_seconds(p50)}, p95 {_seconds(p95)}"
+
+
+def _spend_line(summary: Summary) -> str:
+    return (
+        f"{summary.tokens_in:,} in / {summary.tokens_out:,} out tokens · {usd(summary.cost)}"
+        f" · {summary.finished:,} task(s) finished"
+    )

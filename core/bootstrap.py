@@ -67,8 +67,10 @@ def model(settings: Settings) -> ClaudeModel:
     )
 
 
-def intake(settings: Settings, amqp: AmqpLink, slack: SlackNotifier) -> Intake:
+def intake(
+    settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: SqliteEventStore
+) -> Intake:
     from core.adapters.rabbitmq import TASKS
     from core.services import Intake
 
-    return Intake(store(settings), slack, amqp, TASKS, settings.max_task_chars)
+    return Intake(events, slack, amqp, TASKS, settings.max_task_chars)

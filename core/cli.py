@@ -30,6 +30,12 @@ def parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one worker process")
     worker.add_argument("kind", choices=["task", "result"])
     sub.add_parser("dev", help="the whole stack on this machine, with a local Slack console")
+    sub.add_parser("status", help="queues, workers, breakers, success rate, durations, spend")
+    db = sub.add_parser("db", help="the event store: a backup, or the projections rebuilt")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    backup = db_sub.add_parser("backup", help="a consistent copy, taken while aico runs")
+    backup.add_argument("target", help="the file to write")
+    db_sub.add_parser("rebuild", help="derive every projection again from the events")
     return cli
 
 
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         from core.dev.main import main as dev_main
 
         return dev_main()
+    if args.command in ("status", "db"):
+        return _admin(args)
     # Until the process installs its own handlers (it drains), a SIGTERM ends it cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     key = (args.command, args.kind) if args.command == "worker" else (args.command,)
@@ -49,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return int(importlib.import_module(module).main(settings) or 0)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from core import admin
+
+    try:
+        settings = Settings.from_env(None)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "status":
+        return admin.status(settings)
+    return admin.db(settings, args.action, getattr(args, "target", ""))
 
 
 if __name__ == "__main__":

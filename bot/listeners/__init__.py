@@ -1,5 +1,5 @@
 from bot.listeners import commands
 
 
-def register(app, intake, max_chars):
-    commands.register(app, intake, max_chars)
+def register(app, services):
+    commands.register(app, services)

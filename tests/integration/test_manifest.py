@@ -11,9 +11,11 @@ import yaml
 from slack_bolt.request import BoltRequest
 
 from bot.app import create_app
+from bot.services import Services
 from core.adapters.slack import web_client
 from core.adapters.sqlite_store import SqliteEventStore
 from core.services import Intake
+from core.status import Status
 from tests.fakes.signing import sign, slash_command_body
 from tests.fakes.slack import FakeSlack
 
@@ -29,7 +31,7 @@ def test_the_manifest_validates_against_slacks_schema():
 
 def test_the_manifest_asks_for_the_scopes_the_code_uses():
     scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
-    assert {"commands", "chat:write", "files:write"} <= scopes
+    assert {"commands", "chat:write", "files:write", "channels:history"} <= scopes
 
 
 class _NoBroker:
@@ -41,8 +43,10 @@ class _NoBroker:
 def app(tmp_path):
     with FakeSlack(bot_token="xoxb-m") as slack:
         client = web_client("xoxb-m", slack.api_url)
-        intake = Intake(SqliteEventStore(tmp_path / "s.db"), None, _NoBroker(), "q", 4000)
-        yield create_app(client, SECRET, intake, 4000)
+        store = SqliteEventStore(tmp_path / "s.db")
+        intake = Intake(store, None, _NoBroker(), "q", 4000)
+        status = Status(store, lambda queue: (0, 0), ["q"])
+        yield create_app(client, SECRET, Services(intake, status, store, 4000))
 
 
 def _dispatch(app, body: bytes, content_type: str):

@@ -64,6 +64,8 @@ class TaskHandler:
         self.breaker = breaker
         self.stopping = stopping or threading.Event()
         self.hold_limit = hold_limit
+        self.busy = 0  # Claude calls in flight, for the heartbeat
+        self._busy_lock = threading.Lock()
 
     def __call__(self, delivery: Delivery, publish: Publish) -> None:
         task = _decode(delivery.body, publish)
@@ -92,7 +94,7 @@ class TaskHandler:
         started_at = time.time()
         started = _report(publish, task, "started", delay=PROGRESS_AFTER)
         try:
-            answer = self.model.complete(task.prompt)
+            answer = self._ask(task.prompt)
         except ModelError as exc:
             started.cancel()
             self._failed(task, delivery, publish, exc, started_at)
@@ -112,6 +114,15 @@ class TaskHandler:
         key = f"{task.task_id}:answered:{task.generation}"
         self.store.append(task.task_id, events.ANSWERED, fields, key)
         _report(publish, task, "completed", **fields)
+
+    def _ask(self, prompt: str):
+        with self._busy_lock:
+            self.busy += 1
+        try:
+            return self.model.complete(prompt)
+        finally:
+            with self._busy_lock:
+                self.busy -= 1
 
     def _claim(self, task: TaskMessage, delivery: Delivery) -> bool:
         """Record this attempt. False: another copy of this very delivery has claimed it."""

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 
 from core import bootstrap
 from core.adapters.rabbitmq import TASKS
 from core.config import Settings
 from core.domain.breaker import BreakerState, CircuitBreaker
+from core.status import HEARTBEAT_EVERY
 from workers.runtime import Runtime
-from workers.task.handler import TaskHandler
+from workers.task.handler import WORKER, TaskHandler
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,8 @@ def main(settings: Settings) -> int:
     bootstrap.configure_logging(settings, "task")
     stopping = threading.Event()
     breaker = CircuitBreaker("claude", on_change=_log_change)
-    handler = TaskHandler(bootstrap.store(settings), bootstrap.model(settings), breaker, stopping)
+    store = bootstrap.store(settings)
+    handler = TaskHandler(store, bootstrap.model(settings), breaker, stopping)
     runtime = Runtime(
         bootstrap.link(settings, "task"),
         TASKS,
@@ -31,8 +35,24 @@ def main(settings: Settings) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: runtime.stop())
     signal.signal(signal.SIGINT, lambda *_: runtime.stop())
+    beat = {"capacity": settings.task_concurrency, "host": socket.gethostname(), "pid": os.getpid()}
+    threading.Thread(
+        target=_heartbeat, args=(store, handler, breaker, beat, stopping), daemon=True
+    ).start()
     runtime.run()
     return 0
+
+
+def _heartbeat(store, handler, breaker, beat: dict, stopping: threading.Event) -> None:
+    """Tell the store, every few seconds, that this worker lives: for `/aico status`."""
+    while True:
+        state = {**beat, "busy": handler.busy, "breaker": breaker.snapshot()}
+        try:
+            store.heartbeat(WORKER, state)
+        except Exception as exc:  # status goes stale; the work goes on
+            log.warning("heartbeat not recorded: %s", exc)
+        if stopping.wait(HEARTBEAT_EVERY):
+            return
 
 
 def _log_change(old: BreakerState, new: BreakerState) -> None:

@@ -1,5 +1,5 @@
 from bot.listeners.commands import aico
 
 
-def register(app, intake, max_chars):
-    aico.register(app, intake, max_chars)
+def register(app, services):
+    aico.register(app, services)

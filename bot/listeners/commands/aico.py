@@ -6,27 +6,36 @@ import logging
 from typing import Any
 
 from bot import blocks
-from bot.parsing import parse
+from bot.parsing import history_query, parse
+from bot.services import Services
+from core import blocks as core_blocks
+from core.domain.stats import start_of_day
 from core.errors import InvalidInput
-from core.services import Intake, TaskRequest
+from core.services import TaskRequest
 
 log = logging.getLogger(__name__)
 
 
-def make_handler(intake: Intake, max_chars: int):
+def make_handler(services: Services):
     def handle_aico(ack: Any, command: dict[str, Any]) -> None:
         parsed = parse(command.get("text", ""))
         if parsed.verb == "task":
-            ack(text=_submit(intake, command, parsed.args), response_type="ephemeral")
+            ack(text=_submit(services, command, parsed.args), response_type="ephemeral")
+        elif parsed.verb == "status":
+            ack(**_status(services))
+        elif parsed.verb == "history":
+            ack(**_history(services, command, parsed.args))
+        elif parsed.verb == "show":
+            ack(**_show(services, parsed.args))
         elif parsed.verb == "help":
-            ack(**blocks.help_blocks(max_chars))
+            ack(**blocks.help_blocks(services.max_chars))
         else:
-            ack(**blocks.help_blocks(max_chars, unknown=parsed.word))
+            ack(**blocks.help_blocks(services.max_chars, unknown=parsed.word))
 
     return handle_aico
 
 
-def _submit(intake: Intake, command: dict[str, Any], text: str) -> str:
+def _submit(services: Services, command: dict[str, Any], text: str) -> str:
     request = TaskRequest(
         user=command["user_id"],
         channel=command["channel_id"],
@@ -35,12 +44,37 @@ def _submit(intake: Intake, command: dict[str, Any], text: str) -> str:
         key=command.get("trigger_id", ""),
     )
     try:
-        task = intake.submit(request)
+        task = services.intake.submit(request)
     except InvalidInput as exc:
         return blocks.refused(str(exc))
     log.info("task %s: submitted by %s in %s", task.id, request.user, request.channel)
     return blocks.accepted(task)
 
 
-def register(app: Any, intake: Intake, max_chars: int) -> None:
-    app.command("/aico")(make_handler(intake, max_chars))
+def _status(services: Services) -> dict[str, Any]:
+    text, body = core_blocks.status_blocks(services.status.report())
+    return {"text": text, "blocks": body, "response_type": "ephemeral"}
+
+
+def _history(services: Services, command: dict[str, Any], args: str) -> dict[str, Any]:
+    try:
+        query = history_query(args)
+    except ValueError as exc:
+        return {"text": blocks.refused(str(exc)), "response_type": "ephemeral"}
+    who = {"channel": command["channel_id"]} if query.channel else {"user": command["user_id"]}
+    whose = "this channel" if query.channel else "you"
+    tasks = services.tasks.recent(query.limit, **who)
+    today = services.tasks.summary(start_of_day(), **who)
+    return blocks.history_blocks(tasks, whose, today)
+
+
+def _show(services: Services, args: str) -> dict[str, Any]:
+    task_id = args.strip().strip("`").lower()
+    task = services.tasks.task(task_id) if task_id else None
+    if task is None:
+        return {"text": blocks.unknown_task(task_id or "?"), "response_type": "ephemeral"}
+    return blocks.timeline_blocks(task, services.tasks.events(task_id))
+
+
+def register(app: Any, services: Services) -> None:
+    app.command("/aico")(make_handler(services))

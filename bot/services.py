@@ -1,0 +1,26 @@
+"""What the bot's listeners call: built once in bot/main.py, handed to create_app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.domain.events import Event, TaskView
+from core.domain.stats import Summary
+from core.services import Intake
+from core.status import Status
+
+
+class TaskReader(Protocol):
+    def task(self, task_id: str) -> TaskView | None: ...
+    def events(self, task_id: str) -> list[Event]: ...
+    def recent(self, limit: int, user: str = "", channel: str = "") -> list[TaskView]: ...
+    def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    intake: Intake
+    status: Status
+    tasks: TaskReader
+    max_chars: int

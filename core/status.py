@@ -1,0 +1,92 @@
+"""Where the system stands: the data behind `/aico status` and `aico status`, from the broker (queue
+depth and consumers), the workers' heartbeats (live, busy, circuit breakers) and the event store
+(tasks done and failed, success rate, durations, tokens and cost). Rendering is elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.domain.stats import Summary, start_of_day
+from core.errors import AicoError
+
+log = logging.getLogger(__name__)
+
+LIVE_WITHIN = 15.0  # seconds: a worker heard from more recently than this is live
+HEARTBEAT_EVERY = 5.0
+
+
+class StatusStore(Protocol):
+    def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
+    def workers(self, seen_since: float) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class QueueState:
+    name: str
+    ready: int
+    consumers: int
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    at: float
+    queues: list[QueueState]
+    broker_error: str  # why the queues could not be read, or ""
+    workers: list[dict[str, Any]]
+    hour: Summary
+    day: Summary
+    today: Summary = field(default_factory=Summary)
+
+    @property
+    def busy(self) -> int:
+        return sum(int(w.get("busy", 0)) for w in self.workers)
+
+    @property
+    def capacity(self) -> int:
+        return sum(int(w.get("capacity", 0)) for w in self.workers)
+
+    def breakers(self) -> dict[str, int]:
+        """How many workers' Claude breaker is in each state."""
+        states: dict[str, int] = {}
+        for worker in self.workers:
+            state = str(worker.get("breaker", {}).get("state", "unknown"))
+            states[state] = states.get(state, 0) + 1
+        return states
+
+
+class Status:
+    def __init__(
+        self,
+        store: StatusStore,
+        depth: Callable[[str], tuple[int, int]],
+        queues: Sequence[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.depth = depth
+        self.queues = queues
+        self.clock = clock
+
+    def report(self) -> StatusReport:
+        now = self.clock()
+        queues, error = self._queues()
+        return StatusReport(
+            at=now,
+            queues=queues,
+            broker_error=error,
+            workers=self.store.workers(seen_since=now - LIVE_WITHIN),
+            hour=self.store.summary(now - 3600),
+            day=self.store.summary(now - 86400),
+            today=self.store.summary(start_of_day(now)),
+        )
+
+    def _queues(self) -> tuple[list[QueueState], str]:
+        try:
+            return [QueueState(name, *self.depth(name)) for name in self.queues], ""
+        except (AicoError, TimeoutError, OSError) as exc:
+            log.warning("status: queues not readable: %s", exc)
+            return [], str(exc) or type(exc).__name__
