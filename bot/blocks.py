@@ -9,6 +9,7 @@ from core.blocks import status_line
 from core.domain.events import Event, TaskView
 from core.domain.pricing import usd
 from core.domain.stats import Summary
+from core.domain.task import TaskStatus
 from core.domain.text import escape, preview
 
 
@@ -21,6 +22,8 @@ def help_text(max_chars: int) -> str:
         "and today's spend.\n"
         "• `/aico history [n]`: your latest tasks; `/aico history channel [n]`: this channel's.\n"
         "• `/aico show &lt;id&gt;`: a task's timeline.\n"
+        "• `/aico cancel &lt;id&gt;`, `/aico retry &lt;id&gt;`: stop a task, or run a failed or "
+        "cancelled one again (yours, or any if you are an admin). Its message has buttons too.\n"
         "• `/aico help`: this message."
     )
 
@@ -119,3 +122,16 @@ def _chunks(lines: list[str], limit: int = 2900) -> list[str]:
             current = ""
         current = f"{current}\n{line}" if current else line
     return [*chunks, current] if current else chunks
+
+
+def cancelled(task: TaskView) -> str:
+    if task.status is TaskStatus.CANCELLED and task.cancelled_by:
+        return f":no_entry_sign: Task `{task.id}` is cancelled. Its thread says so too."
+    return f":no_entry_sign: Task `{task.id}` is {task.status.value}."
+
+
+def retried(task: TaskView) -> str:
+    return (
+        f":repeat: Task `{task.id}` is queued again (retry {task.generation}). The new answer "
+        "comes in its thread."
+    )

@@ -17,6 +17,7 @@ from bot.services import Services
 from core import bootstrap
 from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
 from core.config import Settings
+from core.control import TaskControl
 from core.status import Status
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def main(settings: Settings) -> int:
     store = bootstrap.store(settings)
     intake = bootstrap.intake(settings, amqp, slack, store)
     status = Status(store, lambda queue: amqp.queue_depth(queue).result(2.0), QUEUES_SHOWN)
-    services = Services(intake, status, store, settings.max_task_chars)
+    control = TaskControl(store, intake, amqp, RESULTS, settings.admins)
+    services = Services(intake, status, store, control, settings.max_task_chars)
     app = create_app(slack.client, settings.slack_signing_secret, services)
     resumed = intake.resume()
     if resumed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERBS = ("task", "help", "status", "history", "show")
+VERBS = ("task", "help", "status", "history", "show", "cancel", "retry")
 HISTORY_DEFAULT, HISTORY_MAX = 10, 50
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.control import TaskControl
 from core.domain.events import Event, TaskView
 from core.domain.stats import Summary
 from core.services import Intake
@@ -23,4 +24,5 @@ class Services:
     intake: Intake
     status: Status
     tasks: TaskReader
+    control: TaskControl
     max_chars: int

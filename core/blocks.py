@@ -43,7 +43,32 @@ def parent_message(task: TaskView, status: str | None = None) -> tuple[str, Bloc
         section(f"*Task `{task.id}`* from <@{task.user}>\n>{escape(preview(task.prompt, 280))}"),
         context(f"{status} · answers come in this thread"),
     ]
+    if buttons := _buttons(task):
+        blocks.append({"type": "actions", "block_id": f"task:{task.id}", "elements": buttons})
     return fallback, blocks
+
+
+CANCEL_ACTION = "aico_cancel"
+RETRY_ACTION = "aico_retry"
+
+
+def _buttons(task: TaskView) -> list[dict[str, Any]]:
+    """Cancel while it may still run; Retry once it failed or was cancelled."""
+    if not task.status.final:
+        return [_button("Cancel", CANCEL_ACTION, task.id, "danger")]
+    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        return [_button("Retry", RETRY_ACTION, task.id, "primary")]
+    return []
+
+
+def _button(label: str, action_id: str, task_id: str, style: str) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": action_id,
+        "value": task_id,
+        "style": style,
+    }
 
 
 def status_line(task: TaskView) -> str:
@@ -52,6 +77,8 @@ def status_line(task: TaskView) -> str:
         line += f" in {_seconds(task.finished_at - task.created_at)}"
     if task.status is TaskStatus.FAILED and task.error:
         line += f": {escape(preview(task.error, 150))}"
+    if task.status is TaskStatus.CANCELLED and task.cancelled_by:
+        line += f" by <@{task.cancelled_by}>"
     return line
 
 
@@ -72,6 +99,12 @@ def attached_answer_blocks(answer: str, receipt: str, filename: str) -> tuple[st
     head = split(to_mrkdwn(answer))[0]
     note = f"The whole answer ({len(answer):,} characters) is in `{filename}` below."
     return escape(preview(answer, 300)), [section(head), context(f"{note}\n{receipt}")]
+
+
+def cancelled_blocks(task: TaskView) -> tuple[str, Blocks]:
+    who = f" by <@{task.cancelled_by}>" if task.cancelled_by else ""
+    text = f":no_entry_sign: Task `{task.id}` was cancelled{who}."
+    return text, [section(text)]
 
 
 def failure_blocks(task_id: str, reason: str) -> tuple[str, Blocks]:

@@ -122,6 +122,10 @@ class Intake:
             self._pool.submit(self._dispatch_logged, task.id, True)
         return len(pending)
 
+    def dispatch_soon(self, task_id: str) -> None:
+        """Post (if need be) and queue a recorded task, off the caller's thread."""
+        self._pool.submit(self._dispatch_logged, task_id)
+
     def close(self) -> None:
         """Stop: what is not queued yet stays in the store and is queued at the next start."""
         self._closing.set()
@@ -147,6 +151,9 @@ class Intake:
                 return
             self._fail_at_intake(task, exc)
             return
+        if task.status.final:  # cancelled while its message was being posted
+            self._update_parent(task)
+            return
         self._enqueue(task)
 
     def _ensure_parent(self, task: TaskView, look_first: bool) -> TaskView:
@@ -170,7 +177,13 @@ class Intake:
 
     def _enqueue(self, task: TaskView) -> None:
         body = TaskMessage(
-            task.id, task.prompt, task.user, task.channel, task.thread_ts, task.created_at
+            task.id,
+            task.prompt,
+            task.user,
+            task.channel,
+            task.thread_ts,
+            task.created_at,
+            task.generation,
         ).encode()
         waiting = False
         while not self._closing.is_set():
@@ -185,8 +198,8 @@ class Intake:
         if self._closing.is_set():
             log.info("task %s: not queued before the stop; it will be at the next start", task.id)
             return
-        queued = self.store.append(task.id, events.QUEUED, {}, f"{task.id}:queued")
-        if waiting:
+        queued = self.store.append(task.id, events.QUEUED, {}, task.key("queued"))
+        if waiting or task.generation:  # told it waits, or queued again: show where it stands
             self._update_parent(queued or task)
 
     def _await_confirm(self, confirmed: Future[None], task: TaskView, waiting: bool) -> bool:
@@ -219,7 +232,7 @@ class Intake:
     def _fail_at_intake(self, task: TaskView, exc: SlackError) -> None:
         reason = _SLACK_REASONS.get(exc.code, f"Slack refused the message ({exc.code})")
         log.warning("task %s: parent message failed: %s", task.id, exc)
-        self.store.append(task.id, events.FAILED, {"error": reason}, f"{task.id}:failed")
+        self.store.append(task.id, events.FAILED, {"error": reason}, task.key("failed"))
         if task.response_url:
             self.notifier.respond(task.response_url, f":x: Task `{task.id}` failed: {reason}")
 

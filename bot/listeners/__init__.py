@@ -1,5 +1,6 @@
-from bot.listeners import commands
+from bot.listeners import actions, commands
 
 
 def register(app, services):
     commands.register(app, services)
+    actions.register(app, services)

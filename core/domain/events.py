@@ -18,6 +18,8 @@ REPLY_PENDING = "reply_pending"  # the result message is about to be posted (it 
 REPLIED = "replied"  # the result message is in the thread; later news updates it
 COMPLETED = "completed"
 FAILED = "failed"
+CANCELLED = "cancelled"  # by its requester or an admin; a running attempt's answer is dropped
+RETRIED = "retried"  # a failed or cancelled task, reopened for a new generation of attempts
 
 _STATUS_AFTER: dict[str, TaskStatus | None] = {
     SUBMITTED: TaskStatus.SUBMITTED,
@@ -30,9 +32,12 @@ _STATUS_AFTER: dict[str, TaskStatus | None] = {
     REPLIED: None,
     COMPLETED: TaskStatus.DONE,
     FAILED: TaskStatus.FAILED,
+    CANCELLED: TaskStatus.CANCELLED,
+    RETRIED: TaskStatus.SUBMITTED,
 }
 
 
+_MESSAGE_EVENTS = (POSTED, REPLY_PENDING, REPLIED)
 _RANK = {status: rank for rank, status in enumerate(TaskStatus)}  # statuses only move forward
 
 
@@ -74,6 +79,12 @@ class TaskView:
     reply_pending: bool = False  # a post of it was started: look for it before posting again
     generation: int = 0  # of its queue message; older copies are superseded
     cost: float = 0.0  # USD, from the price table when it was answered
+    cancelled_by: str = ""
+
+    def key(self, what: str) -> str:
+        """The event id of `what` for this generation of the task: recorded once per attempt
+        of the whole task (a retry starts a new generation)."""
+        return f"{self.id}:{what}:{self.generation}"
 
 
 def fold(events: list[Event]) -> TaskView | None:
@@ -101,8 +112,11 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
             updated_at=event.at,
             version=event.version,
         )
-    if view.status.final:
-        return replace(view, version=event.version)
+    if event.type == RETRIED:
+        return _retried(view, event)
+    if view.status.final:  # its status stays; only where its messages are is still news
+        news = _changes(view, event) if event.type in _MESSAGE_EVENTS else {}
+        return replace(view, version=event.version, **news)
     if event.type == STARTED and event.data.get("generation", 0) < view.generation:
         raise Conflict(f"task {view.id}: an attempt of a superseded copy of its message")
     status = _STATUS_AFTER[event.type] or view.status
@@ -110,6 +124,28 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
         status = view.status  # late news (the broker's confirm after the worker started)
     changes = {"status": status, "updated_at": event.at, **_changes(view, event)}
     return replace(view, version=event.version, **changes)
+
+
+def _retried(view: TaskView, event: Event) -> TaskView:
+    """A new generation of a failed or cancelled task: queued again, with a new result message."""
+    if view.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise Conflict(
+            f"task {view.id} is {view.status.value}: only a failed or cancelled task can be retried"
+        )
+    return replace(
+        view,
+        status=TaskStatus.SUBMITTED,
+        version=event.version,
+        updated_at=event.at,
+        generation=view.generation + 1,
+        error="",
+        started_at=0.0,
+        finished_at=0.0,
+        answered=False,
+        reply_ts="",
+        reply_pending=False,
+        cancelled_by="",
+    )
 
 
 def _changes(view: TaskView, event: Event) -> dict[str, Any]:
@@ -128,6 +164,8 @@ def _changes(view: TaskView, event: Event) -> dict[str, Any]:
             return {"reply_pending": True}
         case "replied":
             return {"reply_ts": data["ts"]}
+        case "cancelled":
+            return {"finished_at": event.at, "cancelled_by": data.get("by", "")}
         case "completed" | "failed":
             return {
                 "started_at": view.started_at or data.get("started_at", 0.0),

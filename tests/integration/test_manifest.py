@@ -14,6 +14,7 @@ from bot.app import create_app
 from bot.services import Services
 from core.adapters.slack import web_client
 from core.adapters.sqlite_store import SqliteEventStore
+from core.control import TaskControl
 from core.services import Intake
 from core.status import Status
 from tests.fakes.signing import sign, slash_command_body
@@ -46,7 +47,8 @@ def app(tmp_path):
         store = SqliteEventStore(tmp_path / "s.db")
         intake = Intake(store, None, _NoBroker(), "q", 4000)
         status = Status(store, lambda queue: (0, 0), ["q"])
-        yield create_app(client, SECRET, Services(intake, status, store, 4000))
+        control = TaskControl(store, intake, _NoBroker(), "r", frozenset())
+        yield create_app(client, SECRET, Services(intake, status, store, control, 4000))
 
 
 def _dispatch(app, body: bytes, content_type: str):

@@ -47,7 +47,7 @@ class DeadLetterHandler:
             self.results.handle(_failure(route, GAVE_UP))
         else:  # its outcome could not be shown in Slack however often it was tried: record it
             error = "its result could not be shown in Slack"
-            self.store.append(task.id, events.FAILED, {"error": error}, f"{task.id}:failed")
+            self.store.append(task.id, events.FAILED, {"error": error}, task.key("failed"))
 
 
 def _peek(raw: bytes) -> tuple[str, tuple[str, str, str] | None]:

@@ -18,6 +18,7 @@ from core.domain import events
 from core.domain.events import TaskView
 from core.domain.messages import ResultMessage
 from core.domain.pricing import DEFAULT_PRICES, Prices
+from core.domain.task import TaskStatus
 from core.domain.text import INLINE_LIMIT, to_mrkdwn
 from core.errors import InvalidInput, SlackError
 from core.patience import SLACK_PATIENCE, with_patience
@@ -54,7 +55,8 @@ class ResultHandler:
         task = self.store.task(result.task_id)  # read again on every try: it may have moved on
         if task is None:
             raise InvalidInput(f"result for unknown task {result.task_id}")
-        if task.status.final:
+        shows_cancel = result.event == "cancelled" and task.status is TaskStatus.CANCELLED
+        if task.status.final and not shows_cancel:
             log.info("task %s: already %s; ignoring %s", task.id, task.status, result.event)
             return
         getattr(self, f"_on_{result.event}")(task, result)
@@ -76,16 +78,21 @@ class ResultHandler:
             "chars": len(result.text),
             "started_at": result.started_at,
         }
-        view = self.store.append(task.id, events.COMPLETED, data, f"{task.id}:completed")
+        view = self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
         log.info("task %s: done", task.id)
         self._show_status(view or task)
 
     def _on_failed(self, task: TaskView, result: ResultMessage) -> None:
         self._reply(task, *blocks.failure_blocks(task.id, result.error))
         data = {"error": result.error, "started_at": result.started_at}
-        view = self.store.append(task.id, events.FAILED, data, f"{task.id}:failed")
+        view = self.store.append(task.id, events.FAILED, data, task.key("failed"))
         log.info("task %s: failed: %s", task.id, result.error)
         self._show_status(view or task)
+
+    def _on_cancelled(self, task: TaskView, result: ResultMessage) -> None:
+        self._reply(task, *blocks.cancelled_blocks(task))
+        log.info("task %s: cancelled by %s", task.id, task.cancelled_by)
+        self._show_status(task)
 
     def _reply_answer(self, task: TaskView, answer: str, receipt: str) -> None:
         if len(to_mrkdwn(answer)) <= INLINE_LIMIT:
@@ -104,7 +111,7 @@ class ResultHandler:
             self.notifier.update(task.channel, ts, text, body)
             return task if task.reply_ts else self._replied(task, ts)
         if not task.reply_pending:
-            task = self._record(task, events.REPLY_PENDING, {}, f"{task.id}:reply-pending")
+            task = self._record(task, events.REPLY_PENDING, {}, task.key("reply-pending"))
         metadata = {"event_type": REPLY_EVENT, "event_payload": {"task_id": task.id}}
         ts = self.notifier.post(task.channel, text, body, task.thread_ts, metadata)
         return self._replied(task, ts)
@@ -115,7 +122,7 @@ class ResultHandler:
         return ts
 
     def _replied(self, task: TaskView, ts: str) -> TaskView:
-        return self._record(task, events.REPLIED, {"ts": ts}, f"{task.id}:replied")
+        return self._record(task, events.REPLIED, {"ts": ts}, task.key("replied"))
 
     def _record(self, task: TaskView, type_: str, data: dict, event_id: str) -> TaskView:
         return self.store.append(task.id, type_, data, event_id) or self.store.task(task.id) or task

@@ -112,7 +112,12 @@ class TaskHandler:
             "started_at": started_at,
         }
         key = f"{task.task_id}:answered:{task.generation}"
-        self.store.append(task.task_id, events.ANSWERED, fields, key)
+        recorded = self.store.append(task.task_id, events.ANSWERED, fields, key)
+        if recorded is not None and recorded.status.final:
+            log.info(
+                "task %s: %s while Claude worked; answer dropped", task.task_id, recorded.status
+            )
+            return
         _report(publish, task, "completed", **fields)
 
     def _ask(self, prompt: str):
@@ -136,6 +141,9 @@ class TaskHandler:
             return False
         if claimed is None:
             log.warning("task %s: a copy of delivery %d is already claimed", task.task_id, attempt)
+            return False
+        if claimed.status.final:  # cancelled while it waited
+            log.info("task %s: %s before it started", task.task_id, claimed.status)
             return False
         log.info("task %s: asking Claude (delivery %d)", task.task_id, attempt + 1)
         return True

@@ -27,6 +27,8 @@ def make_handler(services: Services):
             ack(**_history(services, command, parsed.args))
         elif parsed.verb == "show":
             ack(**_show(services, parsed.args))
+        elif parsed.verb in ("cancel", "retry"):
+            ack(text=control(services, parsed.verb, parsed.args, command["user_id"]))
         elif parsed.verb == "help":
             ack(**blocks.help_blocks(services.max_chars))
         else:
@@ -74,6 +76,16 @@ def _show(services: Services, args: str) -> dict[str, Any]:
     if task is None:
         return {"text": blocks.unknown_task(task_id or "?"), "response_type": "ephemeral"}
     return blocks.timeline_blocks(task, services.tasks.events(task_id))
+
+
+def control(services: Services, verb: str, task_id: str, user: str) -> str:
+    """Cancel or retry a task for `user`: what to tell them (an ephemeral line)."""
+    try:
+        if verb == "cancel":
+            return blocks.cancelled(services.control.cancel(task_id, user))
+        return blocks.retried(services.control.retry(task_id, user))
+    except InvalidInput as exc:
+        return blocks.refused(str(exc))
 
 
 def register(app: Any, services: Services) -> None:

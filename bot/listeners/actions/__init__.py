@@ -1,0 +1,5 @@
+from bot.listeners.actions import task_buttons
+
+
+def register(app, services):
+    task_buttons.register(app, services)
