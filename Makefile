@@ -13,9 +13,10 @@ run: $(BIN)/.installed
 	scripts/ensure-rabbitmq --optional
 	$(BIN)/aico dev
 
-## test: install, then lint and run every test against a private RabbitMQ node
+## test: install, then lint and run every test against private RabbitMQ and PostgreSQL servers
 test: $(BIN)/.installed
 	scripts/ensure-rabbitmq
+	scripts/ensure-postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from core.blocks import status_line
+from core.domain.budget import Limit
 from core.domain.events import Event, TaskView
 from core.domain.pricing import usd
 from core.domain.stats import Summary
@@ -24,6 +25,7 @@ def help_text(max_chars: int) -> str:
         "• `/aico show &lt;id&gt;`: a task's timeline.\n"
         "• `/aico cancel &lt;id&gt;`, `/aico retry &lt;id&gt;`: stop a task, or run a failed or "
         "cancelled one again (yours, or any if you are an admin). Its message has buttons too.\n"
+        "• `/aico budget`: what you and this channel spent today, against the daily limits.\n"
         "• `/aico help`: this message."
     )
 
@@ -135,3 +137,13 @@ def retried(task: TaskView) -> str:
         f":repeat: Task `{task.id}` is queued again (retry {task.generation}). The new answer "
         "comes in its thread."
     )
+
+
+def budget_standing(limits: list[Limit]) -> str:
+    lines = []
+    for limit in limits:
+        whose = f"<@{limit.who}>" if limit.scope == "user" else f"<#{limit.who}>"
+        cap = f"of {usd(limit.usd)}" if limit.usd > 0 else "(no limit)"
+        flag = " :no_entry: spent" if limit.reached else ""
+        lines.append(f"• {whose}: {usd(limit.spent)} {cap} today (UTC){flag}")
+    return "*Budgets*\n" + "\n".join(lines)

@@ -32,7 +32,9 @@ def main(settings: Settings) -> int:
     intake = bootstrap.intake(settings, amqp, slack, store)
     status = Status(store, lambda queue: amqp.queue_depth(queue).result(2.0), QUEUES_SHOWN)
     control = TaskControl(store, intake, amqp, RESULTS, settings.admins)
-    services = Services(intake, status, store, control, settings.max_task_chars)
+    services = Services(
+        intake, status, store, control, settings.max_task_chars, intake.budgets, settings.admins
+    )
     app = create_app(slack.client, settings.slack_signing_secret, services)
     resumed = intake.resume()
     if resumed:

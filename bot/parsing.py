@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-VERBS = ("task", "help", "status", "history", "show", "cancel", "retry")
+VERBS = ("task", "help", "status", "history", "show", "cancel", "retry", "budget")
 HISTORY_DEFAULT, HISTORY_MAX = 10, 50
 
 
@@ -44,3 +45,40 @@ def history_query(args: str) -> HistoryQuery:
     if not 1 <= limit <= HISTORY_MAX:
         raise ValueError(f"Ask for 1 to {HISTORY_MAX} tasks.")
     return HistoryQuery(channel, limit)
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    scope: str  # "user" or "channel"
+    who: str  # a user id; "" for this channel
+    usd: float
+
+
+_USER = re.compile(r"^(?:<@([UW][A-Z0-9]+)(?:\|[^>]*)?>|([UW][A-Z0-9]+))$")
+BUDGET_USAGE = (
+    "Use `/aico budget` to see where you stand, or (admins) `/aico budget user <user id> <usd>`"
+    " / `/aico budget channel <usd>` to raise a limit for today."
+)
+
+
+def budget_change(args: str) -> BudgetChange | None:
+    """`user <id> <usd>` or `channel <usd>`; None for no arguments; ValueError says how."""
+    words = args.split()
+    if not words:
+        return None
+    scope = words[0].lower()
+    if scope == "user" and len(words) == 3 and (m := _USER.match(words[1])):
+        return BudgetChange("user", m.group(1) or m.group(2), _usd(words[2]))
+    if scope == "channel" and len(words) == 2:
+        return BudgetChange("channel", "", _usd(words[1]))
+    raise ValueError(BUDGET_USAGE)
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text.removeprefix("$"))
+    except ValueError:
+        raise ValueError(f"`{text[:20]}` is not an amount in US dollars. {BUDGET_USAGE}") from None
+    if not 0 < value < 1_000_000:
+        raise ValueError("A budget is a positive amount of US dollars, like `25`.")
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.budgets import Budgets
 from core.control import TaskControl
 from core.domain.events import Event, TaskView
 from core.domain.stats import Summary
@@ -26,3 +27,5 @@ class Services:
     tasks: TaskReader
     control: TaskControl
     max_chars: int
+    budgets: Budgets | None = None
+    admins: frozenset[str] = frozenset()

@@ -39,7 +39,12 @@ def store(settings: Settings) -> SqliteEventStore:
 
 
 def open_store(url: str) -> SqliteEventStore:
-    """The event store at `url` (`sqlite:///path`)."""
+    """The event store at `url`: `sqlite:///path`, or `postgresql://…` (also `postgres://…`)
+    when the processes run on more than one host. Both have the same API."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from core.adapters.postgres_store import PostgresEventStore
+
+        return PostgresEventStore(url)  # type: ignore[return-value]  # same API, no common base
     from core.adapters.sqlite_store import SqliteEventStore
 
     return SqliteEventStore(Path(url.removeprefix("sqlite:///")))
@@ -71,6 +76,8 @@ def intake(
     settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: SqliteEventStore
 ) -> Intake:
     from core.adapters.rabbitmq import TASKS
+    from core.budgets import Budgets
     from core.services import Intake
 
-    return Intake(events, slack, amqp, TASKS, settings.max_task_chars)
+    budgets = Budgets(events, settings.budget_user_daily, settings.budget_channel_daily)
+    return Intake(events, slack, amqp, TASKS, settings.max_task_chars, budgets=budgets)

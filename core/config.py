@@ -50,6 +50,8 @@ class Settings:
     stale_after: float = 45 * 60.0  # seconds without news before a task counts as stranded
     sweep_every: float = 5 * 60.0
     prices: Prices = DEFAULT_PRICES  # USD per million tokens, by model
+    budget_user_daily: float = 0.0  # USD a user may spend a day (UTC); 0: no limit
+    budget_channel_daily: float = 0.0
     log_level: str = "INFO"
 
     @property
@@ -58,8 +60,8 @@ class Settings:
 
     @property
     def db_path(self) -> Path:
-        """The SQLite file of the event store."""
-        if self.db_url:
+        """The SQLite file of the event store (unused when AICO_DB_URL names PostgreSQL)."""
+        if self.db_url.startswith("sqlite:///"):
             return Path(self.db_url.removeprefix("sqlite:///"))
         return self.data_dir / "aico.db"
 
@@ -93,11 +95,18 @@ class Settings:
             stale_after=_float(env, "AICO_STALE_AFTER", 45 * 60.0, problems),
             sweep_every=_float(env, "AICO_SWEEP_EVERY", 5 * 60.0, problems),
             prices=_prices(env, problems),
+            budget_user_daily=_float(env, "AICO_BUDGET_USER_DAILY", 0.0, problems, zero=True),
+            budget_channel_daily=_float(env, "AICO_BUDGET_CHANNEL_DAILY", 0.0, problems, zero=True),
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
         )
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
-        if settings.db_url and not settings.db_url.startswith("sqlite:///"):
-            problems.append("AICO_DB_URL must be sqlite:///<path> (no other store yet)")
+        if settings.db_url and not settings.db_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):  # the URL may hold a password: the message does not repeat it
+            problems.append(
+                "AICO_DB_URL must be sqlite:///<path> (one host) or "
+                "postgresql://user:pass@host:5432/db (postgres:// works too)"
+            )
         if not settings.amqp_url.startswith(("amqp://", "amqps://")):
             problems.append("AICO_AMQP_URL must start with amqp:// or amqps://")
         if settings.claude_timeout > MAX_CLAUDE_TIMEOUT:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.blocks import parent_message
+from core.budgets import Budgets
 from core.domain import events
 from core.domain.events import Event, TaskView
 from core.domain.messages import TaskMessage
@@ -54,6 +55,7 @@ class Notifier(Protocol):
     def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str: ...
     def has_file(self, channel: str, thread_ts: str, filename: str) -> bool: ...
     def update(self, channel: str, ts: str, text: str, blocks: list) -> None: ...
+    def set_status(self, channel: str, thread_ts: str, status: str) -> None: ...
     def upload(
         self, channel: str, thread_ts: str, content: str, filename: str, comment: str
     ) -> None: ...
@@ -85,6 +87,7 @@ class Intake:
         max_chars: int,
         threads: int = 8,
         slack_patience: float = SLACK_PATIENCE,
+        budgets: Budgets | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -92,6 +95,7 @@ class Intake:
         self.queue = queue
         self.max_chars = max_chars
         self.slack_patience = slack_patience
+        self.budgets = budgets
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intake")
         self._closing = threading.Event()
 
@@ -106,6 +110,10 @@ class Intake:
             "response_url": request.response_url,
         }
         event_id = f"intake:{request.key}" if request.key else f"{task_id}:submitted"
+        if request.key and (existing := self.store.task_by_event(event_id)):
+            return existing  # the same request again: answer with the task it made
+        if self.budgets is not None:
+            self.budgets.check(request.user, request.channel)
         task = self.store.append(task_id, events.SUBMITTED, data, event_id)
         if task is None:  # the same request again: answer with the task it made
             existing = self.store.task_by_event(event_id)

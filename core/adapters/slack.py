@@ -123,6 +123,19 @@ class SlackNotifier:
         )
         return list(response.get("messages") or [])
 
+    def set_status(self, channel: str, thread_ts: str, status: str) -> None:
+        """The "is working on it…" line under a thread (`assistant.threads.setStatus`); "" clears
+        it. Progress only: a failure is logged, never raised."""
+        try:
+            self._call(
+                self.client.assistant_threads_setStatus,
+                channel_id=channel,
+                thread_ts=thread_ts,
+                status=status,
+            )
+        except SlackError as exc:
+            log.info("thread status not shown: %s", exc)
+
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         self._call(self.client.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
 

@@ -78,8 +78,18 @@ CREATE TABLE workers (
     seen_at REAL NOT NULL
 );
 """
+_V3 = """
+CREATE TABLE budgets (
+    scope TEXT NOT NULL,
+    who TEXT NOT NULL,
+    day TEXT NOT NULL,
+    usd REAL NOT NULL,
+    PRIMARY KEY (scope, who, day)
+);
+"""
 # (version, statements, rebuild the projections afterwards)
-MIGRATIONS: list[tuple[int, str, bool]] = [(1, _V1, False), (2, _V2, True)]
+MIGRATIONS: list[tuple[int, str, bool]] = [(1, _V1, False), (2, _V2, True), (3, _V3, False)]
+BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -109,7 +119,7 @@ class SqliteEventStore:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        _patiently(lambda: db.execute("PRAGMA journal_mode=WAL"))
         db.execute("PRAGMA synchronous=FULL")
         return db
 
@@ -134,6 +144,16 @@ class SqliteEventStore:
         `expected_version`: raise Conflict unless the task is still at that version."""
         event_id = event_id or f"{task_id}:{type_}:{time.time_ns()}"
         return self._write(lambda db: _append(db, task_id, type_, data, event_id, expected_version))
+
+    def set_budget(self, scope: str, who: str, day: str, usd: float, by: str) -> None:
+        """Today's limit for a user or a channel (`scope`), set by an admin; an event like any."""
+        self._write(lambda db: _set_budget(db, scope, who, day, usd, by))
+
+    def budget(self, scope: str, who: str, day: str) -> float | None:
+        """The limit an admin set for `who` on `day`, if any."""
+        sql = "SELECT usd FROM budgets WHERE scope = ? AND who = ? AND day = ?"
+        row = self._db().execute(sql, (scope, who, day)).fetchone()
+        return float(row[0]) if row else None
 
     def heartbeat(self, worker_id: str, state: dict[str, Any]) -> None:
         """A worker's live state (busy slots, breaker); not an event: it is replaced each time."""
@@ -293,6 +313,28 @@ def _append(
     return new
 
 
+def _set_budget(
+    db: sqlite3.Connection, scope: str, who: str, day: str, usd: float, by: str
+) -> None:
+    aggregate = f"{BUDGET}{scope}:{who}:{day}"
+    row = db.execute("SELECT MAX(version) FROM events WHERE aggregate_id = ?", (aggregate,))
+    version = (row.fetchone()[0] or 0) + 1
+    data = {"scope": scope, "who": who, "day": day, "usd": usd, "by": by}
+    db.execute(
+        "INSERT INTO events (event_id, aggregate_id, version, type, data, at)"
+        " VALUES (?, ?, ?, 'budget_set', ?, ?)",
+        (f"{aggregate}:{version}", aggregate, version, _dumps(data), time.time()),
+    )
+    _project_budget(db, data)
+
+
+def _project_budget(db: sqlite3.Connection, data: dict[str, Any]) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO budgets (scope, who, day, usd) VALUES (?, ?, ?, ?)",
+        (data["scope"], data["who"], data["day"], data["usd"]),
+    )
+
+
 def _project(db: sqlite3.Connection, before: TaskView | None, after: TaskView) -> None:
     """The projections' share of one event: the task's row, and the counters when it ended."""
     _write_row(db, after)
@@ -315,11 +357,15 @@ def _add_count(db: sqlite3.Connection, c: Count) -> None:
 def _rebuild(db: sqlite3.Connection) -> int:
     db.execute("DELETE FROM tasks")
     db.execute("DELETE FROM stats")
+    db.execute("DELETE FROM budgets")
     views: dict[str, TaskView] = {}
     rows = db.execute(
         "SELECT aggregate_id, type, data, at, version, event_id FROM events ORDER BY seq"
     )
     for r in rows.fetchall():
+        if r[0].startswith(BUDGET):
+            _project_budget(db, json.loads(r[2]))
+            continue
         event = Event(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5])
         before = views.get(event.task_id)
         views[event.task_id] = after = apply(before, event)
@@ -380,13 +426,20 @@ def _version(db: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _begin(db: sqlite3.Connection, patience: float = 30.0) -> None:
+def _begin(db: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, retrying every millisecond or so while another process holds the write
     lock. (SQLite's own busy handler sleeps 1, 2, 5 … 100 ms between tries: long tails.)"""
+    _patiently(lambda: db.execute("BEGIN IMMEDIATE"))
+
+
+def _patiently(statement: Callable[[], object], patience: float = 30.0) -> None:
+    """Run `statement` again every millisecond or so while the database is locked by another
+    process. (Switching a new file to WAL answers "locked" at once, without the busy handler,
+    when several processes open it together.)"""
     deadline = time.monotonic() + patience
     while True:
         try:
-            db.execute("BEGIN IMMEDIATE")
+            statement()
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):

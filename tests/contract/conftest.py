@@ -1,5 +1,10 @@
 """The event store contract: every backend runs the same tests (`store_url` is parametrized by
-backend). A backend is opened by URL, as `AICO_DB_URL` would name it."""
+backend). A backend is opened by URL, as `AICO_DB_URL` would name it.
+
+"postgres" runs against a private PostgreSQL server that this session starts (postgres_node.py)
+with a fresh database for each test. Without PostgreSQL installed those tests fail, saying so:
+CI installs it (scripts/ensure-postgres).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,20 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from core.bootstrap import open_store
+from tests.contract.postgres_node import PostgresNode, serve
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresNode]:
+    yield from serve()
 
 
 @pytest.fixture(params=BACKENDS)
 def store_url(request, tmp_path) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres").create_database()
     return f"sqlite:///{tmp_path / 'aico.db'}"
 
 

@@ -210,3 +210,20 @@ def test_a_workers_heartbeat_replaces_the_last_and_old_ones_fade(store):
         ("w2", 0, "closed"),
     ]
     assert store.workers(seen_since=time.time() + 10) == []
+
+
+# -- budgets ----------------------------------------------------------------------------------
+
+
+def test_a_budget_set_for_a_day_is_read_back_and_the_last_one_counts(store, reopen):
+    assert store.budget("user", "U1", "2026-11-24") is None
+    store.set_budget("user", "U1", "2026-11-24", 5.0, by="UADMIN")
+    store.set_budget("user", "U1", "2026-11-24", 7.5, by="UADMIN")
+    store.set_budget("channel", "C1", "2026-11-24", 20.0, by="UADMIN")
+
+    again = reopen()
+    assert again.budget("user", "U1", "2026-11-24") == 7.5
+    assert again.budget("channel", "C1", "2026-11-24") == 20.0
+    assert again.budget("user", "U1", "2026-11-25") is None
+    again.rebuild()
+    assert again.budget("user", "U1", "2026-11-24") == 7.5

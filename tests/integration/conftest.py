@@ -66,3 +66,11 @@ def slack() -> Iterator[FakeSlack]:
 def claude() -> Iterator[FakeClaude]:
     with FakeClaude(latency=0.05) as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server (tests/contract/postgres_node.py); tests make databases."""
+    from tests.contract.postgres_node import serve
+
+    yield from serve()

@@ -193,8 +193,11 @@ def test_a_slow_task_shows_working_on_it_before_the_answer(stack, slack, claude)
     parent = slack.wait_for(working, 10)
     (placeholder,) = slack.wait_for(lambda: slack.replies(CHANNEL, parent["ts"]), 5)
     assert "Working on task" in placeholder["text"]
+    assert [s["status"] for s in slack.assistant_statuses] == ["is working on it…"]
     _, replies = wait_for_answer(slack, task_id)
     assert [r["ts"] for r in replies] == [placeholder["ts"]], "the same message, completed"
+    slack.wait_for(lambda: len(slack.assistant_statuses) == 2, 5)
+    assert slack.assistant_statuses[-1]["status"] == "", "and the progress line is gone"
     assert "Answer to: think hard about this" in json.dumps(replies[0]["blocks"])
 
 

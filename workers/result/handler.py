@@ -27,6 +27,7 @@ from core.services import EventStore, Notifier
 log = logging.getLogger(__name__)
 
 REPLY_EVENT = "aico_task_result"  # the metadata event type of a task's result message
+WORKING = "is working on it…"  # under the thread while Claude works
 
 
 class ResultHandler:
@@ -64,9 +65,11 @@ class ResultHandler:
     def _on_started(self, task: TaskView, result: ResultMessage) -> None:
         if not (task.reply_ts or task.reply_pending):
             task = self._reply(task, *blocks.working_blocks(task.id))
+        self.notifier.set_status(task.channel, task.thread_ts, WORKING)
         self._show_status(task)
 
     def _on_completed(self, task: TaskView, result: ResultMessage) -> None:
+        was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
         cost = self.prices.cost(result.model, result.usage)
         receipt = blocks.receipt(result.model, result.usage, result.claude_ms, cost)
         self._reply_answer(task, result.text, receipt)
@@ -80,19 +83,21 @@ class ResultHandler:
         }
         view = self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
         log.info("task %s: done", task.id)
-        self._show_status(view or task)
+        self._show_status(view or task, was_working)
 
     def _on_failed(self, task: TaskView, result: ResultMessage) -> None:
+        was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
         self._reply(task, *blocks.failure_blocks(task.id, result.error))
         data = {"error": result.error, "started_at": result.started_at}
         view = self.store.append(task.id, events.FAILED, data, task.key("failed"))
         log.info("task %s: failed: %s", task.id, result.error)
-        self._show_status(view or task)
+        self._show_status(view or task, was_working)
 
     def _on_cancelled(self, task: TaskView, result: ResultMessage) -> None:
+        was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
         self._reply(task, *blocks.cancelled_blocks(task))
         log.info("task %s: cancelled by %s", task.id, task.cancelled_by)
-        self._show_status(task)
+        self._show_status(task, was_working)
 
     def _reply_answer(self, task: TaskView, answer: str, receipt: str) -> None:
         if len(to_mrkdwn(answer)) <= INLINE_LIMIT:
@@ -127,7 +132,9 @@ class ResultHandler:
     def _record(self, task: TaskView, type_: str, data: dict, event_id: str) -> TaskView:
         return self.store.append(task.id, type_, data, event_id) or self.store.task(task.id) or task
 
-    def _show_status(self, task: TaskView) -> None:
+    def _show_status(self, task: TaskView, was_working: bool = False) -> None:
+        if was_working:  # "is working on it…" was shown under the thread: take it away
+            self.notifier.set_status(task.channel, task.thread_ts, "")
         text, body = blocks.parent_message(task)
         try:
             self.notifier.update(task.channel, task.thread_ts, text, body)

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from bot import blocks
-from bot.parsing import history_query, parse
+from bot.parsing import budget_change, history_query, parse
 from bot.services import Services
 from core import blocks as core_blocks
 from core.domain.stats import start_of_day
@@ -27,6 +27,8 @@ def make_handler(services: Services):
             ack(**_history(services, command, parsed.args))
         elif parsed.verb == "show":
             ack(**_show(services, parsed.args))
+        elif parsed.verb == "budget":
+            ack(text=_budget(services, command, parsed.args), response_type="ephemeral")
         elif parsed.verb in ("cancel", "retry"):
             ack(text=control(services, parsed.verb, parsed.args, command["user_id"]))
         elif parsed.verb == "help":
@@ -86,6 +88,24 @@ def control(services: Services, verb: str, task_id: str, user: str) -> str:
         return blocks.retried(services.control.retry(task_id, user))
     except InvalidInput as exc:
         return blocks.refused(str(exc))
+
+
+def _budget(services: Services, command: dict[str, Any], args: str) -> str:
+    if services.budgets is None:
+        return blocks.refused("Budgets are not kept here.")
+    user, channel = command["user_id"], command["channel_id"]
+    try:
+        change = budget_change(args)
+        if change is None:
+            return blocks.budget_standing(services.budgets.limits(user, channel))
+        if user not in services.admins:
+            return blocks.refused("Only admins (`AICO_ADMINS`) can change budgets.")
+        who = change.who or channel
+        limit = services.budgets.raise_today(change.scope, who, change.usd, by=user)
+    except (ValueError, InvalidInput) as exc:
+        return blocks.refused(str(exc))
+    log.info("budget of %s %s set to %.2f USD for today by %s", change.scope, who, change.usd, user)
+    return blocks.budget_standing([limit])
 
 
 def register(app: Any, services: Services) -> None:

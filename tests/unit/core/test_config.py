@@ -40,7 +40,7 @@ def test_the_slack_url_gets_its_trailing_slash():
 
 
 def test_an_unsupported_store_url_is_refused_at_start():
-    env = {"ANTHROPIC_API_KEY": "k", "AICO_DB_URL": "postgresql://db/aico"}
+    env = {"ANTHROPIC_API_KEY": "k", "AICO_DB_URL": "mysql://db/aico"}
     with pytest.raises(ConfigError, match="AICO_DB_URL must be sqlite:///"):
         Settings.from_env("task", env=env)
 

@@ -25,6 +25,7 @@ class MemorySlack:
         parent = {"text": "Task t000000001", "thread_ts": None, "metadata": {}}
         self.messages: dict[str, dict] = {"1.000": parent}
         self.posts = 0
+        self.statuses: list[str] = []
         self._ts = (f"{n}.000" for n in itertools.count(100))
 
     def post(self, channel, text, blocks, thread_ts=None, metadata=None) -> str:
@@ -47,6 +48,9 @@ class MemorySlack:
             ),
             "",
         )
+
+    def set_status(self, channel, thread_ts, status) -> None:
+        self.statuses.append(status)
 
     def has_file(self, channel, thread_ts, filename) -> bool:
         return False
@@ -81,6 +85,7 @@ def test_working_then_the_answer_is_one_message(store):
     assert slack.posts == 1
     assert slack.replies() == ["the answer"]
     assert store.task(TASK).status == "done"
+    assert slack.statuses == ["is working on it…", ""], "progress shown, then taken away"
 
 
 def test_the_receipt_shows_the_cost_and_the_event_records_it(store):
