@@ -35,9 +35,13 @@ class Budgets:
         return [self._limit(USER, user), self._limit(CHANNEL, channel)]
 
     def check(self, user: str, channel: str) -> None:
-        """InvalidInput with the figures if the user or the channel has spent its budget."""
-        for limit in self.limits(user, channel):
-            if limit.reached:
+        """InvalidInput with the figures if the user or the channel has spent its budget. (What
+        was spent is only read where a limit applies: this runs before every ack.)"""
+        for scope, who in ((USER, user), (CHANNEL, channel)):
+            if (
+                self._usd(scope, who, self.clock()) > 0
+                and (limit := self._limit(scope, who)).reached
+            ):
                 raise InvalidInput(limit.refusal())
 
     def raise_today(self, scope: str, who: str, usd: float, by: str) -> Limit:
@@ -48,7 +52,10 @@ class Budgets:
 
     def _limit(self, scope: str, who: str) -> Limit:
         now = self.clock()
-        set_today = self.store.budget(scope, who, today(now))
-        usd = set_today if set_today is not None else self.defaults[scope]
         spent = self.store.summary(start_of_day(now), **{scope: who}).cost
-        return Limit(scope, who, usd, spent)
+        return Limit(scope, who, self._usd(scope, who, now), spent)
+
+    def _usd(self, scope: str, who: str, now: float) -> float:
+        """Today's limit: what an admin set for today, or the default."""
+        set_today = self.store.budget(scope, who, today(now))
+        return set_today if set_today is not None else self.defaults[scope]

@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,8 +108,26 @@ CREATE TABLE budgets (
     PRIMARY KEY (scope, who, day)
 );
 """
+# Everyone's counters, without the user and channel: what /aico status reads.
+_V4 = """
+CREATE TABLE stats_all (
+    slot BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    tasks BIGINT NOT NULL,
+    tokens_in BIGINT NOT NULL,
+    tokens_out BIGINT NOT NULL,
+    cost DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (slot, outcome, bucket)
+);
+"""
 # (version, statements, rebuild the projections afterwards): the numbers are SQLite's.
-MIGRATIONS: list[tuple[int, str, bool]] = [(1, _V1, False), (2, _V2, True), (3, _V3, False)]
+MIGRATIONS: list[tuple[int, str, bool]] = [
+    (1, _V1, False),
+    (2, _V2, True),
+    (3, _V3, False),
+    (4, _V4, True),
+]
 BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -119,6 +137,15 @@ _ADD_COUNT = (
     " ON CONFLICT (slot, outcome, bucket, user_id, channel) DO UPDATE SET"
     " tasks = stats.tasks + excluded.tasks, tokens_in = stats.tokens_in + excluded.tokens_in,"
     " tokens_out = stats.tokens_out + excluded.tokens_out, cost = stats.cost + excluded.cost"
+)
+_ADD_TOTAL = (
+    "INSERT INTO stats_all (slot, outcome, bucket, tasks, tokens_in, tokens_out, cost)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (slot, outcome, bucket) DO UPDATE SET"
+    " tasks = stats_all.tasks + excluded.tasks,"
+    " tokens_in = stats_all.tokens_in + excluded.tokens_in,"
+    " tokens_out = stats_all.tokens_out + excluded.tokens_out,"
+    " cost = stats_all.cost + excluded.cost"
 )
 _WRITE_ROW = (
     "INSERT INTO tasks (id, status, version, user_id, channel, created_at, updated_at, state)"
@@ -224,11 +251,12 @@ class PostgresEventStore:
     def summary(self, since: float, user: str = "", channel: str = "") -> Summary:
         """Tasks that ended since `since`: everyone's, or one user's, or one channel's."""
         where, args = _who(user, channel)
+        table = "stats" if where else "stats_all"
         where = f"{where} {'AND' if where else 'WHERE'} slot >= %s"
         rows = self._rows(
             # SUM of a BIGINT is a NUMERIC (a Decimal in Python): back to BIGINT.
             "SELECT outcome, bucket, SUM(tasks)::BIGINT, SUM(tokens_in)::BIGINT,"
-            f" SUM(tokens_out)::BIGINT, SUM(cost) FROM stats {where} GROUP BY outcome, bucket",
+            f" SUM(tokens_out)::BIGINT, SUM(cost) FROM {table} {where} GROUP BY outcome, bucket",
             (*args, slot_of(since)),
         )
         summary = Summary()
@@ -305,6 +333,7 @@ def _append(
     db.execute(_WRITE_ROW, _task_row(new))
     if (count := count_for(view, new)) is not None:
         db.execute(_ADD_COUNT, _count_row(count, 1))
+        db.execute(_ADD_TOTAL, _total_row(count, 1))
     return new
 
 
@@ -333,7 +362,7 @@ def _rebuild(db: psycopg.Connection) -> int:
     """Replay every event in order into fresh projections. SHARE mode lets reads go on and makes
     appends (which insert into events) wait, so no event slips in between replay and commit."""
     db.execute("LOCK TABLE events IN SHARE MODE")
-    for table in ("tasks", "stats", "budgets"):
+    for table in ("tasks", "stats", "stats_all", "budgets"):
         db.execute(f"DELETE FROM {table}")
     replay = _Replay()
     with db.cursor(name="replay") as events:  # server-side: the events stream, not one list
@@ -385,6 +414,7 @@ class _Replay:
         if self.counts:
             rows = [_count_row(c, n) for c, n in self.counts.values()]
             db.cursor().executemany(_ADD_COUNT, rows)
+            db.cursor().executemany(_ADD_TOTAL, _totals(self.counts.values()))
         for data in self.budgets.values():
             _project_budget(db, data)
 
@@ -395,6 +425,20 @@ def _key(c: Count) -> tuple[Any, ...]:
 
 def _count_row(c: Count, tasks: int) -> tuple[Any, ...]:
     return (*_key(c), tasks, c.tokens_in, c.tokens_out, c.cost)
+
+
+def _total_row(c: Count, tasks: int) -> tuple[Any, ...]:
+    return (c.slot, c.outcome, c.bucket, tasks, c.tokens_in, c.tokens_out, c.cost)
+
+
+def _totals(counts: Iterable[tuple[Count, int]]) -> list[tuple[Any, ...]]:
+    """The rollup of per-user-and-channel counts into everyone's, one row per key."""
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    for c, n in counts:
+        row = totals.setdefault((c.slot, c.outcome, c.bucket), [0, 0, 0, 0.0])
+        for i, value in enumerate((n, c.tokens_in, c.tokens_out, c.cost)):
+            row[i] += value
+    return [(*key, *values) for key, values in totals.items()]
 
 
 def _task_row(v: TaskView) -> tuple[Any, ...]:

@@ -87,8 +87,27 @@ CREATE TABLE budgets (
     PRIMARY KEY (scope, who, day)
 );
 """
+# Everyone's counters, without the user and channel: what /aico status reads (a day of them is
+# at most 288 slots x the buckets used, however many users and channels there are).
+_V4 = """
+CREATE TABLE stats_all (
+    slot INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    tasks INTEGER NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    PRIMARY KEY (slot, outcome, bucket)
+) WITHOUT ROWID;
+"""
 # (version, statements, rebuild the projections afterwards)
-MIGRATIONS: list[tuple[int, str, bool]] = [(1, _V1, False), (2, _V2, True), (3, _V3, False)]
+MIGRATIONS: list[tuple[int, str, bool]] = [
+    (1, _V1, False),
+    (2, _V2, True),
+    (3, _V3, False),
+    (4, _V4, True),
+]
 BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -215,10 +234,11 @@ class SqliteEventStore:
     def summary(self, since: float, user: str = "", channel: str = "") -> Summary:
         """Tasks that ended since `since`: everyone's, or one user's, or one channel's."""
         where, args = _who(user, channel)
+        table = "stats" if where else "stats_all"
         where = f"{where} {'AND' if where else 'WHERE'} slot >= ?"
         rows = self._db().execute(
             "SELECT outcome, bucket, SUM(tasks), SUM(tokens_in), SUM(tokens_out), SUM(cost)"
-            f" FROM stats {where} GROUP BY outcome, bucket",
+            f" FROM {table} {where} GROUP BY outcome, bucket",
             (*args, slot_of(since)),
         )
         summary = Summary()
@@ -352,11 +372,20 @@ def _add_count(db: sqlite3.Connection, c: Count) -> None:
         " tokens_out = tokens_out + excluded.tokens_out, cost = cost + excluded.cost",
         (c.slot, c.outcome, c.bucket, c.user, c.channel, c.tokens_in, c.tokens_out, c.cost),
     )
+    db.execute(
+        "INSERT INTO stats_all (slot, outcome, bucket, tasks, tokens_in, tokens_out, cost)"
+        " VALUES (?, ?, ?, 1, ?, ?, ?)"
+        " ON CONFLICT (slot, outcome, bucket) DO UPDATE SET"
+        " tasks = tasks + 1, tokens_in = tokens_in + excluded.tokens_in,"
+        " tokens_out = tokens_out + excluded.tokens_out, cost = cost + excluded.cost",
+        (c.slot, c.outcome, c.bucket, c.tokens_in, c.tokens_out, c.cost),
+    )
 
 
 def _rebuild(db: sqlite3.Connection) -> int:
     db.execute("DELETE FROM tasks")
     db.execute("DELETE FROM stats")
+    db.execute("DELETE FROM stats_all")
     db.execute("DELETE FROM budgets")
     views: dict[str, TaskView] = {}
     rows = db.execute(

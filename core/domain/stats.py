@@ -2,8 +2,10 @@
 how the counters read back as success rate, p50/p95 durations, tokens and cost.
 
 Counters live in 5-minute slots with durations in logarithmic buckets (each 10% wider than the
-last), so "the last hour" or "today" is a sum over a few hundred rows however many tasks there
-were, and a percentile is exact to within 10%.
+last), so a percentile is exact to within 10%. Everyone's counters (what `/aico status` reads)
+are at most slots x buckets x outcomes rows however many tasks there were: a day is a sum over
+a few thousand rows at most. Per-user and per-channel counters (history, budgets) also carry
+the user and channel, and are read for one of them at a time.
 """
 
 from __future__ import annotations
