@@ -18,6 +18,7 @@ from core import bootstrap
 from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
 from core.config import Settings
 from core.control import TaskControl
+from core.conversations import Conversations
 from core.status import Status
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,17 @@ def main(settings: Settings) -> int:
     intake = bootstrap.intake(settings, amqp, slack, store)
     status = Status(store, lambda queue: amqp.queue_depth(queue).result(2.0), QUEUES_SHOWN)
     control = TaskControl(store, intake, amqp, RESULTS, settings.admins)
+    conversations = Conversations(store, intake, settings.conversations == "channel")
     services = Services(
-        intake, status, store, control, settings.max_task_chars, intake.budgets, settings.admins
+        intake,
+        status,
+        store,
+        control,
+        settings.max_task_chars,
+        intake.budgets,
+        settings.admins,
+        conversations,
+        slack.ephemeral,
     )
     app = create_app(slack.client, settings.slack_signing_secret, services)
     resumed = intake.resume()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from core.budgets import Budgets
 from core.control import TaskControl
+from core.conversations import Conversations
 from core.domain.events import Event, TaskView
 from core.domain.stats import Summary
 from core.services import Intake
@@ -29,3 +31,5 @@ class Services:
     max_chars: int
     budgets: Budgets | None = None
     admins: frozenset[str] = frozenset()
+    conversations: Conversations | None = None
+    tell: Callable[[str, str, str, str], None] | None = None  # (channel, user, text, thread_ts)

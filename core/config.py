@@ -52,6 +52,7 @@ class Settings:
     prices: Prices = DEFAULT_PRICES  # USD per million tokens, by model
     budget_user_daily: float = 0.0  # USD a user may spend a day (UTC); 0: no limit
     budget_channel_daily: float = 0.0
+    conversations: str = "requester"  # who may continue a task's thread: requester | channel
     log_level: str = "INFO"
 
     @property
@@ -97,6 +98,7 @@ class Settings:
             prices=_prices(env, problems),
             budget_user_daily=_float(env, "AICO_BUDGET_USER_DAILY", 0.0, problems, zero=True),
             budget_channel_daily=_float(env, "AICO_BUDGET_CHANNEL_DAILY", 0.0, problems, zero=True),
+            conversations=(env.get("AICO_CONVERSATIONS") or "requester").strip().lower(),
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
         )
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
@@ -107,6 +109,8 @@ class Settings:
                 "AICO_DB_URL must be sqlite:///<path> (one host) or "
                 "postgresql://user:pass@host:5432/db (postgres:// works too)"
             )
+        if settings.conversations not in ("requester", "channel"):
+            problems.append("AICO_CONVERSATIONS must be requester or channel")
         if not settings.amqp_url.startswith(("amqp://", "amqps://")):
             problems.append("AICO_AMQP_URL must start with amqp:// or amqps://")
         if settings.claude_timeout > MAX_CLAUDE_TIMEOUT:

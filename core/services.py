@@ -40,6 +40,7 @@ class EventStore(Protocol):
     def task(self, task_id: str) -> TaskView | None: ...
     def task_by_event(self, event_id: str) -> TaskView | None: ...
     def events(self, task_id: str) -> list[Event]: ...
+    def thread(self, channel: str, thread_ts: str) -> list[TaskView]: ...
     def tasks_in(self, status: TaskStatus) -> list[TaskView]: ...
 
 
@@ -73,6 +74,8 @@ class TaskRequest:
     text: str
     response_url: str = ""
     key: str = ""  # what makes a delivery unique (Slack's trigger_id): a replay is not a new task
+    thread_ts: str = ""  # a reply in a task's thread: the thread it continues
+    conversation: str = ""  # the task that started that thread
 
 
 class Intake:
@@ -109,6 +112,8 @@ class Intake:
             "prompt": prompt,
             "response_url": request.response_url,
         }
+        if request.conversation:
+            data.update(thread_ts=request.thread_ts, conversation=request.conversation)
         event_id = f"intake:{request.key}" if request.key else f"{task_id}:submitted"
         if request.key and (existing := self.store.task_by_event(event_id)):
             return existing  # the same request again: answer with the task it made
@@ -231,6 +236,8 @@ class Intake:
         return True
 
     def _update_parent(self, task: TaskView, status: str | None = None) -> None:
+        if task.conversation:
+            return  # a turn of a conversation: the thread's parent message is its first task's
         text, blocks = parent_message(task, status)
         try:
             self.notifier.update(task.channel, task.thread_ts, text, blocks)

@@ -1,6 +1,7 @@
-from bot.listeners import actions, commands
+from bot.listeners import actions, commands, events
 
 
 def register(app, services):
     commands.register(app, services)
     actions.register(app, services)
+    events.register(app, services)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,14 +31,21 @@ class ClaudeModel:
         self.max_tokens = max_tokens
         self._client = anthropic.Anthropic(api_key=api_key, timeout=timeout, max_retries=2)
 
-    def complete(self, prompt: str) -> Completion:
+    def complete(self, prompt: str, history: Sequence[tuple[str, str]] = ()) -> Completion:
+        """Claude's answer to `prompt`, after the earlier turns of its conversation (`history`:
+        (what was asked, what Claude answered), oldest first)."""
         started = time.perf_counter()
+        messages = [
+            {"role": role, "content": text}
+            for asked, answered in history
+            for role, text in (("user", asked), ("assistant", answered))
+        ]
         try:
             message = self._client.messages.create(
                 model=self.model,
                 max_tokens=self.max_tokens,
                 system=SYSTEM_PROMPT,
-                messages=[{"role": "user", "content": prompt}],
+                messages=[*messages, {"role": "user", "content": prompt}],
             )
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from exc

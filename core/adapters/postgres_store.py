@@ -121,12 +121,17 @@ CREATE TABLE stats_all (
     PRIMARY KEY (slot, outcome, bucket)
 );
 """
+# A conversation is the tasks of one thread: found by the thread a reply comes in.
+_V5 = """
+CREATE INDEX tasks_by_thread ON tasks (channel, (state->>'thread_ts'), created_at);
+"""
 # (version, statements, rebuild the projections afterwards): the numbers are SQLite's.
 MIGRATIONS: list[tuple[int, str, bool]] = [
     (1, _V1, False),
     (2, _V2, True),
     (3, _V3, False),
     (4, _V4, True),
+    (5, _V5, False),
 ]
 BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -241,6 +246,14 @@ class PostgresEventStore:
     def tasks_in(self, status: TaskStatus) -> list[TaskView]:
         sql = "SELECT state FROM tasks WHERE status = %s ORDER BY created_at"
         return [_load_view(r[0]) for r in self._rows(sql, (status.value,))]
+
+    def thread(self, channel: str, thread_ts: str) -> list[TaskView]:
+        """The tasks of one thread, oldest first: a conversation's turns."""
+        sql = (
+            "SELECT state FROM tasks WHERE channel = %s AND (state->>'thread_ts') = %s"
+            " ORDER BY created_at"
+        )
+        return [_load_view(r[0]) for r in self._rows(sql, (channel, thread_ts))]
 
     def recent(self, limit: int, user: str = "", channel: str = "") -> list[TaskView]:
         """The latest tasks, newest first: everyone's, or one user's, or one channel's."""

@@ -123,6 +123,16 @@ class SlackNotifier:
         )
         return list(response.get("messages") or [])
 
+    def ephemeral(self, channel: str, user: str, text: str, thread_ts: str = "") -> None:
+        """A message only `user` sees, in the channel (or in a thread of it)."""
+        self._call(
+            self.client.chat_postEphemeral,
+            channel=channel,
+            user=user,
+            text=text,
+            thread_ts=thread_ts or None,
+        )
+
     def set_status(self, channel: str, thread_ts: str, status: str) -> None:
         """The "is working on it…" line under a thread (`assistant.threads.setStatus`); "" clears
         it. Progress only: a failure is logged, never raised."""

@@ -80,6 +80,7 @@ class TaskView:
     generation: int = 0  # of its queue message; older copies are superseded
     cost: float = 0.0  # USD, from the price table when it was answered
     cancelled_by: str = ""
+    conversation: str = ""  # the task whose thread this one continues; "" for a thread's first
 
     def key(self, what: str) -> str:
         """The event id of `what` for this generation of the task: recorded once per attempt
@@ -108,6 +109,8 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
             channel=d["channel"],
             prompt=d["prompt"],
             response_url=d.get("response_url", ""),
+            thread_ts=d.get("thread_ts", ""),  # a turn in a thread that exists already
+            conversation=d.get("conversation", ""),
             created_at=event.at,
             updated_at=event.at,
             version=event.version,

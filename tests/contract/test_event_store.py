@@ -227,3 +227,20 @@ def test_a_budget_set_for_a_day_is_read_back_and_the_last_one_counts(store, reop
     assert again.budget("user", "U1", "2026-11-25") is None
     again.rebuild()
     assert again.budget("user", "U1", "2026-11-24") == 7.5
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+
+def test_a_threads_tasks_come_back_in_order(store):
+    submit(store, "root")
+    store.append("root", events.POSTED, {"thread_ts": "100.1"}, "root:posted")
+    turn = {"user": "U2", "channel": "C1", "prompt": "and then?", "thread_ts": "100.1"}
+    store.append("turn", events.SUBMITTED, {**turn, "conversation": "root"}, "turn:submitted")
+    submit(store, "elsewhere")
+
+    thread = store.thread("C1", "100.1")
+
+    assert [t.id for t in thread] == ["root", "turn"]
+    assert thread[1].conversation == "root" and thread[1].thread_ts == "100.1"
+    assert store.thread("C2", "100.1") == []

@@ -84,7 +84,14 @@ def test_every_declared_event_has_a_listener(app, event):
             "api_app_id": "A0AICO",
             "event_id": "Ev1",
             "event_time": 1,
-            "event": {"type": event, "user": "U1", "channel": "C1", "ts": "1.1", "event_ts": "1.1"},
+            # `message.channels` arrives as a `message` event (with channel_type "channel")
+            "event": {
+                "type": event.split(".")[0],
+                "user": "U1",
+                "channel": "C1",
+                "ts": "1.1",
+                "event_ts": "1.1",
+            },
         }
     ).encode()
     assert _dispatch(app, body, "application/json").status == 200

@@ -135,6 +135,8 @@ class ResultHandler:
     def _show_status(self, task: TaskView, was_working: bool = False) -> None:
         if was_working:  # "is working on it…" was shown under the thread: take it away
             self.notifier.set_status(task.channel, task.thread_ts, "")
+        if task.conversation:
+            return  # a later turn: the parent message is the conversation's first task's
         text, body = blocks.parent_message(task)
         try:
             self.notifier.update(task.channel, task.thread_ts, text, body)

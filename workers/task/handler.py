@@ -29,6 +29,7 @@ from typing import Protocol
 from core.adapters.rabbitmq import DELIVERY_LIMIT, RESULTS, Delivery
 from core.domain import events
 from core.domain.breaker import CircuitBreaker
+from core.domain.events import TaskView
 from core.domain.messages import ResultMessage, TaskMessage, salvage_route
 from core.errors import Conflict, DecodeError, InvalidInput, ModelError, TryLater
 from core.services import EventStore
@@ -44,10 +45,11 @@ PROGRESS_AFTER = 0.5
 # AICO_CLAUDE_TIMEOUT (<= 300 s) each, a delivery stays unacked well below the broker's
 # consumer_timeout (30 min), past which the broker would take it back.
 HOLD_LIMIT = 10 * 60.0
+MAX_TURNS = 20  # earlier turns of a conversation sent with a new one
 
 
 class Model(Protocol):
-    def complete(self, prompt: str): ...  # -> Completion
+    def complete(self, prompt: str, history: list[tuple[str, str]]): ...  # -> Completion
 
 
 class TaskHandler:
@@ -83,9 +85,26 @@ class TaskHandler:
             log.info("task %s: answered before; reporting the recorded answer", task.task_id)
             _report(publish, task, "completed", **self._recorded_answer(task.task_id))
         else:
-            self._attempt(task, delivery, publish)
+            self._attempt(task, delivery, publish, self._history(view))
 
-    def _attempt(self, task: TaskMessage, delivery: Delivery, publish: Publish) -> None:
+    def _history(self, view: TaskView) -> list[tuple[str, str]]:
+        """The earlier turns of the task's conversation, answered ones, oldest first."""
+        if not view.conversation:
+            return []
+        earlier = [
+            t
+            for t in self.store.thread(view.channel, view.thread_ts)
+            if t.created_at < view.created_at and t.answered
+        ][-MAX_TURNS:]
+        return [(t.prompt, self._recorded_answer(t.id)["text"]) for t in earlier]
+
+    def _attempt(
+        self,
+        task: TaskMessage,
+        delivery: Delivery,
+        publish: Publish,
+        history: list[tuple[str, str]],
+    ) -> None:
         if not self.breaker.acquire(timeout=self.hold_limit, cancel=self.stopping):
             raise TryLater(f"task {task.task_id}: Claude's circuit breaker is still open")
         if not self._claim(task, delivery):
@@ -94,7 +113,7 @@ class TaskHandler:
         started_at = time.time()
         started = _report(publish, task, "started", delay=PROGRESS_AFTER)
         try:
-            answer = self._ask(task.prompt)
+            answer = self._ask(task.prompt, history)
         except ModelError as exc:
             started.cancel()
             self._failed(task, delivery, publish, exc, started_at)
@@ -120,11 +139,11 @@ class TaskHandler:
             return
         _report(publish, task, "completed", **fields)
 
-    def _ask(self, prompt: str):
+    def _ask(self, prompt: str, history: list[tuple[str, str]]):
         with self._busy_lock:
             self.busy += 1
         try:
-            return self.model.complete(prompt)
+            return self.model.complete(prompt, history)
         finally:
             with self._busy_lock:
                 self.busy -= 1

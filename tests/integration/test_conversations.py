@@ -1,0 +1,116 @@
+"""A reply in a task's thread continues the conversation: Claude gets the earlier turns, the
+answer comes in the same thread, and Slack's repeated deliveries make one turn, not two."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from tests.integration.stack import Stack, fresh_vhost
+from tests.integration.test_e2e import CHANNEL, task_id_of, wait_for_answer
+
+OWNER, OTHER = "U0OWNER", "U0OTHER"
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def stack(rabbit, tmp_path, slack, claude):
+    running = Stack(tmp_path, fresh_vhost(rabbit), slack, claude).start()
+    yield running
+    running.stop()
+
+
+def reply_event(thread_ts: str, text: str, user: str = OWNER, kind: str = "message", **more):
+    """An Events API delivery of a message in a thread, as Slack sends it."""
+    n = next(_ids)
+    ts = more.pop("ts", f"1800000000.{n:06d}")
+    event = {
+        "type": kind,
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "thread_ts": thread_ts,
+        "channel": CHANNEL,
+        "event_ts": ts,
+        "channel_type": "channel",
+    }
+    return {
+        "token": "unused",
+        "team_id": "T0AICO",
+        "api_app_id": "A0AICO",
+        "event": event,
+        "type": "event_callback",
+        "event_id": more.pop("event_id", f"Ev{n:08d}"),
+        "event_time": 1800000000,
+    }
+
+
+def answered_task(stack, slack, text: str) -> dict:
+    task_id = task_id_of(stack.command(f"task {text}", user_id=OWNER)[1])
+    parent, _ = wait_for_answer(slack, task_id)
+    return parent
+
+
+def send(stack, body: dict, **headers: str) -> None:
+    status, _, elapsed = stack.sender.post(
+        json.dumps(body).encode(), "application/json", headers=headers or None
+    )
+    assert status == 200 and elapsed < 3.0
+
+
+def test_a_reply_in_the_thread_reaches_claude_with_the_earlier_turns(stack, slack, claude):
+    # Given a task answered in its thread
+    parent = answered_task(stack, slack, "name a colour")
+
+    # When its requester replies in the thread
+    send(stack, reply_event(parent["ts"], "and one more"))
+
+    # Then Claude gets the conversation so far, and the answer comes in the same thread
+    slack.wait_for(lambda: len(slack.replies(CHANNEL, parent["ts"])) == 2, 20)
+    assert claude.calls[-1].body["messages"] == [
+        {"role": "user", "content": "name a colour"},
+        {"role": "assistant", "content": "Answer to: name a colour"},
+        {"role": "user", "content": "and one more"},
+    ]
+    latest = slack.replies(CHANNEL, parent["ts"])[-1]
+    assert "Answer to: and one more" in json.dumps(latest["blocks"])
+
+
+def test_a_reply_delivered_twice_and_as_a_mention_is_one_turn(stack, slack, claude):
+    parent = answered_task(stack, slack, "first")
+    body = reply_event(parent["ts"], "<@U0AICO> second", ts="1800000001.000001")
+
+    send(stack, body)
+    send(stack, body, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"})
+    mention = reply_event(parent["ts"], "<@U0AICO> second", kind="app_mention")
+    mention["event"]["ts"] = mention["event"]["event_ts"] = "1800000001.000001"
+    send(stack, mention)
+
+    slack.wait_for(lambda: len(slack.replies(CHANNEL, parent["ts"])) == 2, 20)
+    assert [c.body["messages"][-1]["content"] for c in claude.calls] == ["first", "second"]
+
+
+def test_someone_else_is_told_only_the_requester_may_continue(stack, slack, claude):
+    parent = answered_task(stack, slack, "mine")
+
+    send(stack, reply_event(parent["ts"], "me too", user=OTHER))
+
+    told = slack.wait_for(lambda: slack.ephemerals(CHANNEL), 10)
+    assert told[0]["user"] == OTHER and f"Only <@{OWNER}>" in told[0]["text"]
+    assert len(claude.calls) == 1
+
+
+def test_threads_aico_did_not_start_are_ignored(stack, slack, claude):
+    human = slack.add_message(CHANNEL, "a thread of people")
+    answered_task(stack, slack, "something else")  # the stack is up and answering
+
+    send(stack, reply_event(human["ts"], "chatting among ourselves"))
+    send(stack, reply_event(human["ts"], "<@U0AICO> hello?", kind="app_mention"))
+    answered_task(stack, slack, "a later task")  # the replies were handled before their acks
+
+    assert [c.body["messages"][-1]["content"] for c in claude.calls] == [
+        "something else",
+        "a later task",
+    ]
