@@ -9,7 +9,7 @@ from core.domain.events import TaskView
 from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.domain.task import TaskStatus
-from core.domain.text import escape, preview, split, to_mrkdwn
+from core.domain.text import SECTION_LIMIT, escape, preview, split, to_mrkdwn
 
 if TYPE_CHECKING:
     from core.status import StatusReport
@@ -92,6 +92,15 @@ def working_blocks(task_id: str) -> tuple[str, Blocks]:
     """The result message while Claude works; the answer replaces it."""
     text = f":gear: Working on task `{task_id}`…"
     return text, [context(text)]
+
+
+def progress_blocks(task_id: str, text: str) -> tuple[str, Blocks]:
+    """The result message while Claude writes: the end of the answer so far."""
+    so_far = to_mrkdwn(text)
+    if len(so_far) > SECTION_LIMIT - 100:
+        so_far = "…" + so_far[-(SECTION_LIMIT - 100) :]
+    note = f":writing_hand: Claude is writing the answer to task `{task_id}`…"
+    return note, [section(so_far or "…"), context(note)]
 
 
 def attached_answer_blocks(answer: str, receipt: str, filename: str) -> tuple[str, Blocks]:

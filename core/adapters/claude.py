@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,28 +31,41 @@ class ClaudeModel:
         self.max_tokens = max_tokens
         self._client = anthropic.Anthropic(api_key=api_key, timeout=timeout, max_retries=2)
 
-    def complete(self, prompt: str, history: Sequence[tuple[str, str]] = ()) -> Completion:
+    def complete(
+        self,
+        prompt: str,
+        history: Sequence[tuple[str, str]] = (),
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
         """Claude's answer to `prompt`, after the earlier turns of its conversation (`history`:
-        (what was asked, what Claude answered), oldest first)."""
+        (what was asked, what Claude answered), oldest first). With `on_text`, the answer is
+        streamed and `on_text` gets the text so far as it grows (an exception it raises stops
+        the stream and goes up as it is)."""
         started = time.perf_counter()
         messages = [
             {"role": role, "content": text}
             for asked, answered in history
             for role, text in (("user", asked), ("assistant", answered))
         ]
+        request = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": SYSTEM_PROMPT,
+            "messages": [*messages, {"role": "user", "content": prompt}],
+        }
         try:
-            message = self._client.messages.create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=SYSTEM_PROMPT,
-                messages=[*messages, {"role": "user", "content": prompt}],
-            )
+            if on_text is None:
+                message = self._client.messages.create(**request)
+            else:
+                message = self._stream(request, on_text)
         except anthropic.APIStatusError as exc:
             raise _status_error(exc) from exc
         except anthropic.APITimeoutError as exc:
             raise ModelError("Claude did not answer in time", transient=True) from exc
         except anthropic.APIConnectionError as exc:
             raise ModelError("Claude could not be reached", transient=True) from exc
+        except anthropic.APIError as exc:  # an error event in the middle of a stream
+            raise ModelError(f"Claude's answer broke off: {exc}", transient=True) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
         if message.stop_reason == "max_tokens":
             text += "\n\n_(cut off at the answer length limit)_"
@@ -62,6 +75,14 @@ class ClaudeModel:
         }
         ms = (time.perf_counter() - started) * 1000
         return Completion(text=text, model=message.model, usage=usage, ms=ms)
+
+    def _stream(self, request: dict[str, Any], on_text: Callable[[str], None]) -> Any:
+        text = ""
+        with self._client.messages.stream(**request) as stream:
+            for piece in stream.text_stream:
+                text += piece
+                on_text(text)
+            return stream.get_final_message()
 
 
 def _status_error(exc: anthropic.APIStatusError) -> ModelError:

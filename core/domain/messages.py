@@ -56,7 +56,8 @@ class TaskMessage(Message):
 
 @dataclass(frozen=True)
 class ResultMessage(Message):
-    """What a task worker reports: `started`, then `completed` or `failed`; or what the bot
+    """What a task worker reports: `started`, `progress` (the answer so far), then `completed` or
+    `failed`; or what the bot
     reports when someone cancels a task (`cancelled`), for the thread to show."""
 
     kind: ClassVar[str] = "result"
@@ -73,7 +74,7 @@ class ResultMessage(Message):
     worker: str = ""
     started_at: float = 0.0
 
-    EVENTS: ClassVar[tuple[str, ...]] = ("started", "completed", "failed", "cancelled")
+    EVENTS: ClassVar[tuple[str, ...]] = ("started", "progress", "completed", "failed", "cancelled")
 
     def __post_init__(self) -> None:
         _require_str(self, "task_id", "event", "channel", "thread_ts")

@@ -40,9 +40,10 @@ def submit(stack, text: str) -> str:
     return task_id_of(stack.command(f"task {text}", user_id=OWNER)[1])
 
 
-def test_cancelling_a_running_task_drops_its_answer(stack, slack, claude):
-    # Given a task Claude is working on
-    claude.latency = 2.0
+def test_cancelling_a_running_task_stops_claude_and_drops_its_answer(stack, slack, claude):
+    # Given a task Claude is writing a long answer for
+    claude.latency = 8.0
+    claude.responder = lambda request: " ".join(f"word{i}" for i in range(400))
     task_id = submit(stack, "slow work")
     claude.wait_for(lambda fake: fake.in_flight == 1, timeout=20)
 
@@ -58,6 +59,7 @@ def test_cancelling_a_running_task_drops_its_answer(stack, slack, claude):
     texts = [r["text"] for r in slack.replies(CHANNEL, parent["ts"])]
     assert len(texts) == 1 and "was cancelled" in texts[0], texts
     assert stored(stack, task_id).status is TaskStatus.CANCELLED
+    assert "stopped asking" in stack.processes.log("pm"), "the worker stopped Claude early"
 
 
 def test_only_the_owner_or_an_admin_may_cancel(stack, slack, claude):

@@ -258,3 +258,19 @@ def test_posts_to_one_channel_are_paced(rabbit, tmp_path, slack, claude):
     posts = [c for c in slack.calls_to("chat.postMessage") if not c.params.get("thread_ts")]
     gaps = [b.at - a.at for a, b in itertools.pairwise(posts)]
     assert len(posts) == 4 and min(gaps) > 0.4, gaps  # 2 a second, not all at once
+
+
+def test_the_answer_streams_into_its_message_as_claude_writes_it(stack, slack, claude):
+    # Given Claude writing a long answer slowly (6 s)
+    claude.latency = 6.0
+    claude.responder = lambda request: " ".join(f"word{i}" for i in range(400))
+    task_id = task_id_of(stack.command("task write slowly")[1])
+
+    # Then the result message shows the answer growing before it is done, and ends complete
+    _, replies = wait_for_answer(slack, task_id, timeout=40)
+    (message,) = replies
+    shown = [json.dumps(v.get("blocks")) for v in message.get("history", [])]
+    glimpses = [s for s in shown if "Claude is writing" in s]
+    assert glimpses, "no partial answer was shown"
+    assert "word0" in glimpses[0] and "word399" not in glimpses[0]
+    assert "word399" in json.dumps(message["blocks"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from core import blocks
 from core.adapters.rabbitmq import Delivery
@@ -28,6 +29,28 @@ log = logging.getLogger(__name__)
 
 REPLY_EVENT = "aico_task_result"  # the metadata event type of a task's result message
 WORKING = "is working on it…"  # under the thread while Claude works
+# Progress updates, all tasks together: chat.update is allowed about 50 a minute per workspace,
+# and answers must keep their share of it.
+PROGRESS_RATE, PROGRESS_BURST = 0.5, 5
+
+
+class Allowance:
+    """A token bucket that says no instead of waiting: for what may be skipped."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens, self._at = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
 
 
 class ResultHandler:
@@ -44,6 +67,7 @@ class ResultHandler:
         self.stopping = stopping or threading.Event()
         self.patience = patience
         self.prices = prices
+        self._glimpses = Allowance(PROGRESS_RATE, PROGRESS_BURST)
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
         self.handle(ResultMessage.decode(delivery.body))
@@ -67,6 +91,13 @@ class ResultHandler:
             task = self._reply(task, *blocks.working_blocks(task.id))
         self.notifier.set_status(task.channel, task.thread_ts, WORKING)
         self._show_status(task)
+
+    def _on_progress(self, task: TaskView, result: ResultMessage) -> None:
+        """The answer so far, in the result message: a glimpse, so it is dropped rather than
+        waited for when progress updates would go beyond Slack's pace for chat.update."""
+        if not self._glimpses.take():
+            return
+        self._reply(task, *blocks.progress_blocks(task.id, result.text))
 
     def _on_completed(self, task: TaskView, result: ResultMessage) -> None:
         was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress

@@ -41,6 +41,7 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # "Working on it" is shown only for tasks that take longer than this: a task answered sooner goes
 # from Queued to Done without a status flip nobody could read.
 PROGRESS_AFTER = 0.5
+PROGRESS_EVERY = 2.0  # seconds between two glimpses of the answer being written
 # The longest a delivery waits for the breaker before it is given back. With 3 requests of at most
 # AICO_CLAUDE_TIMEOUT (<= 300 s) each, a delivery stays unacked well below the broker's
 # consumer_timeout (30 min), past which the broker would take it back.
@@ -49,7 +50,30 @@ MAX_TURNS = 20  # earlier turns of a conversation sent with a new one
 
 
 class Model(Protocol):
-    def complete(self, prompt: str, history: list[tuple[str, str]]): ...  # -> Completion
+    def complete(self, prompt: str, history: list[tuple[str, str]], on_text): ...  # Completion
+
+
+class Stopped(Exception):
+    """The task was cancelled while Claude was writing its answer."""
+
+
+class _Progress:
+    """Gets Claude's text as it grows: shows it in the thread now and then (after PROGRESS_AFTER,
+    every PROGRESS_EVERY at most), and at the same pace stops a task cancelled meanwhile."""
+
+    def __init__(self, store: EventStore, task: TaskMessage, publish: Publish) -> None:
+        self.store, self.task, self.publish = store, task, publish
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.started < PROGRESS_AFTER or now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        view = self.store.task(self.task.task_id)
+        if view is not None and view.status.final:
+            raise Stopped(view.status.value)
+        _report(self.publish, self.task, "progress", text=text)
 
 
 class TaskHandler:
@@ -113,10 +137,15 @@ class TaskHandler:
         started_at = time.time()
         started = _report(publish, task, "started", delay=PROGRESS_AFTER)
         try:
-            answer = self._ask(task.prompt, history)
+            answer = self._ask(task.prompt, history, _Progress(self.store, task, publish))
         except ModelError as exc:
             started.cancel()
             self._failed(task, delivery, publish, exc, started_at)
+            return
+        except Stopped as stop:
+            self.breaker.release()  # stopped by us: it says nothing about Claude
+            started.cancel()
+            log.info("task %s: %s while Claude wrote; stopped asking", task.task_id, stop)
             return
         except BaseException:
             self.breaker.release()  # a bug of ours says nothing about Claude: free the permit
@@ -139,11 +168,11 @@ class TaskHandler:
             return
         _report(publish, task, "completed", **fields)
 
-    def _ask(self, prompt: str, history: list[tuple[str, str]]):
+    def _ask(self, prompt: str, history: list[tuple[str, str]], progress: _Progress):
         with self._busy_lock:
             self.busy += 1
         try:
-            return self.model.complete(prompt, history)
+            return self.model.complete(prompt, history, progress)
         finally:
             with self._busy_lock:
                 self.busy -= 1

@@ -28,7 +28,7 @@ class Model:
         self.errors = list(errors)
         self.asked = 0
 
-    def complete(self, prompt: str, history=()) -> Completion:
+    def complete(self, prompt: str, history=(), on_text=None) -> Completion:
         self.asked += 1
         if self.errors:
             raise self.errors.pop(0)
