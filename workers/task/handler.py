@@ -65,7 +65,7 @@ class _Progress:
         self.store, self.task, self.publish = store, task, publish
         self.started = self.last = time.monotonic()
 
-    def __call__(self, text: str) -> None:
+    def __call__(self, pieces: list[str]) -> None:
         now = time.monotonic()
         if now - self.started < PROGRESS_AFTER or now - self.last < PROGRESS_EVERY:
             return
@@ -73,7 +73,7 @@ class _Progress:
         view = self.store.task(self.task.task_id)
         if view is not None and view.status.final:
             raise Stopped(view.status.value)
-        _report(self.publish, self.task, "progress", text=text)
+        _report(self.publish, self.task, "progress", text="".join(pieces))
 
 
 class TaskHandler:
