@@ -142,6 +142,7 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
         f"*Last hour* {_summary_line(report.hour)}",
         f"*Last 24 h* {_summary_line(report.day)}",
         f"*Today (UTC)* {_spend_line(report.today)}",
+        f"*Top spenders today* {_spenders_line(report)}",
     ]
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.at))
     fallback = "aico status: " + " · ".join(line.replace("*", "") for line in lines)
@@ -186,6 +187,14 @@ def _duration_part(summary: Summary) -> str:
     if p50 is None or p95 is None:
         return ""
     return f"p50 {_seconds(p50)}, p95 {_seconds(p95)}"
+
+
+def _spenders_line(report: StatusReport) -> str:
+    if not report.top_users:
+        return "none yet"
+    users = ", ".join(f"<@{s.who}> {usd(s.cost)} ({s.tasks})" for s in report.top_users)
+    channels = ", ".join(f"<#{s.who}> {usd(s.cost)} ({s.tasks})" for s in report.top_channels)
+    return f"users: {users} · channels: {channels}"
 
 
 def _spend_line(summary: Summary) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.domain.stats import Summary, start_of_day
+from core.domain.stats import Spender, Summary, day_of, start_of_day
 from core.errors import AicoError
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,7 @@ HEARTBEAT_EVERY = 5.0
 
 class StatusStore(Protocol):
     def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
+    def top_spenders(self, day: str, scope: str, limit: int = 3) -> list[Spender]: ...
     def workers(self, seen_since: float) -> list[dict[str, Any]]: ...
 
 
@@ -40,6 +41,8 @@ class StatusReport:
     hour: Summary
     day: Summary
     today: Summary = field(default_factory=Summary)
+    top_users: list[Spender] = field(default_factory=list)  # today's, most spent first
+    top_channels: list[Spender] = field(default_factory=list)
 
     @property
     def busy(self) -> int:
@@ -82,6 +85,8 @@ class Status:
             hour=self.store.summary(now - 3600),
             day=self.store.summary(now - 86400),
             today=self.store.summary(start_of_day(now)),
+            top_users=self.store.top_spenders(day_of(now), "user"),
+            top_channels=self.store.top_spenders(day_of(now), "channel"),
         )
 
     def _queues(self) -> tuple[list[QueueState], str]:

@@ -38,7 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from core.domain.events import Event, TaskView, apply
-from core.domain.stats import Count, Summary, count_for, slot_of
+from core.domain.stats import SLOT, Count, Spender, Summary, count_for, day_of, slot_of
 from core.domain.task import TaskStatus
 from core.errors import ConfigError, Conflict
 
@@ -125,6 +125,17 @@ CREATE TABLE stats_all (
 _V5 = """
 CREATE INDEX tasks_by_thread ON tasks (channel, (state->>'thread_ts'), created_at);
 """
+# Each user's and channel's day (tasks, cost): the top spenders in /aico status.
+_V6 = """
+CREATE TABLE spend (
+    day TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    who TEXT NOT NULL,
+    tasks BIGINT NOT NULL,
+    cost DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (day, scope, who)
+);
+"""
 # (version, statements, rebuild the projections afterwards): the numbers are SQLite's.
 MIGRATIONS: list[tuple[int, str, bool]] = [
     (1, _V1, False),
@@ -132,6 +143,7 @@ MIGRATIONS: list[tuple[int, str, bool]] = [
     (3, _V3, False),
     (4, _V4, True),
     (5, _V5, False),
+    (6, _V6, True),
 ]
 BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -247,6 +259,14 @@ class PostgresEventStore:
         sql = "SELECT state FROM tasks WHERE status = %s ORDER BY created_at"
         return [_load_view(r[0]) for r in self._rows(sql, (status.value,))]
 
+    def top_spenders(self, day: str, scope: str, limit: int = 3) -> list[Spender]:
+        """The users (scope "user") or channels ("channel") that spent most on `day`."""
+        sql = (
+            "SELECT who, tasks, cost FROM spend WHERE day = %s AND scope = %s"
+            " ORDER BY cost DESC, tasks DESC LIMIT %s"
+        )
+        return [Spender(r[0], int(r[1]), float(r[2])) for r in self._rows(sql, (day, scope, limit))]
+
     def thread(self, channel: str, thread_ts: str) -> list[TaskView]:
         """The tasks of one thread, oldest first: a conversation's turns."""
         sql = (
@@ -347,6 +367,7 @@ def _append(
     if (count := count_for(view, new)) is not None:
         db.execute(_ADD_COUNT, _count_row(count, 1))
         db.execute(_ADD_TOTAL, _total_row(count, 1))
+        db.cursor().executemany(_ADD_SPEND, _spend_rows(count, 1))
     return new
 
 
@@ -375,7 +396,7 @@ def _rebuild(db: psycopg.Connection) -> int:
     """Replay every event in order into fresh projections. SHARE mode lets reads go on and makes
     appends (which insert into events) wait, so no event slips in between replay and commit."""
     db.execute("LOCK TABLE events IN SHARE MODE")
-    for table in ("tasks", "stats", "stats_all", "budgets"):
+    for table in ("tasks", "stats", "stats_all", "spend", "budgets"):
         db.execute(f"DELETE FROM {table}")
     replay = _Replay()
     with db.cursor(name="replay") as events:  # server-side: the events stream, not one list
@@ -386,6 +407,18 @@ def _rebuild(db: psycopg.Connection) -> int:
             replay.feed(row)
     replay.write(db)
     return len(replay.views)
+
+
+_ADD_SPEND = (
+    "INSERT INTO spend (day, scope, who, tasks, cost) VALUES (%s, %s, %s, %s, %s)"
+    " ON CONFLICT (day, scope, who) DO UPDATE SET"
+    " tasks = spend.tasks + excluded.tasks, cost = spend.cost + excluded.cost"
+)
+
+
+def _spend_rows(c: Count, tasks: int) -> list[tuple[Any, ...]]:
+    day = day_of(c.slot * SLOT)
+    return [(day, "user", c.user, tasks, c.cost), (day, "channel", c.channel, tasks, c.cost)]
 
 
 @dataclass
@@ -428,6 +461,8 @@ class _Replay:
             rows = [_count_row(c, n) for c, n in self.counts.values()]
             db.cursor().executemany(_ADD_COUNT, rows)
             db.cursor().executemany(_ADD_TOTAL, _totals(self.counts.values()))
+            for c, n in self.counts.values():
+                db.cursor().executemany(_ADD_SPEND, _spend_rows(c, n))
         for data in self.budgets.values():
             _project_budget(db, data)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domain.events import Event, TaskView, apply
-from core.domain.stats import Count, Summary, count_for, slot_of
+from core.domain.stats import SLOT, Count, Spender, Summary, count_for, day_of, slot_of
 from core.domain.task import TaskStatus
 from core.errors import Conflict
 
@@ -105,6 +105,17 @@ CREATE TABLE stats_all (
 _V5 = """
 CREATE INDEX tasks_by_thread ON tasks (channel, json_extract(state, '$.thread_ts'), created_at);
 """
+# Each user's and channel's day (tasks, cost): the top spenders in /aico status.
+_V6 = """
+CREATE TABLE spend (
+    day TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    who TEXT NOT NULL,
+    tasks INTEGER NOT NULL,
+    cost REAL NOT NULL,
+    PRIMARY KEY (day, scope, who)
+) WITHOUT ROWID;
+"""
 # (version, statements, rebuild the projections afterwards)
 MIGRATIONS: list[tuple[int, str, bool]] = [
     (1, _V1, False),
@@ -112,9 +123,22 @@ MIGRATIONS: list[tuple[int, str, bool]] = [
     (3, _V3, False),
     (4, _V4, True),
     (5, _V5, False),
+    (6, _V6, True),
 ]
 BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+_ADD_SPEND = (
+    "INSERT INTO spend (day, scope, who, tasks, cost) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (day, scope, who) DO UPDATE SET"
+    " tasks = spend.tasks + excluded.tasks, cost = spend.cost + excluded.cost"
+)
+
+
+def _spend_rows(c: Count, tasks: int) -> list[tuple[Any, ...]]:
+    day = day_of(c.slot * SLOT)
+    return [(day, "user", c.user, tasks, c.cost), (day, "channel", c.channel, tasks, c.cost)]
 
 
 @dataclass
@@ -229,6 +253,17 @@ class SqliteEventStore:
     def tasks_in(self, status: TaskStatus) -> list[TaskView]:
         sql = "SELECT state FROM tasks WHERE status = ? ORDER BY created_at"
         return [_load_view(r[0]) for r in self._db().execute(sql, (status.value,))]
+
+    def top_spenders(self, day: str, scope: str, limit: int = 3) -> list[Spender]:
+        """The users (scope "user") or channels ("channel") that spent most on `day`."""
+        sql = (
+            "SELECT who, tasks, cost FROM spend WHERE day = ? AND scope = ?"
+            " ORDER BY cost DESC, tasks DESC LIMIT ?"
+        )
+        return [
+            Spender(r[0], int(r[1]), float(r[2]))
+            for r in self._db().execute(sql, (day, scope, limit))
+        ]
 
     def thread(self, channel: str, thread_ts: str) -> list[TaskView]:
         """The tasks of one thread, oldest first: a conversation's turns."""
@@ -393,12 +428,14 @@ def _add_count(db: sqlite3.Connection, c: Count) -> None:
         " tokens_out = tokens_out + excluded.tokens_out, cost = cost + excluded.cost",
         (c.slot, c.outcome, c.bucket, c.tokens_in, c.tokens_out, c.cost),
     )
+    db.executemany(_ADD_SPEND, _spend_rows(c, 1))
 
 
 def _rebuild(db: sqlite3.Connection) -> int:
     db.execute("DELETE FROM tasks")
     db.execute("DELETE FROM stats")
     db.execute("DELETE FROM stats_all")
+    db.execute("DELETE FROM spend")
     db.execute("DELETE FROM budgets")
     views: dict[str, TaskView] = {}
     rows = db.execute(

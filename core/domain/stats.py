@@ -23,6 +23,15 @@ _FLOOR = 0.01  # seconds: every duration below this is in bucket 0
 
 
 @dataclass(frozen=True)
+class Spender:
+    """A user's or a channel's day: tasks finished, and what they cost."""
+
+    who: str
+    tasks: int
+    cost: float
+
+
+@dataclass(frozen=True)
 class Count:
     """One row of counters: tasks that ended with `outcome` in `slot` with a duration in
     `bucket`, and what they used."""
@@ -48,6 +57,11 @@ def bucket_seconds(index: int) -> float:
 
 def slot_of(at: float) -> int:
     return int(at // SLOT)
+
+
+def day_of(at: float) -> str:
+    """The UTC day `at` is in, as budgets and daily totals name it."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
 def count_for(before: TaskView | None, after: TaskView) -> Count | None:

@@ -244,3 +244,23 @@ def test_a_threads_tasks_come_back_in_order(store):
     assert [t.id for t in thread] == ["root", "turn"]
     assert thread[1].conversation == "root" and thread[1].thread_ts == "100.1"
     assert store.thread("C2", "100.1") == []
+
+
+def test_the_days_top_spenders_by_user_and_by_channel(store, reopen):
+    for task_id, user, channel, cost in [
+        ("a", "U1", "C1", 1.0),
+        ("b", "U2", "C1", 3.0),
+        ("c", "U1", "C2", 0.5),
+        ("d", "U3", "C2", 0.25),
+    ]:
+        submit(store, task_id, user, channel)
+        finish(store, task_id, cost_usd=cost)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+
+    users = store.top_spenders(today, "user", limit=2)
+    assert [(s.who, s.tasks, s.cost) for s in users] == [("U2", 1, 3.0), ("U1", 2, 1.5)]
+    channels = store.top_spenders(today, "channel")
+    assert [(s.who, s.tasks, s.cost) for s in channels] == [("C1", 2, 4.0), ("C2", 2, 0.75)]
+    assert store.top_spenders("2000-01-01", "user") == []
+    store.rebuild()
+    assert reopen().top_spenders(today, "user", limit=2) == users

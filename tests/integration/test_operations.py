@@ -5,6 +5,7 @@ the tasks that really ran."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain.task import TaskStatus
 from tests.integration.stack import Stack, fresh_vhost
-from tests.integration.test_e2e import task_id_of, wait_for_answer
+from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of, wait_for_answer
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,21 @@ def test_aico_db_backup_and_rebuild(ran, tmp_path):
     rebuilt = aico(stack, "db", "rebuild")
     assert rebuilt.returncode == 0 and "3 task(s)" in rebuilt.stdout
     assert "2 done, 1 failed" in aico(stack, "status").stdout
+
+
+def test_the_receipts_add_up_to_the_totals(ran):
+    stack, ids = ran
+    slack, receipts = stack.slack, []
+    for task_id in ids.values():
+        parent = parent_of(slack, task_id)
+        for reply in slack.replies(CHANNEL, parent["ts"]):
+            receipts += [
+                float(x)
+                for x in re.findall(r"· \$([0-9.]+) ·", json.dumps(reply, ensure_ascii=False))
+            ]
+    assert len(receipts) == 2, "two answers, each with its cost"
+
+    status = shown(stack.command("status")[1])
+    total = float(re.search(r"out tokens · \$([0-9.]+)", status).group(1))
+    assert total == pytest.approx(sum(receipts), abs=0.0002)
+    assert "Top spenders today" in status and "<@U0ALICE>" in status
