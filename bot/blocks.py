@@ -26,7 +26,8 @@ def help_text(max_chars: int) -> str:
         "• `/aico cancel &lt;id&gt;`, `/aico retry &lt;id&gt;`: stop a task, or run a failed or "
         "cancelled one again (yours, or any if you are an admin). Its message has buttons too.\n"
         "• `/aico budget`: what you and this channel spent today, against the daily limits.\n"
-        "• `/aico help`: this message."
+        "• `/aico help`: this message.\n"
+        "Reply in a task's thread to go on with it: I answer with the whole conversation in mind."
     )
 
 
