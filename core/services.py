@@ -124,7 +124,7 @@ class Intake:
             existing = self.store.task_by_event(event_id)
             assert existing is not None, "a recorded event has its task"
             return existing
-        self._pool.submit(self._dispatch_logged, task_id)
+        self.dispatch_soon(task_id)
         return task
 
     def resume(self) -> int:

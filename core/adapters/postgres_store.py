@@ -37,6 +37,7 @@ from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from core.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from core.domain.events import Event, TaskView, apply
 from core.domain.stats import SLOT, Count, Spender, Summary, count_for, day_of, slot_of
 from core.domain.task import TaskStatus
@@ -145,7 +146,6 @@ MIGRATIONS: list[tuple[int, str, bool]] = [
     (5, _V5, False),
     (6, _V6, True),
 ]
-BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 _ADD_COUNT = (
@@ -372,7 +372,7 @@ def _append(
 
 
 def _set_budget(db: psycopg.Connection, data: dict[str, Any]) -> None:
-    aggregate = f"{BUDGET}{data['scope']}:{data['who']}:{data['day']}"
+    aggregate = f"{BUDGET_AGGREGATE}{data['scope']}:{data['who']}:{data['day']}"
     db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_TASK_LOCKS, aggregate))
     sql = "SELECT COALESCE(MAX(version), 0) + 1 FROM events WHERE aggregate_id = %s"
     (version,) = db.execute(sql, (aggregate,)).fetchone()
@@ -430,7 +430,7 @@ class _Replay:
     budgets: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     def feed(self, row: tuple[Any, ...]) -> None:
-        if row[0].startswith(BUDGET):  # the last limit set for a day is the one
+        if row[0].startswith(BUDGET_AGGREGATE):  # the last limit set for a day is the one
             data = row[2]
             self.budgets[data["scope"], data["who"], data["day"]] = data
             return

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from core.domain.events import Event, TaskView, apply
 from core.domain.stats import SLOT, Count, Spender, Summary, count_for, day_of, slot_of
 from core.domain.task import TaskStatus
@@ -125,7 +126,6 @@ MIGRATIONS: list[tuple[int, str, bool]] = [
     (5, _V5, False),
     (6, _V6, True),
 ]
-BUDGET = "budget:"  # aggregate ids of budget limits: budget:<scope>:<who>:<day>
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -384,7 +384,7 @@ def _append(
 def _set_budget(
     db: sqlite3.Connection, scope: str, who: str, day: str, usd: float, by: str
 ) -> None:
-    aggregate = f"{BUDGET}{scope}:{who}:{day}"
+    aggregate = f"{BUDGET_AGGREGATE}{scope}:{who}:{day}"
     row = db.execute("SELECT MAX(version) FROM events WHERE aggregate_id = ?", (aggregate,))
     version = (row.fetchone()[0] or 0) + 1
     data = {"scope": scope, "who": who, "day": day, "usd": usd, "by": by}
@@ -442,7 +442,7 @@ def _rebuild(db: sqlite3.Connection) -> int:
         "SELECT aggregate_id, type, data, at, version, event_id FROM events ORDER BY seq"
     )
     for r in rows.fetchall():
-        if r[0].startswith(BUDGET):
+        if r[0].startswith(BUDGET_AGGREGATE):
             _project_budget(db, json.loads(r[2]))
             continue
         event = Event(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from core.domain.pricing import usd
 
 USER, CHANNEL = "user", "channel"
+AGGREGATE = "budget:"  # event store ids of budget limits: budget:<scope>:<who>:<day>
 
 
 @dataclass(frozen=True)
