@@ -202,6 +202,10 @@ class AmqpLink:
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_connection_error(self, _connection: Any, error: BaseException) -> None:
+        if self._closing:  # a close() while the connection was still opening aborts it
+            self._lost(BrokerUnavailable("link closed"))
+            self._ioloop.stop()
+            return
         if isinstance(error, _AUTH_ERRORS):
             self.fatal = error
             log.critical("RabbitMQ refused our credentials (%s); check AICO_AMQP_URL", error)
@@ -277,9 +281,14 @@ class AmqpLink:
                 done.set_exception(error)
 
     def _shutdown(self) -> None:
+        """Close the connection (open, or still opening: pika aborts it) and stop the loop once
+        it is closed; with no connection (the broker is away, a retry is pending) stop at once.
+        pika 1.4 has only is_open / is_closing / is_closed to tell the states apart."""
         self._closing = True
         connection = self._connection
-        if connection and (connection.is_open or connection.is_opening):
+        if connection is not None and connection.is_closing:
+            return  # _on_connection_closed stops the loop
+        if connection is not None and not connection.is_closed:
             connection.close()
         else:
             self._lost(BrokerUnavailable("link closed"))
