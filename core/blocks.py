@@ -82,6 +82,20 @@ def status_line(task: TaskView) -> str:
     return line
 
 
+DECLINED = ":no_entry: *Claude declined this task.*"
+CUT = "_(cut off here: the answer reached its length limit, `AICO_MAX_TOKENS`)_"
+
+
+def answer_text(answer: str, stop_reason: str = "") -> str:
+    """The answer as the thread shows it: Claude declining says so first; a cut answer says so
+    at its end."""
+    if stop_reason == "refusal":
+        return f"{DECLINED}\n{answer}" if answer.strip() else DECLINED
+    if stop_reason == "max_tokens":
+        return f"{answer}\n\n{CUT}"
+    return answer
+
+
 def answer_blocks(answer: str, receipt: str) -> tuple[str, Blocks]:
     """An answer as sections of at most 3,000 characters, with a receipt underneath."""
     pieces = split(to_mrkdwn(answer)) or ["_(Claude returned an empty answer)_"]
@@ -91,6 +105,16 @@ def answer_blocks(answer: str, receipt: str) -> tuple[str, Blocks]:
 def working_blocks(task_id: str) -> tuple[str, Blocks]:
     """The result message while Claude works; the answer replaces it."""
     text = f":gear: Working on task `{task_id}`…"
+    return text, [context(text)]
+
+
+def retrying_blocks(task_id: str, reason: str) -> tuple[str, Blocks]:
+    """The result message once an attempt failed and the task waits for the next one: what the
+    failed attempt showed of its answer is taken back, so no half-answer stays in the thread."""
+    text = (
+        f":repeat: Claude failed while working on task `{task_id}` "
+        f"({escape(preview(reason, 300))}); trying again…"
+    )
     return text, [context(text)]
 
 
@@ -121,10 +145,17 @@ def failure_blocks(task_id: str, reason: str) -> tuple[str, Blocks]:
     return text, [section(text)]
 
 
-def receipt(model: str, usage: dict[str, Any], claude_ms: float, cost: float | None) -> str:
-    """The line under an answer: model · tokens · cost in USD · Claude's time."""
+_STOPS = {"max_tokens": " · cut at the length limit", "refusal": " · declined"}
+
+
+def receipt(
+    model: str, usage: dict[str, Any], claude_ms: float, cost: float | None, stop_reason: str = ""
+) -> str:
+    """The line under an answer: model · tokens · cost in USD · Claude's time (and how Claude
+    stopped, when it did not simply finish)."""
     tokens = f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens"
-    return f"{escape(model)} · {tokens} · {usd(cost)} · {_seconds(claude_ms / 1000)}"
+    stop = _STOPS.get(stop_reason, "")
+    return f"{escape(model)} · {tokens} · {usd(cost)} · {_seconds(claude_ms / 1000)}{stop}"
 
 
 def _seconds(value: float) -> str:

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from core.config import Settings
-from core.errors import ConfigError
+from core.errors import CONFIG_ERROR, ConfigError
 
 # subcommand -> (settings role, module with main(settings)). Imported by name so that core never
 # imports bot/ or workers/; only the chosen process's code is loaded.
@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     role, module = PROCESSES[key]
     try:
         settings = Settings.from_env(role)
-    except ConfigError as exc:
+        return int(importlib.import_module(module).main(settings) or 0)
+    except ConfigError as exc:  # at start: a setting that cannot work (a retired model, …)
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return int(importlib.import_module(module).main(settings) or 0)
+        return CONFIG_ERROR
 
 
 def _admin(args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def _admin(args: argparse.Namespace) -> int:
         settings = Settings.from_env(None)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return CONFIG_ERROR
     if args.command == "status":
         return admin.status(settings)
     return admin.db(settings, args.action, getattr(args, "target", ""))

@@ -12,7 +12,7 @@ from core.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"  # the current Sonnet (its price is in pricing.py)
 MAX_CLAUDE_TIMEOUT = 300.0
 
 # Which settings each process cannot start without.

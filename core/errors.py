@@ -7,8 +7,11 @@ class AicoError(Exception):
     """Base of every error aico raises on purpose."""
 
 
+CONFIG_ERROR = 2  # the exit code of a process that cannot start with its settings
+
+
 class ConfigError(AicoError):
-    """Settings are missing or invalid; the process cannot start."""
+    """Settings are missing or invalid; the process cannot start (and exits CONFIG_ERROR)."""
 
 
 class InvalidInput(AicoError):

@@ -1,20 +1,49 @@
-"""Claude through the anthropic SDK (which reads ANTHROPIC_BASE_URL itself)."""
+"""Claude through the anthropic SDK (which reads ANTHROPIC_BASE_URL itself).
+
+Requests carry only what every current model accepts: model, max_tokens, system, messages and
+stream. (The Sonnet 5 family answers 400 to a non-default temperature, top_p or top_k and to
+manual extended thinking; aico sends none of them.)
+
+Errors are classified by what Claude says they are (`error.type`), not by HTTP status: an
+`overloaded_error` can arrive as an SSE event after a 200, and reaches us as an APIStatusError
+whose status is 200. A stream that ends without `message_stop`, or whose connection breaks, is an
+answer that broke off: transient, like an overloaded or rate-limited Claude.
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, get_args
 
 import anthropic
+import httpx2
 
-from core.errors import ModelError
+from core.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = (
     "You are aico, an AI colleague working for a team through Slack. Do the task you are given "
     "and answer with the result itself, concisely, in Markdown that reads well in Slack."
 )
+# Claude's error types (docs: "Errors"). Anything else is judged by its HTTP status.
+TRANSIENT = frozenset({"overloaded_error", "rate_limit_error", "api_error", "timeout_error"})
+PERMANENT = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "billing_error",
+    }
+)
+MODEL_CHECK_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -23,13 +52,68 @@ class Completion:
     model: str
     usage: dict[str, Any] = field(default_factory=dict)
     ms: float = 0.0
+    stop_reason: str = "end_turn"  # max_tokens: cut at the length limit; refusal: Claude declined
 
 
 class ClaudeModel:
-    def __init__(self, api_key: str, model: str, timeout: float, max_tokens: int) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        model: str,
+        timeout: float,
+        max_tokens: int,
+        base_url: str | None = None,  # None: the SDK's, or ANTHROPIC_BASE_URL
+    ) -> None:
         self.model = model
         self.max_tokens = max_tokens
-        self._client = anthropic.Anthropic(api_key=api_key, timeout=timeout, max_retries=2)
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2
+        )
+
+    def check(self, today: date | None = None) -> str:
+        """Whether the configured model can be used, before any task is taken: ConfigError
+        (naming current models) for a retired or unknown model or a refused key; a warning for a
+        deprecated one. Returns what was found, for the log."""
+        today = today or datetime.now(UTC).date()
+        end_of_life = _end_of_life(self.model)
+        if end_of_life is not None and end_of_life <= today:
+            raise ConfigError(self._retired(f"reached its end of life on {end_of_life}"))
+        client = self._client.with_options(timeout=MODEL_CHECK_TIMEOUT, max_retries=1)
+        try:
+            found = client.models.retrieve(self.model).id
+        except anthropic.NotFoundError as exc:
+            raise ConfigError(self._retired("is not served by the Models API")) from exc
+        except anthropic.AuthenticationError as exc:
+            raise ConfigError(f"Claude refused ANTHROPIC_API_KEY: {_error_message(exc)}") from exc
+        except anthropic.APIError as exc:  # unreachable, or failing: tasks will tell
+            log.warning("could not check model %s with the Models API: %s", self.model, exc)
+            found = ""
+        if end_of_life is not None:
+            log.warning(
+                "model %s is deprecated: it reaches its end of life on %s; set AICO_MODEL to "
+                "a current model (%s)",
+                self.model,
+                end_of_life,
+                ", ".join(self._current()),
+            )
+            return f"deprecated until {end_of_life}"
+        return f"served as {found}" if found else "not checked"
+
+    def _retired(self, why: str) -> str:
+        return (
+            f"AICO_MODEL={self.model} {why}: set it to a current model, "
+            f"for example {', '.join(self._current())}"
+        )
+
+    def _current(self, shown: int = 4) -> list[str]:
+        """Current models: the Models API's newest, else the SDK's known ids that are not
+        deprecated."""
+        try:
+            page = self._client.with_options(timeout=MODEL_CHECK_TIMEOUT, max_retries=0)
+            ids = [m.id for m in page.models.list(limit=20).data]
+        except anthropic.APIError:
+            ids = [m for m in get_args(get_args(anthropic.types.Model)[0]) if isinstance(m, str)]
+        return [m for m in ids if _end_of_life(m) is None and m != self.model][:shown]
 
     def complete(
         self,
@@ -58,20 +142,16 @@ class ClaudeModel:
                 answer = _Answer.of(self._client.messages.create(**request))
             else:
                 answer = self._stream(request, on_text)
-        except anthropic.APIStatusError as exc:
+        except anthropic.APIStatusError as exc:  # an error event mid-stream included
             raise _status_error(exc) from exc
         except anthropic.APITimeoutError as exc:
             raise ModelError("Claude did not answer in time", transient=True) from exc
         except anthropic.APIConnectionError as exc:
             raise ModelError("Claude could not be reached", transient=True) from exc
-        except anthropic.APIError as exc:  # an error event in the middle of a stream
+        except httpx2.TransportError as exc:  # the connection broke in the middle of the stream
             raise ModelError(f"Claude's answer broke off: {exc}", transient=True) from exc
-        text = answer.text
-        if answer.stop_reason == "max_tokens":
-            text += "\n\n_(cut off at the answer length limit)_"
-        usage = {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens}
         ms = (time.perf_counter() - started) * 1000
-        return Completion(text=text, model=answer.model, usage=usage, ms=ms)
+        return Completion(answer.text, answer.model, answer.usage, ms, answer.stop_reason)
 
     def _stream(self, request: dict[str, Any], on_text: Callable[[list[str]], None]) -> _Answer:
         """The raw event stream, folded here. (The SDK's MessageStream rebuilds a snapshot of the
@@ -85,10 +165,14 @@ class ClaudeModel:
                     on_text(pieces)
                 elif event.type == "message_start":
                     answer.model = event.message.model
-                    answer.input_tokens = event.message.usage.input_tokens
+                    answer.usage = _usage(event.message.usage)
                 elif event.type == "message_delta":
                     answer.stop_reason = event.delta.stop_reason or ""
-                    answer.output_tokens = event.usage.output_tokens
+                    answer.usage["output_tokens"] = event.usage.output_tokens
+                elif event.type == "message_stop":
+                    answer.complete = True
+        if not answer.complete:
+            raise ModelError("Claude's answer broke off before its end", transient=True)
         answer.text = "".join(pieces)
         return answer
 
@@ -98,29 +182,75 @@ class _Answer:
     model: str
     text: str = ""
     stop_reason: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+    complete: bool = False
 
     @classmethod
     def of(cls, message: Any) -> _Answer:
         text = "".join(block.text for block in message.content if block.type == "text")
-        return cls(
-            message.model,
-            text,
-            message.stop_reason or "",
-            message.usage.input_tokens,
-            message.usage.output_tokens,
-        )
+        return cls(message.model, text, message.stop_reason or "", _usage(message.usage), True)
+
+
+def _usage(usage: Any) -> dict[str, Any]:
+    """The token counts a receipt and a price need, the cache's included when there are any."""
+    counts: dict[str, Any] = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+    }
+    for name in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+        if value := getattr(usage, name, None):
+            counts[name] = value
+    split = getattr(usage, "cache_creation", None)
+    if split is not None and getattr(split, "ephemeral_1h_input_tokens", 0):
+        counts["cache_creation"] = {
+            "ephemeral_5m_input_tokens": split.ephemeral_5m_input_tokens,
+            "ephemeral_1h_input_tokens": split.ephemeral_1h_input_tokens,
+        }
+    return counts
 
 
 def _status_error(exc: anthropic.APIStatusError) -> ModelError:
+    kind = _error_type(exc)
     status = exc.status_code
-    transient = status in (408, 409, 429) or status >= 500
-    detail = _error_message(exc)
-    return ModelError(f"Claude answered {status}: {detail}", transient=transient, status=status)
+    if kind in TRANSIENT:
+        transient = True
+    elif kind in PERMANENT:
+        transient = False
+    else:  # an unknown type: by status (a 200 is an error event mid-stream: try again)
+        transient = status in (200, 408, 409, 429) or status >= 500
+    what = f" ({kind})" if kind else ""
+    said = (
+        f"Claude's answer broke off{what}"  # an error event after the 200
+        if status == 200
+        else f"Claude answered {status}{what}"
+    )
+    return ModelError(f"{said}: {_error_message(exc)}", transient=transient, status=status)
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    return str(getattr(exc, "type", None) or error.get("type") or "")
 
 
 def _error_message(exc: anthropic.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
     return str(error.get("message") or exc.message)
+
+
+def _end_of_life(model: str) -> date | None:
+    """The end-of-life date of a deprecated model, from the SDK's own table; None if it is not
+    deprecated (or the SDK has no such table)."""
+    try:
+        from anthropic._data import DEPRECATED_MODELS
+    except ImportError:
+        return None
+    text = DEPRECATED_MODELS.get(model)
+    if not text:
+        return None
+    try:  # "November 30th, 2026"
+        return datetime.strptime(re.sub(r"(\d)(st|nd|rd|th)", r"\1", text), "%B %d, %Y").date()
+    except ValueError:
+        log.warning("model %s: unreadable end-of-life date %r", model, text)
+        return None

@@ -56,9 +56,12 @@ class TaskMessage(Message):
 
 @dataclass(frozen=True)
 class ResultMessage(Message):
-    """What a task worker reports: `started`, `progress` (the answer so far), then `completed` or
-    `failed`; or what the bot
-    reports when someone cancels a task (`cancelled`), for the thread to show."""
+    """What a task worker reports: `started`, `progress` (the answer so far), `retrying` (this
+    attempt failed and the task goes back to the queue), then `completed` or `failed`; or what the
+    bot reports when someone cancels a task (`cancelled`), for the thread to show. `attempt` is
+    the attempt's number among the task's claimed attempts (1, 2, …), so that a glimpse of an
+    earlier attempt never shows over a later one; `stop_reason` is Claude's (`max_tokens`: the
+    answer was cut; `refusal`: Claude declined)."""
 
     kind: ClassVar[str] = "result"
     task_id: str
@@ -73,8 +76,17 @@ class ResultMessage(Message):
     claude_ms: float = 0.0
     worker: str = ""
     started_at: float = 0.0
+    attempt: int = 0
+    stop_reason: str = ""
 
-    EVENTS: ClassVar[tuple[str, ...]] = ("started", "progress", "completed", "failed", "cancelled")
+    EVENTS: ClassVar[tuple[str, ...]] = (
+        "started",
+        "progress",
+        "retrying",
+        "completed",
+        "failed",
+        "cancelled",
+    )
 
     def __post_init__(self) -> None:
         _require_str(self, "task_id", "event", "channel", "thread_ts")

@@ -151,9 +151,12 @@ def test_a_long_answer_arrives_as_a_file_in_the_thread(stack, slack, claude):
     claude.responder = lambda request: "A long report. " * (INLINE_LIMIT // 10)
     _, body, _ = stack.command("task write the long report")
     task_id = task_id_of(body)
-    _parent, replies = wait_for_answer(slack, task_id)
+    parent, _ = wait_for_answer(slack, task_id)
 
-    answer, attached = replies
+    # Slack shares an uploaded file a moment after the upload is complete
+    answer, attached = slack.wait_for(
+        lambda: (replies := slack.replies(CHANNEL, parent["ts"])) and len(replies) == 2 and replies
+    )
     assert "A long report." in json.dumps(answer["blocks"])
     assert f"aico-{task_id}.md" in json.dumps(answer["blocks"]), "says where the rest is"
     content = slack.file_content(attached["files"][0]["id"]).decode()

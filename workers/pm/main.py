@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from core import bootstrap
 from core.adapters.rabbitmq import RESULTS, TASKS, AmqpLink
 from core.config import Settings
+from core.errors import CONFIG_ERROR
 from core.recovery import Recovery
 from workers.pm.supervisor import Supervisor
 
@@ -31,13 +32,16 @@ def main(settings: Settings) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("supervising %d task worker(s)", supervisor.target)
     scheduler.start()
-    while not stop.is_set():
+    while not stop.is_set() and not supervisor.config_error:
         supervisor.tick(time.monotonic())
         stop.wait(1.0)
     log.info("stopping task workers")
     scheduler.shutdown(wait=False)
     supervisor.stop()
     link.close()
+    if supervisor.config_error:
+        log.critical("task workers cannot start with these settings (their error is above)")
+        return CONFIG_ERROR
     return 0
 
 

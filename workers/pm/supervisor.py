@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from core.errors import CONFIG_ERROR
+
 log = logging.getLogger(__name__)
 
 TASK_WORKER = (sys.executable, "-m", "core.cli", "worker", "task")
@@ -34,6 +36,9 @@ class Supervisor:
     workers: list[subprocess.Popen] = field(default_factory=list)
     restarts: int = 0
     max_backoff: float = 30.0
+    # A worker that exits CONFIG_ERROR cannot start with these settings (a retired model, a
+    # refused key): starting it again would only repeat that, so the pm stops instead.
+    config_error: bool = False
     _crashes: int = 0  # crashes in a row; resets after a quiet minute
     _last_crash: float = float("-inf")
     _next_start: float = 0.0
@@ -44,7 +49,8 @@ class Supervisor:
             self.workers.remove(worker)
             self._crashed(now)
             log.warning("task worker %d exited with %s", worker.pid, worker.returncode)
-        if now < self._next_start:
+            self.config_error |= worker.returncode == CONFIG_ERROR
+        if now < self._next_start or self.config_error:
             return
         while len(self.workers) < self.target:
             worker = self.spawn(list(self.command))

@@ -87,7 +87,9 @@ class ResultHandler:
         getattr(self, f"_on_{result.event}")(task, result)
 
     def _on_started(self, task: TaskView, result: ResultMessage) -> None:
-        if not (task.reply_ts or task.reply_pending):
+        if not (task.reply_ts or task.reply_pending) or result.attempt > 1:
+            # the first attempt posts the result message; a later one takes back what an
+            # attempt that died (kill -9: no "retrying" came) had shown of its answer
             task = self._reply(task, *blocks.working_blocks(task.id))
         self.notifier.set_status(task.channel, task.thread_ts, WORKING)
         self._show_status(task)
@@ -95,15 +97,23 @@ class ResultHandler:
     def _on_progress(self, task: TaskView, result: ResultMessage) -> None:
         """The answer so far, in the result message: a glimpse, so it is dropped rather than
         waited for when progress updates would go beyond Slack's pace for chat.update."""
+        if result.attempt < task.attempts:
+            return  # a glimpse of an attempt that failed since: a later one is under way
         if not self._glimpses.take():
             return
         self._reply(task, *blocks.progress_blocks(task.id, result.text))
 
+    def _on_retrying(self, task: TaskView, result: ResultMessage) -> None:
+        """An attempt failed and the task waits for the next: what it showed is taken back."""
+        if task.reply_ts or task.reply_pending:
+            self._reply(task, *blocks.retrying_blocks(task.id, result.error))
+
     def _on_completed(self, task: TaskView, result: ResultMessage) -> None:
         was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
         cost = self.prices.cost(result.model, result.usage)
-        receipt = blocks.receipt(result.model, result.usage, result.claude_ms, cost)
-        self._reply_answer(task, result.text, receipt)
+        stop = result.stop_reason
+        receipt = blocks.receipt(result.model, result.usage, result.claude_ms, cost, stop)
+        self._reply_answer(task, blocks.answer_text(result.text, stop), receipt)
         data = {
             "model": result.model,
             "usage": result.usage,
@@ -111,6 +121,7 @@ class ResultHandler:
             "cost_usd": cost,
             "chars": len(result.text),
             "started_at": result.started_at,
+            "stop_reason": stop,
         }
         view = self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
         log.info("task %s: done", task.id)

@@ -61,8 +61,10 @@ class _Progress:
     """Gets Claude's text as it grows: shows it in the thread now and then (after PROGRESS_AFTER,
     every PROGRESS_EVERY at most), and at the same pace stops a task cancelled meanwhile."""
 
-    def __init__(self, store: EventStore, task: TaskMessage, publish: Publish) -> None:
-        self.store, self.task, self.publish = store, task, publish
+    def __init__(
+        self, store: EventStore, task: TaskMessage, publish: Publish, attempt: int
+    ) -> None:
+        self.store, self.task, self.publish, self.attempt = store, task, publish, attempt
         self.started = self.last = time.monotonic()
 
     def __call__(self, pieces: list[str]) -> None:
@@ -73,7 +75,7 @@ class _Progress:
         view = self.store.task(self.task.task_id)
         if view is not None and view.status.final:
             raise Stopped(view.status.value)
-        _report(self.publish, self.task, "progress", text="".join(pieces))
+        _report(self.publish, self.task, "progress", text="".join(pieces), attempt=self.attempt)
 
 
 class TaskHandler:
@@ -131,16 +133,17 @@ class TaskHandler:
     ) -> None:
         if not self.breaker.acquire(timeout=self.hold_limit, cancel=self.stopping):
             raise TryLater(f"task {task.task_id}: Claude's circuit breaker is still open")
-        if not self._claim(task, delivery):
+        attempt = self._claim(task, delivery)
+        if not attempt:
             self.breaker.release()
             return
         started_at = time.time()
-        started = _report(publish, task, "started", delay=PROGRESS_AFTER)
+        started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
         try:
-            answer = self._ask(task.prompt, history, _Progress(self.store, task, publish))
+            answer = self._ask(task.prompt, history, _Progress(self.store, task, publish, attempt))
         except ModelError as exc:
             started.cancel()
-            self._failed(task, delivery, publish, exc, started_at)
+            self._failed(task, delivery, publish, exc, started_at, attempt)
             return
         except Stopped as stop:
             self.breaker.release()  # stopped by us: it says nothing about Claude
@@ -150,7 +153,7 @@ class TaskHandler:
         except BaseException:
             self.breaker.release()  # a bug of ours says nothing about Claude: free the permit
             raise
-        self.breaker.record_success()
+        self.breaker.record_success()  # a refusal too: Claude is up, it declined this task
         started.cancel()
         fields = {
             "text": answer.text,
@@ -158,6 +161,7 @@ class TaskHandler:
             "usage": answer.usage,
             "claude_ms": answer.ms,
             "started_at": started_at,
+            "stop_reason": answer.stop_reason,
         }
         key = f"{task.task_id}:answered:{task.generation}"
         recorded = self.store.append(task.task_id, events.ANSWERED, fields, key)
@@ -177,8 +181,9 @@ class TaskHandler:
             with self._busy_lock:
                 self.busy -= 1
 
-    def _claim(self, task: TaskMessage, delivery: Delivery) -> bool:
-        """Record this attempt. False: another copy of this very delivery has claimed it."""
+    def _claim(self, task: TaskMessage, delivery: Delivery) -> int:
+        """Record this attempt; its number among the task's attempts (1, 2, …), or 0 when another
+        copy of this very delivery has claimed it (or the task ended meanwhile)."""
         attempt = delivery.delivery_count
         key = f"{task.task_id}:start:{task.generation}:{attempt}"
         data = {"worker": WORKER, "delivery": attempt + 1, "generation": task.generation}
@@ -186,15 +191,15 @@ class TaskHandler:
             claimed = self.store.append(task.task_id, events.STARTED, data, key)
         except Conflict:
             log.info("task %s: this copy was superseded when it was queued again", task.task_id)
-            return False
+            return 0
         if claimed is None:
             log.warning("task %s: a copy of delivery %d is already claimed", task.task_id, attempt)
-            return False
+            return 0
         if claimed.status.final:  # cancelled while it waited
             log.info("task %s: %s before it started", task.task_id, claimed.status)
-            return False
+            return 0
         log.info("task %s: asking Claude (delivery %d)", task.task_id, attempt + 1)
-        return True
+        return max(1, claimed.attempts)
 
     def _failed(
         self,
@@ -203,6 +208,7 @@ class TaskHandler:
         publish: Publish,
         exc: ModelError,
         started_at: float,
+        attempt: int,
     ) -> None:
         log.warning("task %s: Claude failed: %s", task.task_id, exc)
         if not exc.transient:
@@ -211,6 +217,8 @@ class TaskHandler:
             raise InvalidInput(f"task {task.task_id}: {exc}") from exc
         self.breaker.record_failure()
         if delivery.delivery_count < DELIVERY_LIMIT:
+            # What this attempt showed of its answer is taken back before the next one starts.
+            _report(publish, task, "retrying", error=str(exc), attempt=attempt)
             raise TryLater(f"task {task.task_id}: {exc}") from exc
         error = f"{exc} (gave up after {delivery.delivery_count + 1} attempts)"
         _report(publish, task, "failed", error=error, started_at=started_at)

@@ -23,8 +23,10 @@ def main(settings: Settings) -> int:
     bootstrap.configure_logging(settings, "task")
     stopping = threading.Event()
     breaker = CircuitBreaker("claude", on_change=_log_change)
+    model = bootstrap.model(settings)
+    log.info("model %s: %s", settings.model, model.check())  # a retired one stops us here
     store = bootstrap.store(settings)
-    handler = TaskHandler(store, bootstrap.model(settings), breaker, stopping)
+    handler = TaskHandler(store, model, breaker, stopping)
     runtime = Runtime(
         bootstrap.link(settings, "task"),
         TASKS,

@@ -1,6 +1,7 @@
 import pytest
 
 from core.config import Settings
+from core.domain.pricing import DEFAULT_PRICES, Price
 from core.errors import ConfigError
 
 
@@ -60,10 +61,10 @@ def test_slack_pacing_can_be_turned_off_but_not_negative():
 
 
 def test_prices_override_the_defaults_and_a_bad_one_is_refused_at_start():
-    good = {"SLACK_BOT_TOKEN": "x", "AICO_PRICES": "claude-sonnet-4-5=2/10, my-model=1/2"}
+    good = {"SLACK_BOT_TOKEN": "x", "AICO_PRICES": "claude-sonnet-5-5=3/12, my-model=1/2"}
     prices = Settings.from_env("result", env=good).prices
-    assert (prices["claude-sonnet-4-5"], prices["my-model"]) == ((2, 10), (1, 2))
-    assert prices["claude-opus-4-1"] == (15, 75), "the other defaults stay"
+    assert (prices["claude-sonnet-5-5"], prices["my-model"]) == (Price(3, 12), Price(1, 2))
+    assert prices["claude-opus-5-5"] == DEFAULT_PRICES["claude-opus-5-5"], "the others stay"
     bad = {"AICO_PRICES": "claude-sonnet-4-5=3/15, claude-opus-4-1=15"}
     with pytest.raises(ConfigError) as err:
         Settings.from_env("result", env=bad)

@@ -61,3 +61,16 @@ def test_stop_drains_with_sigterm_and_reports_nothing_left(supervisor):
     supervisor.stop(timeout=5)
     assert [w.returncode for w in workers] == [-15, -15]
     assert supervisor.workers == []
+
+
+def test_a_worker_that_cannot_start_with_its_settings_is_not_started_again():
+    # Given workers that exit as a process does on a setting that cannot work (a retired model)
+    sup = Supervisor(target=1, command=(sys.executable, "-c", "raise SystemExit(2)"))
+    sup.tick(now=0.0)
+    sup.workers[0].wait()
+
+    # When the supervisor looks again, long after any backoff
+    sup.tick(now=100.0)
+
+    # Then it says so instead of starting one more
+    assert sup.config_error and sup.workers == []

@@ -115,7 +115,9 @@ def test_a_transient_failure_gives_the_delivery_back_and_counts_in_the_breaker(s
     with pytest.raises(TryLater):
         handler(store, model, breaker)(delivery(), published)
 
-    assert published.events() == [], "nothing said to the user: another attempt follows"
+    assert published.events() == ["retrying"], "the thread is told another attempt follows"
+    retrying = published[-1][1]
+    assert (retrying.error, retrying.attempt) == ("overloaded", 1)
     assert breaker.state is BreakerState.OPEN
 
 
