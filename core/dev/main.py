@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 OFFLINE_LABEL = "[offline model]"
+OFFLINE_MODEL = "aico-offline"  # what its receipts name; priced at nothing: Claude is not asked
 OFFLINE_NOTICE = (
     f"No ANTHROPIC_API_KEY: using the offline model; answers are labelled {OFFLINE_LABEL}"
 )
@@ -221,10 +222,16 @@ class Dev:
 
     def _start_offline_model(self, fakes: SimpleNamespace) -> None:
         self.out.say(OFFLINE_NOTICE)
-        claude = fakes.FakeClaude(label=OFFLINE_LABEL, latency=0.3).start()
+        models = (OFFLINE_MODEL,)
+        claude = fakes.FakeClaude(label=OFFLINE_LABEL, latency=0.3, models=models).start()
         self._on_exit(claude.stop)
         self.env["ANTHROPIC_BASE_URL"] = claude.url
         self.env["ANTHROPIC_API_KEY"] = "offline-model-placeholder"
+        self.env["AICO_MODEL"] = OFFLINE_MODEL
+        prices = self.env.get("AICO_PRICES", "")
+        self.env["AICO_PRICES"] = (
+            f"{prices},{OFFLINE_MODEL}=0/0" if prices else f"{OFFLINE_MODEL}=0/0"
+        )
 
     def _start_fake_slack(self, fakes: SimpleNamespace) -> Any:
         token = "xoxb-dev-" + secrets.token_hex(8)

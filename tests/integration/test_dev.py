@@ -165,6 +165,9 @@ def test_a_task_typed_in_the_console_is_answered_in_its_thread(rabbit, run_dev, 
     assert dev.lines[ack].startswith("(only visible to you) aico: 📥 Task"), dev.report()
     assert dev.lines[answer].startswith(f"  ↳ [thread of Task `{task_id}` from @you] aico: ")
     dev.wait_for(f"  ✎ updated [Task `{task_id}` from @you]: ✅ Done", ANSWER, answer - 1)
+    # the receipt names the offline model and shows no Claude cost
+    receipt = dev.wait_for("aico-offline · ", ANSWER, answer)
+    assert "$0.0000" in dev.lines[receipt] and "claude" not in dev.lines[receipt], dev.report()
     assert dev.quit() == 0, dev.report()
     assert dev.find("aico dev: stopped") is not None, dev.report()
 
