@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from types import SimpleNamespace
 
@@ -171,3 +172,60 @@ def test_a_message_rejected_on_purpose_is_left_alone(store):
     DeadLetterHandler(store, ResultHandler(store, slack))(dead, None)
 
     assert slack.posts == 0 and store.task(TASK).status == "running"
+
+
+def shown(slack: MemorySlack) -> str:
+    """Everything the task's one result message shows."""
+    (reply,) = [m for m in slack.messages.values() if m["thread_ts"] == "1.000"]
+    return json.dumps(reply["blocks"])
+
+
+def test_an_attempt_that_broke_off_takes_back_its_half_answer(store):
+    # Given an attempt that showed part of its answer, then failed
+    slack = MemorySlack()
+    results = ResultHandler(store, slack)
+    results(report("started", attempt=1), None)
+    results(report("progress", text="the first half of", attempt=1), None)
+
+    # When the task worker says it is trying again
+    results(
+        report("retrying", error="Claude's answer broke off (overloaded_error)", attempt=1), None
+    )
+
+    # Then the half-answer is gone from the thread, which says a new attempt follows
+    assert "the first half of" not in shown(slack)
+    assert "trying again" in shown(slack) and "overloaded_error" in shown(slack)
+    assert slack.posts == 1
+
+
+def test_a_glimpse_of_an_earlier_attempt_never_shows_over_a_later_one(store):
+    slack = MemorySlack()
+    results = ResultHandler(store, slack)
+    results(report("started", attempt=1), None)
+    store.append(TASK, events.STARTED, {"generation": 0, "delivery": 2})  # attempt 2 claimed
+    results(report("started", attempt=2), None)
+
+    results(report("progress", text="stale words of attempt one", attempt=1), None)
+    results(report("progress", text="fresh words of attempt two", attempt=2), None)
+
+    assert "stale words" not in shown(slack) and "fresh words" in shown(slack)
+
+
+def test_an_answer_cut_at_the_length_limit_says_so_in_the_thread_and_the_receipt(store):
+    slack = MemorySlack()
+    ResultHandler(store, slack)(
+        report("completed", text="the start of it", model="m", stop_reason="max_tokens"), None
+    )
+    assert "the start of it" in shown(slack) and "AICO_MAX_TOKENS" in shown(slack)
+    assert "cut at the length limit" in shown(slack)
+    assert store.task(TASK).status == "done"
+
+
+def test_claude_declining_is_shown_as_such_not_as_an_error(store):
+    slack = MemorySlack()
+    ResultHandler(store, slack)(
+        report("completed", text="I can't help with that.", model="m", stop_reason="refusal"),
+        None,
+    )
+    assert "Claude declined this task" in shown(slack) and "I can't help" in shown(slack)
+    assert "failed" not in shown(slack)
