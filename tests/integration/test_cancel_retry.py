@@ -146,3 +146,27 @@ def test_the_buttons_cancel_and_retry_for_their_owner_only(stack, slack, claude)
     (again,) = click(stack, slack, task_id, "aico_retry", OWNER)
     assert "queued again" in again.payload["text"]
     wait_for_answer(slack, task_id, status="Done", timeout=30)
+
+
+def test_a_stranger_may_not_retry_a_failed_task_by_command_or_button(stack, slack, claude):
+    # Given a task Claude refused
+    claude.fail_next(count=1, status=400)
+    task_id = submit(stack, "refused work")
+    wait_for_answer(slack, task_id, status="Failed")
+
+    # When someone else retries it, by command and with the Retry button
+    refused = ack_text(stack.command(f"retry {task_id}", user_id=STRANGER))
+    (clicked,) = click(stack, slack, task_id, "aico_retry", STRANGER)
+
+    # Then both are told who can, and the task stays failed: nothing was queued again
+    for told in (refused, clicked.payload["text"]):
+        assert f"Only <@{OWNER}>, who asked for task `{task_id}`, or an admin can retry it" in told
+    task = stored(stack, task_id)
+    assert (task.status, task.generation) == (TaskStatus.FAILED, 0)
+    assert "Failed" in json.dumps(parent_of(slack, task_id)["blocks"])
+
+    # And when an admin retries it, Claude is asked once more: once in all for the three retries
+    assert "queued again (retry 1)" in ack_text(stack.command(f"retry {task_id}", user_id=ADMIN))
+    _, replies = wait_for_answer(slack, task_id, status="Done")
+    assert len(claude.calls) == 2 and stored(stack, task_id).generation == 1
+    assert "Answer to: refused work" in json.dumps(replies[-1]["blocks"])

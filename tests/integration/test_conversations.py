@@ -114,3 +114,53 @@ def test_threads_aico_did_not_start_are_ignored(stack, slack, claude):
         "something else",
         "a later task",
     ]
+
+
+@pytest.fixture
+def open_stack(rabbit, tmp_path, slack, claude):
+    settings = {"AICO_CONVERSATIONS": "channel"}
+    running = Stack(tmp_path, fresh_vhost(rabbit), slack, claude, **settings).start()
+    yield running
+    running.stop()
+
+
+def test_with_conversations_open_to_the_channel_anyone_there_continues_it(
+    open_stack, slack, claude
+):
+    # Given AICO_CONVERSATIONS=channel and a task answered in its thread
+    parent = answered_task(open_stack, slack, "name a colour")
+
+    # When someone else in the channel replies in the thread
+    send(open_stack, reply_event(parent["ts"], "and a shape?", user=OTHER))
+
+    # Then it is a turn: Claude gets the conversation, the answer comes in the thread
+    slack.wait_for(lambda: len(slack.replies(CHANNEL, parent["ts"])) == 2, 20)
+    assert claude.calls[-1].body["messages"] == [
+        {"role": "user", "content": "name a colour"},
+        {"role": "assistant", "content": "Answer to: name a colour"},
+        {"role": "user", "content": "and a shape?"},
+    ]
+    latest = slack.replies(CHANNEL, parent["ts"])[-1]
+    assert "Answer to: and a shape?" in json.dumps(latest["blocks"])
+    assert slack.ephemerals(CHANNEL) == [], "no one was told they may not"
+
+
+def test_claude_gets_only_the_latest_20_earlier_turns(stack, slack, claude):
+    # Given a conversation of 21 answered turns (the task and 20 replies)
+    claude.latency = 0
+    parent = answered_task(stack, slack, "turn 0")
+    for n in range(1, 21):
+        send(stack, reply_event(parent["ts"], f"turn {n}"))
+        slack.wait_for(lambda n=n: len(slack.replies(CHANNEL, parent["ts"])) == n + 1, 20)
+    assert len(claude.calls[-1].body["messages"]) == 2 * 20 + 1, "20 earlier turns: all sent"
+
+    # When one more reply comes
+    send(stack, reply_event(parent["ts"], "turn 21"))
+    slack.wait_for(lambda: len(slack.replies(CHANNEL, parent["ts"])) == 22, 20)
+
+    # Then Claude gets the latest 20 earlier turns, in order, and the new one: not the first one
+    messages = claude.calls[-1].body["messages"]
+    assert len(messages) == 2 * 20 + 1
+    assert [m["content"] for m in messages[0::2]] == [f"turn {n}" for n in range(1, 22)]
+    assert [m["content"] for m in messages[1::2]] == [f"Answer to: turn {n}" for n in range(1, 21)]
+    assert len(claude.calls) == 22
