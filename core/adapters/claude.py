@@ -73,44 +73,49 @@ class ClaudeModel:
     def check(self, today: date | None = None) -> str:
         """Whether the configured model can be used, before any task is taken: ConfigError
         (naming current models) for a retired or unknown model or a refused key; a warning for a
-        deprecated one. Returns what was found, for the log."""
-        today = today or datetime.now(UTC).date()
-        end_of_life = _end_of_life(self.model)
-        if end_of_life is not None and end_of_life <= today:
-            raise ConfigError(self._retired(f"reached its end of life on {end_of_life}"))
+        deprecated one. The Models API's `lifecycle` decides when Claude can be reached; the
+        SDK's table of deprecated models when it cannot. Returns what was found, for the log."""
         client = self._client.with_options(timeout=MODEL_CHECK_TIMEOUT, max_retries=1)
         try:
-            found = client.models.retrieve(self.model).id
+            info: Any = client.models.retrieve(self.model)
         except anthropic.NotFoundError as exc:
-            raise ConfigError(self._retired("is not served by the Models API")) from exc
+            raise ConfigError(self._refusal("is not a model Claude knows")) from exc
         except anthropic.AuthenticationError as exc:
             raise ConfigError(f"Claude refused ANTHROPIC_API_KEY: {_error_message(exc)}") from exc
-        except anthropic.APIError as exc:  # unreachable, or failing: tasks will tell
+        except anthropic.APIError as exc:  # unreachable, or failing: the SDK's table decides
             log.warning("could not check model %s with the Models API: %s", self.model, exc)
-            found = ""
-        if end_of_life is not None:
+            info = None
+        lifecycle = getattr(info, "lifecycle", None)
+        if info is not None and lifecycle == "retired":
+            raise ConfigError(self._refusal(f"was retired{_on(info.retires_at)}"))
+        end_of_life = _end_of_life(self.model) if info is None else None
+        if end_of_life is not None and end_of_life <= (today or datetime.now(UTC).date()):
+            raise ConfigError(self._refusal(f"reached its end of life on {end_of_life}"))
+        if lifecycle == "deprecated" or end_of_life is not None:
+            retires = getattr(info, "retires_at", None)
+            until = retires.date() if retires is not None else _end_of_life(self.model)
             log.warning(
-                "model %s is deprecated: it reaches its end of life on %s; set AICO_MODEL to "
-                "a current model (%s)",
+                "model %s is deprecated%s; set AICO_MODEL to a current model (%s)",
                 self.model,
-                end_of_life,
+                f": it reaches its end of life on {until}" if until else "",
                 ", ".join(self._current()),
             )
-            return f"deprecated until {end_of_life}"
-        return f"served as {found}" if found else "not checked"
+            return f"deprecated until {until}" if until else "deprecated"
+        return f"served as {info.id}" if info is not None else "not checked"
 
-    def _retired(self, why: str) -> str:
+    def _refusal(self, why: str) -> str:
         return (
             f"AICO_MODEL={self.model} {why}: set it to a current model, "
             f"for example {', '.join(self._current())}"
         )
 
     def _current(self, shown: int = 4) -> list[str]:
-        """Current models: the Models API's newest, else the SDK's known ids that are not
-        deprecated."""
+        """Current models: the Models API's newest active ones, else the SDK's known ids that
+        are not deprecated."""
         try:
-            page = self._client.with_options(timeout=MODEL_CHECK_TIMEOUT, max_retries=0)
-            ids = [m.id for m in page.models.list(limit=20).data]
+            client = self._client.with_options(timeout=MODEL_CHECK_TIMEOUT, max_retries=0)
+            listed = client.models.list(limit=20).data
+            ids = [m.id for m in listed if getattr(m, "lifecycle", "active") == "active"]
         except anthropic.APIError:
             ids = [m for m in get_args(get_args(anthropic.types.Model)[0]) if isinstance(m, str)]
         return [m for m in ids if _end_of_life(m) is None and m != self.model][:shown]
@@ -237,6 +242,10 @@ def _error_message(exc: anthropic.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else {}
     return str(error.get("message") or exc.message)
+
+
+def _on(moment: datetime | None) -> str:
+    return f" on {moment.date()}" if moment is not None else ""
 
 
 def _end_of_life(model: str) -> date | None:

@@ -60,4 +60,4 @@ def test_a_task_worker_alone_refuses_a_retired_model(tmp_path, slack, claude, ra
         timeout=60,
     )
     assert done.returncode == CONFIG_ERROR
-    assert "AICO_MODEL=claude-sonnet-4-5" in done.stderr and "end of life" in done.stderr
+    assert "AICO_MODEL=claude-sonnet-4-5 was retired" in done.stderr, done.stderr

@@ -126,12 +126,6 @@ def test_slack_unreachable_when_a_task_is_asked_for_it_is_posted_and_answered_on
     assert len(slack.calls_to("chat.postMessage")) == 2, "the parent and the answer, once each"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aico bug: the result worker's update of the parent message "
-    "(workers/result/handler.py ResultHandler._show_status) is tried once; a Slack 5xx then "
-    "leaves the task's message saying Queued/Working for good although it is done",
-)
 def test_slack_failing_as_a_task_ends_its_message_still_comes_to_say_done(stack, slack, claude):
     # Given Slack answering 503 to the next two chat.update calls
     slack.fail_next("chat.update", count=2, status=503)

@@ -180,7 +180,12 @@ class ResultHandler:
         if task.conversation:
             return  # a later turn: the parent message is the conversation's first task's
         text, body = blocks.parent_message(task)
-        try:
-            self.notifier.update(task.channel, task.thread_ts, text, body)
+        try:  # with patience of its own: the task has moved on, so a retried _handle would not
+            with_patience(
+                lambda: self.notifier.update(task.channel, task.thread_ts, text, body),
+                f"task {task.id}'s message",
+                self.patience,
+                self.stopping,
+            )
         except SlackError as exc:
             log.warning("task %s: parent message not updated: %s", task.id, exc)

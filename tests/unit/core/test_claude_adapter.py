@@ -1,0 +1,162 @@
+"""The Claude adapter against the fake Messages API, through the real anthropic SDK: errors are
+classified by what Claude says they are, how Claude stopped is kept, and the configured model is
+checked before any task is taken."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+
+from core.adapters.claude import ClaudeModel
+from core.errors import ConfigError, ModelError
+from tests.fakes.anthropic import FakeClaude
+
+KEY = "sk-ant-test"
+CURRENT = "claude-sonnet-5-5"
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeClaude]:
+    with FakeClaude() as fake:
+        yield fake
+
+
+def model(fake: FakeClaude, name: str = CURRENT, max_tokens: int = 100) -> ClaudeModel:
+    return ClaudeModel(KEY, name, timeout=5.0, max_tokens=max_tokens, base_url=fake.url)
+
+
+def stream(claude: ClaudeModel, prompt: str = "hello there"):
+    seen: list[str] = []
+    return claude.complete(prompt, (), lambda pieces: seen.append("".join(pieces))), seen
+
+
+# -- errors, by what they are --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["error_event", "cut"])
+def test_claude_failing_in_the_middle_of_its_stream_is_transient(fake, kind):
+    fake.fault_next(kind, after_deltas=1)
+    with pytest.raises(ModelError) as failed:
+        stream(model(fake))
+    assert failed.value.transient, str(failed.value)
+    assert fake.requests("hello there") == 1, "a broken stream is not retried inside one attempt"
+
+
+def test_an_overloaded_error_event_after_the_200_says_overloaded(fake):
+    fake.fault_next("error_event", after_deltas=2)
+    with pytest.raises(ModelError, match="overloaded_error") as failed:
+        stream(model(fake))
+    assert failed.value.transient
+
+
+@pytest.mark.parametrize("status", ["429", "529", "500"])
+def test_overloaded_rate_limited_or_failing_claude_is_transient_after_the_sdk_retries(fake, status):
+    fake.fault_next(status, count=3)  # the first try and the SDK's two retries
+    with pytest.raises(ModelError) as failed:
+        stream(model(fake))
+    assert failed.value.transient
+    assert fake.requests("hello there") == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
+def test_a_refused_request_is_permanent(fake, status):
+    fake.fail_next(1, status=status)
+    with pytest.raises(ModelError) as failed:
+        stream(model(fake))
+    assert not failed.value.transient, str(failed.value)
+    assert fake.requests("hello there") == 1
+
+
+def test_a_transient_failure_once_is_absorbed_by_the_sdk(fake):
+    fake.fault_next("529")
+    answer, _ = stream(model(fake))
+    assert answer.text == "Answer to: hello there" and answer.stop_reason == "end_turn"
+
+
+# -- how Claude stopped --------------------------------------------------------------------
+
+
+def test_a_refusal_is_an_answer_that_says_claude_declined(fake):
+    fake.fault_next("refusal", after_deltas=1)
+    answer, _ = stream(model(fake))
+    assert answer.stop_reason == "refusal"
+    assert fake.requests("hello there") == 1
+
+
+def test_an_answer_cut_at_max_tokens_says_so(fake):
+    answer, _ = stream(model(fake, max_tokens=2), "one two three four five six")
+    assert answer.stop_reason == "max_tokens"
+    assert answer.text == "Answer to:" and answer.usage["output_tokens"] == 2
+
+
+def test_usage_carries_the_input_and_output_tokens(fake):
+    answer, seen = stream(model(fake))
+    assert answer.usage["input_tokens"] > 0 and answer.usage["output_tokens"] > 0
+    assert seen and seen[-1] == answer.text
+
+
+# -- the model, checked at start -----------------------------------------------------------
+
+
+def test_the_current_default_model_passes_the_check(fake):
+    assert "served" in model(fake).check()
+    assert fake.model_lookups == [CURRENT]
+
+
+@pytest.mark.parametrize("retired", ["claude-sonnet-4-5", "claude-opus-4-1"])
+def test_a_retired_model_stops_the_worker_naming_current_models(fake, retired):
+    # claude-opus-4-1 is not in the SDK's table of deprecated models: the Models API says it
+    with pytest.raises(ConfigError) as stopped:
+        model(fake, retired).check(today=date(2026, 12, 1))
+    message = str(stopped.value)
+    assert f"AICO_MODEL={retired} was retired" in message
+    assert "claude-sonnet-5-5" in message and "claude-sonnet-4-5," not in message
+
+
+def test_with_claude_unreachable_the_sdks_table_still_stops_a_model_past_its_end_of_life():
+    with FakeClaude() as gone:
+        url = gone.url
+    claude = ClaudeModel(KEY, "claude-sonnet-4-5", timeout=1.0, max_tokens=10, base_url=url)
+    with pytest.raises(ConfigError, match="reached its end of life on 2026-11-30"):
+        claude.check(today=date(2026, 12, 1))
+    assert claude.check(today=date(2026, 11, 1)) == "deprecated until 2026-11-30"
+
+
+def test_an_unknown_model_stops_the_worker(fake):
+    with pytest.raises(ConfigError, match="claude-nonesuch-9"):
+        model(fake, "claude-nonesuch-9").check()
+
+
+def test_a_deprecated_model_starts_with_its_end_of_life_date(fake, caplog):
+    fake.models = [*fake.models, "claude-opus-4-5"]
+    found = model(fake, "claude-opus-4-5").check(today=date(2026, 12, 1))
+    assert found == "deprecated until 2027-01-22"
+    assert any("2027-01-22" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_a_refused_key_stops_the_worker(fake):
+    fake.api_key = "sk-ant-the-real-one"
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        model(fake).check()
+
+
+def test_claude_unreachable_at_start_does_not_stop_the_worker():
+    with FakeClaude() as gone:
+        url = gone.url
+    claude = ClaudeModel(KEY, CURRENT, timeout=1.0, max_tokens=10, base_url=url)
+    assert claude.check() == "not checked"
+
+
+def test_requests_carry_nothing_current_models_reject(fake):
+    stream(model(fake))
+    (call,) = fake.calls
+    rejected = {"temperature", "top_p", "top_k", "thinking"}
+    assert not rejected & set(call.body), call.body
