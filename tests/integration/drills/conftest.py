@@ -32,7 +32,7 @@ class Outcome:
     final: str  # the parent's final status, "" if none
     results: int  # messages in the task's thread
     claude_calls: int  # requests that reached Claude, failed ones included
-    answers: int  # requests Claude answered (200)
+    answers: int  # requests Claude answered whole (200, no fault injected)
 
 
 class Ledger:
@@ -66,7 +66,7 @@ class Ledger:
         prompt = self.tasks[task_id]
         replies = self.slack.replies(CHANNEL, parent["ts"]) if parent else []
         calls = [c for c in self.claude.calls if _prompt(c.body) == prompt]
-        answers = sum(1 for c in calls if c.status == 200)
+        answers = sum(1 for c in calls if c.status == 200 and c.fault is None)
         return Outcome(task_id, prompt, self._final(task_id), len(replies), len(calls), answers)
 
     def _final(self, task_id: str) -> str:

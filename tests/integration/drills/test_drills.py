@@ -11,7 +11,7 @@ import psutil
 
 from core.adapters.rabbitmq import DELIVERY_LIMIT
 from tests.fakes.signing import slash_command_body
-from tests.integration.drills.conftest import assert_nothing_lost_or_twice
+from tests.integration.drills.conftest import assert_nothing_lost_or_twice, event_store
 from tests.integration.stack import wait_until
 from tests.integration.test_e2e import parent_of
 from tests.integration.test_processes import task_workers
@@ -146,15 +146,29 @@ def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(led
     claude.fail_for(10, status=529)
 
     # When tasks arrive meanwhile
-    ledger.submit(12, "overloaded")
-    outcomes = ledger.wait_settled(timeout=150)
+    ids = ledger.submit(12, "overloaded")
+    breakers_seen: set[str] = set()
+    attempts_while_open: list[int] = []  # all tasks' attempts, read while every breaker was open
 
-    # Then the breakers opened (the workers stopped consuming) and closed again, and every task
-    # was answered once, within its budget of attempts
-    log = stack.processes.log("pm")
-    assert "Claude circuit breaker closed -> open" in log
-    assert "pausing" in log and "resuming" in log
-    assert "Claude circuit breaker half_open -> closed" in log
+    def settled_watching_the_breakers() -> bool:
+        with event_store(stack) as store:  # the task workers' heartbeats come every 5 s
+            states = [w["breaker"]["state"] for w in store.workers(time.time() - 6)]
+            breakers_seen.update(states)
+            if states and set(states) == {"open"}:
+                attempts_while_open.append(sum(store.task(t).attempts for t in ids))
+        return ledger.settled()
+
+    wait_until(settled_watching_the_breakers, timeout=150, interval=0.25)
+    outcomes = ledger.wait_settled(timeout=1)
+
+    # Then the breakers opened (the workers stopped taking tasks) and closed again
+    assert {"open", "closed"} <= breakers_seen, breakers_seen
+    # and while they were open the tasks waited without using attempts, as the store records
+    # them: at most the breakers' probes (one per worker each time one half-opens)
+    assert len(attempts_while_open) >= 4, attempts_while_open
+    workers = len(task_workers(stack))
+    assert attempts_while_open[-1] - attempts_while_open[0] <= 2 * workers, attempts_while_open
+    # and every task was answered once, within its budget of attempts
     assert_nothing_lost_or_twice(outcomes, stack, max_calls=(DELIVERY_LIMIT + 1) * 3)
     assert all(o.final == "Done" and o.answers == 1 for o in outcomes), outcomes
 
