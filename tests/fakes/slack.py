@@ -9,6 +9,12 @@ Routes served:
 * ``POST /upload/<file_id>``   - upload URLs handed out by ``files.getUploadURLExternal``
 * ``POST /response/<hook_id>`` - ``response_url``s made by :meth:`FakeSlack.new_response_url`
 * ``GET /files/<file_id>/...`` - ``url_private`` of uploaded files
+
+Where the fake is stricter than a plain echo server, it follows Slack; each rule names its source:
+message metadata only on request, the blocks' total text, threads rooted at their parent, files
+shared some time after files.completeUploadExternal, rate limits (when turned on), response_urls
+that expire. Time for those rules is the fake's own clock (:meth:`FakeSlack.now`), which a test
+moves on with :meth:`FakeSlack.advance` instead of waiting.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import copy
 import itertools
 import json
+import math
 import mimetypes
 import secrets
 import socket
@@ -36,7 +43,36 @@ MAX_SECTION_TEXT = 3_000
 MAX_SECTION_FIELDS = 10
 MAX_FIELD_TEXT = 2_000
 MAX_HEADER_TEXT = 150
+# All the text in a message's blocks together. Slack documents 12,000 characters as the
+# cumulative limit of markdown blocks in one payload (docs.slack.dev, Block Kit, markdown block),
+# and a Slack engineer gave the same figure for all blocks, "with a buffer for block containers"
+# (github.com/slackapi/bolt-js/issues/2509: msg_blocks_too_long measured at ~13,200 characters;
+# bolt-js#2867: rejected at 11,341 counted characters). The fake counts every "text" string in
+# the blocks and answers msg_blocks_too_long above 12,000, the documented figure.
+MAX_BLOCKS_TEXT = 12_000
+# "respond to a user's command up to 5 times within 30 minutes" (Slack's slash command docs,
+# "Delayed responses and multiple responses"). Slack does not document what an expired hook
+# answers; the fake answers 404 expired_url, the shape of its 404 used_url.
 RESPONSE_URL_USES = 5
+RESPONSE_URL_TTL = 30 * 60
+# files.completeUploadExternal "asynchronously completes the sharing of uploaded files ...
+# the API response does not yet have complete shares" (a Slack SDK maintainer in
+# github.com/slackapi/bolt-js/issues/2115; see also node-slack-sdk#2260: a message posted right
+# after the upload can land before the file). Seconds before the file's message shows.
+FILE_SHARE_DELAY = 1.0
+# Rate limits, when turned on (docs.slack.dev/apis/web-api/rate-limits): chat.postMessage "generally
+# allows posting one message per second per channel" with "short bursts >1 allowed" (how many is
+# not documented: reports see tens get through, the fake allows 5); Tier 3 methods "50+ per
+# minute", a token bucket of 50 that refills at 50 a minute. (requests a second, burst, per channel)
+POST_RATE = (1.0, 5, True)
+TIER_3 = (50 / 60, 50, False)
+RATE_LIMITS: dict[str, tuple[float, int, bool]] = {
+    "chat.postMessage": POST_RATE,
+    "chat.update": TIER_3,
+    "chat.delete": TIER_3,
+    "conversations.history": TIER_3,
+    "conversations.replies": TIER_3,
+}
 JSON_PARAMS = ("blocks", "attachments", "files", "metadata")
 TS_BASE_US = 1_700_000_000 * 1_000_000
 TS_STEP_US = 100
@@ -84,7 +120,25 @@ class _Fault:
 class _Hook:
     channel: str | None
     message_ts: str | None
+    issued_at: float
     uses: int = 0
+
+
+@dataclass
+class _Share:
+    """A completed upload whose message Slack has not shown yet."""
+
+    due: float
+    channel: str
+    content: dict
+    thread_ts: str | None
+    file_ids: list[str]
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
 
 
 class ApiError(Exception):
@@ -182,11 +236,25 @@ def blocks_error(blocks: Any) -> str | None:
     return None
 
 
+def blocks_text_length(obj: Any) -> int:
+    """Characters of every ``text`` string in blocks (section, fields, context, header, buttons,
+    rich_text, markdown...): what counts towards :data:`MAX_BLOCKS_TEXT`."""
+    if isinstance(obj, list):
+        return sum(blocks_text_length(item) for item in obj)
+    if not isinstance(obj, dict):
+        return 0
+    own = obj.get("text")
+    total = len(own) if isinstance(own, str) else 0
+    return total + sum(blocks_text_length(v) for v in obj.values() if isinstance(v, dict | list))
+
+
 def content_error(params: dict[str, Any]) -> str | None:
     """The error chat.postMessage would give for this text/blocks/attachments, if any."""
     text, blocks = params.get("text"), params.get("blocks")
     if blocks is not None and (error := blocks_error(blocks)):
         return error
+    if blocks is not None and blocks_text_length(blocks) > MAX_BLOCKS_TEXT:
+        return "msg_blocks_too_long"
     if text is not None and len(str(text)) > MAX_TEXT:
         return "msg_too_long"
     if not text and not blocks and not params.get("attachments"):
@@ -202,8 +270,9 @@ def _content(params: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-def _public(msg: dict) -> dict:
-    return {k: copy.deepcopy(v) for k, v in msg.items() if k != "history"}
+def _public(msg: dict, metadata: bool = True) -> dict:
+    hidden = ("history",) if metadata else ("history", "metadata")
+    return {k: copy.deepcopy(v) for k, v in msg.items() if k not in hidden}
 
 
 def _multipart_file(content_type: str, body: bytes) -> bytes:
@@ -257,11 +326,26 @@ class _Workspace:
         msg = {"type": "message", "ts": ts, "user": user, "team": self.team_id, **content}
         msg.update(opts.get("extra") or {})
         msg["history"] = []
-        thread_ts = opts.get("thread_ts")
+        thread_ts = self.root_of(channel, opts.get("thread_ts"))
         if thread_ts and thread_ts != ts:
             self._attach_reply(channel, thread_ts, msg, opts.get("broadcast", False))
         self.channels.setdefault(channel, {})[ts] = msg
         return msg
+
+    def root_of(self, channel: str, thread_ts: str | None) -> str | None:
+        """The thread a ``thread_ts`` puts a new message in. Slack's docs say "Avoid using a reply's
+        ts value; use its parent instead" (chat.postMessage, thread_ts); Slack then threads the
+        message under the reply's parent: there are no threads of replies. A ts that names no
+        message is taken as it is: Slack answers ok and the message shows in no channel view
+        (github.com/slackapi/python-slack-sdk/issues/840), as the fake does."""
+        named = self.get(channel, thread_ts)
+        if named is not None and named.get("thread_ts") not in (None, named["ts"]):
+            return str(named["thread_ts"])
+        return thread_ts
+
+    def is_reply(self, channel: str, ts: str | None) -> bool:
+        named = self.get(channel, ts)
+        return named is not None and named.get("thread_ts") not in (None, named["ts"])
 
     def _attach_reply(self, channel: str, thread_ts: str, msg: dict, broadcast: bool) -> None:
         msg["thread_ts"] = thread_ts
@@ -309,11 +393,13 @@ class _Workspace:
         return [msgs[ts] for ts in self.threads.get((channel, thread_ts), []) if ts in msgs]
 
     def thread(self, channel: str, ts: str) -> list[dict]:
+        """conversations.replies: the thread of the message ``ts`` (its root first), or nothing
+        when the root is not there (Slack: thread_not_found) even if orphan replies are."""
         root = self.get(channel, ts)
         if root is not None and root.get("thread_ts") not in (None, ts):
             ts = root["thread_ts"]
             root = self.get(channel, ts)
-        return ([root] if root else []) + self.replies(channel, ts)
+        return [root, *self.replies(channel, ts)] if root else []
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -417,6 +503,11 @@ class FakeSlack:
 
     ``on_change`` callables get ``(kind, channel, message)`` outside the lock, kind being one
     of posted, updated, deleted, ephemeral, status.
+
+    ``rate_limits`` (or the attribute ``enforce_rate_limits``) turns on Slack's rate limits (see
+    :data:`RATE_LIMITS`); ``file_share_delay`` is how long a completed upload takes to show in
+    its channel (0: at once); ``clock`` is what :meth:`now` counts from (a test may pass a fixed
+    one, ``lambda: 0.0``, so that only :meth:`advance` moves time).
     """
 
     def __init__(
@@ -431,8 +522,15 @@ class FakeSlack:
         bot_id: str = "B0AICOBOT",
         app_id: str = "A0AICO",
         team_domain: str = "aico-test",
+        rate_limits: bool = False,
+        file_share_delay: float = FILE_SHARE_DELAY,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.host, self.port = host, port
+        self.enforce_rate_limits = rate_limits
+        self.file_share_delay = file_share_delay
+        self._clock = clock
+        self._advanced = 0.0
         self.bot_token, self.app_token = bot_token, app_token
         self.team_id, self.team_domain = team_id, team_domain
         self.bot_user_id, self.bot_id, self.app_id = bot_user_id, bot_id, app_id
@@ -461,6 +559,11 @@ class FakeSlack:
         self._files: dict[str, dict] = {}
         self._contents: dict[str, bytes] = {}
         self._statuses: list[dict] = []
+        self._shares: list[_Share] = []
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        for timer in getattr(self, "_timers", []):
+            timer.cancel()
+        self._timers: list[threading.Timer] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -480,6 +583,10 @@ class FakeSlack:
         server, self._server = self._server, None
         if server is None:
             return
+        with self._lock:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
         server.shutdown()
         server.server_close()
         server.close_connections()
@@ -508,6 +615,29 @@ class FakeSlack:
     def api_url(self) -> str:
         return f"{self.base_url}/api/"
 
+    # ------------------------------------------------------------------ the fake's clock
+
+    def now(self) -> float:
+        """The fake's time in seconds (its clock plus every :meth:`advance`): what response_url
+        expiry, rate limits and file sharing are measured in."""
+        return self._clock() + self._advanced
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's time forward: hooks expire, rate limit buckets refill and pending file
+        shares land as if ``seconds`` had passed."""
+        with self._cond:
+            self._advanced += seconds
+            self._bump()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Show the files whose sharing is due (before every view and Web API call)."""
+        events: list[Event] = []
+        with self._cond:
+            if self._release_shares(events):
+                self._bump()
+        self._fire(events)
+
     # ------------------------------------------------------------------ test-side API
 
     @property
@@ -520,16 +650,28 @@ class FakeSlack:
             return [c for c in self._calls if c.method == method]
 
     def messages(self, channel: str) -> list[dict]:
+        """The channel's top-level messages, oldest first, as stored (metadata and edit history
+        included)."""
+        self._settle()
         with self._lock:
             return copy.deepcopy(self._ws.top_level(channel))
 
     def replies(self, channel: str, thread_ts: str) -> list[dict]:
+        """The replies under ``thread_ts`` (without its root), also when no root message exists."""
+        self._settle()
         with self._lock:
             return copy.deepcopy(self._ws.replies(channel, thread_ts))
 
     def message(self, channel: str, ts: str) -> dict | None:
+        self._settle()
         with self._lock:
             return copy.deepcopy(self._ws.get(channel, ts))
+
+    @property
+    def pending_shares(self) -> int:
+        """Completed uploads whose message is not in its channel yet."""
+        with self._lock:
+            return len(self._shares)
 
     def ephemerals(self, channel: str | None = None) -> list[dict]:
         with self._lock:
@@ -580,7 +722,7 @@ class FakeSlack:
         """A fresh response_url; ``message_ts`` is the message replace/delete_original act on."""
         hook_id = secrets.token_hex(8)
         with self._lock:
-            self._hooks[hook_id] = _Hook(channel, message_ts)
+            self._hooks[hook_id] = _Hook(channel, message_ts, issued_at=self.now())
         return f"{self.base_url}/response/{hook_id}"
 
     def fail_next(
@@ -674,8 +816,9 @@ class FakeSlack:
         token = bearer_token(headers, params)
         events: list[Event] = []
         with self._cond:
+            self._release_shares(events)
             self._calls.append(Call(method, params, headers, time.time()))
-            fault = self._take_fault(method)
+            fault = self._take_fault(method) or self._rate_limited(method, params)
             result = fault or self._dispatch(method, params, token, events)
             if fault == LOST:
                 self._dispatch(method, params, token, events)
@@ -697,6 +840,24 @@ class FakeSlack:
             retry = {"Retry-After": str(fault.retry_after or 0)}
             return _json(429, {"ok": False, "error": fault.error or "ratelimited"}, retry)
         return _json(fault.status, {"ok": False, "error": fault.error or "internal_error"})
+
+    def _rate_limited(self, method: str, params: dict) -> HttpResult | None:
+        """HTTP 429 ratelimited with Retry-After when ``method`` is over its limit (see
+        :data:`RATE_LIMITS`); a refused call takes no token."""
+        limit = RATE_LIMITS.get(method)
+        if not self.enforce_rate_limits or limit is None:
+            return None
+        rate, burst, per_channel = limit
+        key = (method, str(params.get("channel") or "") if per_channel else "")
+        now = self.now()
+        bucket = self._buckets.setdefault(key, _Bucket(float(burst), now))
+        bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        retry_after = max(1, math.ceil((1.0 - bucket.tokens) / rate))
+        return _json(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)})
 
     def _dispatch(
         self, method: str, params: dict, token: str | None, events: list[Event]
@@ -733,6 +894,7 @@ class FakeSlack:
             "conversations.history": self._conversations_history,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "files.info": self._files_info,
             "apps.connections.open": self._connections_open,
             "assistant.threads.setStatus": self._set_status,
             "assistant.threads.setTitle": self._assistant_ack,
@@ -840,6 +1002,8 @@ class FakeSlack:
         return {"channel": channel, "permalink": link}
 
     # ---- conversations
+    # A message's metadata comes back only with include_all_metadata=true: "Return all metadata
+    # associated with this message" (conversations.history / conversations.replies, arguments).
 
     def _conversations_replies(self, params: dict, events: list[Event]) -> dict:
         channel = self._channel(params)
@@ -847,8 +1011,9 @@ class FakeSlack:
         if not thread:
             raise ApiError("thread_not_found")
         limit = int(params.get("limit") or 1000)
+        metadata = _truthy(params.get("include_all_metadata"))
         return {
-            "messages": [_public(m) for m in thread[:limit]],
+            "messages": [_public(m, metadata) for m in thread[:limit]],
             "has_more": len(thread) > limit,
             "response_metadata": {"next_cursor": ""},
         }
@@ -857,8 +1022,9 @@ class FakeSlack:
         channel = self._channel(params)
         msgs = list(reversed(self._ws.top_level(channel)))
         limit = int(params.get("limit") or 100)
+        metadata = _truthy(params.get("include_all_metadata"))
         return {
-            "messages": [_public(m) for m in msgs[:limit]],
+            "messages": [_public(m, metadata) for m in msgs[:limit]],
             "has_more": len(msgs) > limit,
             "pin_count": 0,
             "response_metadata": {"next_cursor": ""},
@@ -894,12 +1060,56 @@ class FakeSlack:
         if not isinstance(entries, list) or not entries:
             raise ApiError("invalid_arguments")
         records = [self._finish_file(entry) for entry in entries]
+        response = {"files": copy.deepcopy(records)}  # as Slack answers: not shared yet
         for channel in self._share_targets(params):
             content = {"text": str(params.get("initial_comment") or ""), "blocks": []}
-            extra = {"files": copy.deepcopy(records), "upload": True}
             thread_ts = params.get("thread_ts") or None
-            self._post(channel, content, events, thread_ts=thread_ts, extra=extra)
-        return {"files": copy.deepcopy(records)}
+            ids = [r["id"] for r in records]
+            share = _Share(self.now() + self.file_share_delay, channel, content, thread_ts, ids)
+            self._shares.append(share)
+            self._arm_timer(self.file_share_delay)
+        self._release_shares(events)  # at once when file_share_delay is 0
+        return response
+
+    def _arm_timer(self, delay: float) -> None:
+        if delay <= 0:
+            return
+        timer = threading.Timer(delay + 0.01, self._settle)
+        timer.daemon = True
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _release_shares(self, events: list[Event]) -> bool:
+        now = self.now()
+        due = [share for share in self._shares if share.due <= now]
+        if not due:
+            return False
+        self._shares = [share for share in self._shares if share.due > now]
+        for share in due:
+            self._share(share, events)
+        return True
+
+    def _share(self, share: _Share, events: list[Event]) -> None:
+        records = [self._files[file_id] for file_id in share.file_ids if file_id in self._files]
+        extra = {"files": copy.deepcopy(records), "upload": True}
+        opts = {"thread_ts": share.thread_ts, "extra": extra}
+        msg = self._post(share.channel, share.content, events, **opts)
+        place = "private" if share.channel[:1] in ("G", "D") else "public"
+        entry = {"ts": msg["ts"], "share_user_id": self.bot_user_id}
+        if msg.get("thread_ts"):
+            entry["thread_ts"] = msg["thread_ts"]
+        for record in records:
+            shares = record.setdefault("shares", {}).setdefault(place, {})
+            shares.setdefault(share.channel, []).append(entry)
+            record.setdefault("channels" if place == "public" else "groups", []).append(
+                share.channel
+            )
+
+    def _files_info(self, params: dict, events: list[Event]) -> dict:
+        record = self._files.get(str(params.get("file") or ""))
+        if record is None:
+            raise ApiError("file_not_found")
+        return {"file": copy.deepcopy(record), "comments": [], "response_metadata": {}}
 
     def _finish_file(self, entry: Any) -> dict:
         file_id = entry.get("id") if isinstance(entry, dict) else None
@@ -944,6 +1154,11 @@ class FakeSlack:
         channel = self._channel(params, "channel_id")
         if not params.get("thread_ts") or "status" not in params:
             raise ApiError("invalid_arguments")
+        # The status line belongs to the thread's root: a reply's ts is refused (measured and
+        # reported in public code using Slack: "root ts -> ok True, reply ts -> ok False",
+        # invalid_thread_ts).
+        if self._ws.is_reply(channel, params["thread_ts"]):
+            raise ApiError("invalid_thread_ts")
         record = {"channel": channel, "thread_ts": params["thread_ts"], "status": params["status"]}
         self._statuses.append(record)
         events.append(("status", channel, dict(record)))
@@ -1006,6 +1221,8 @@ class FakeSlack:
         hook = self._hooks.get(hook_id)
         if hook is None:
             return _text(404, "no_active_hooks")
+        if self.now() - hook.issued_at > RESPONSE_URL_TTL:
+            return _text(404, "expired_url")
         if hook.uses >= RESPONSE_URL_USES:
             return _text(404, "used_url")
         delete = _truthy(payload.get("delete_original"))

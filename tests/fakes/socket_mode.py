@@ -3,6 +3,22 @@
 Wire it to FakeSlack so ``apps.connections.open`` hands out its URL::
 
     fake_slack.socket_mode_url = sm.url
+
+Where Slack's behaviour is documented or reported, the fake follows it:
+
+* an envelope must be acknowledged within 3 seconds (docs.slack.dev, "Using Socket Mode":
+  acknowledge each envelope by its ``envelope_id``); an ``events_api`` envelope that is not is
+  delivered again, with ``retry_attempt`` counting up and a ``retry_reason``, up to 3 retries as
+  the Events API does ("Slack's API server delivers to any of the active connections and does
+  retries for Events API messages": a Slack SDK maintainer, github.com/slackapi/bolt-python/
+  issues/1071). Slash commands and interactions are not retried: Slack shows the user that the
+  app did not answer. The fake retries at once on each timeout, where Slack spaces its later
+  retries out; each copy gets an envelope_id of its own, the payload (event_id) stays the same.
+* ``disconnect`` frames (reasons ``warning``, ``refresh_requested``, ``link_disabled``) ask the
+  client to open a new connection; Slack then drops the old socket.
+* a socket can go mute (:meth:`FakeSocketMode.go_silent`): open at TCP level, but nothing comes
+  back, pongs included, as when a NAT or proxy silently drops a connection. Only the client's
+  own keepalive can notice (slack_sdk's built-in client: no pong for 4 x ``ping_interval``).
 """
 
 from __future__ import annotations
@@ -14,27 +30,63 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+ACK_TIMEOUT = 3.0  # seconds Slack waits for an envelope's ack
+MAX_RETRIES = 3  # Events API deliveries after the first
+RETRIED_KINDS = frozenset({"events_api"})
+DISCONNECT_REASONS = ("warning", "refresh_requested", "link_disabled")
+
+
+@dataclass
+class _Delivery:
+    """One envelope as the test pushed it, and every copy of it the server sent."""
+
+    kind: str
+    payload: dict[str, Any]
+    options: dict[str, Any]
+    ids: list[str]
+    future: concurrent.futures.Future[dict[str, Any]] = field(
+        default_factory=concurrent.futures.Future
+    )
+    retries: int = 0
+
 
 class FakeSocketMode:
-    """Sends envelopes to connected Socket Mode clients and collects their acks."""
+    """Sends envelopes to connected Socket Mode clients and collects their acks.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, app_id: str = "A0AICO"):
+    ``ack_timeout`` (seconds, None: never) is how long an envelope waits for its ack before it
+    counts as timed out (:attr:`timed_out`) and, for ``events_api``, is delivered again.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        app_id: str = "A0AICO",
+        ack_timeout: float | None = ACK_TIMEOUT,
+    ):
         self.host, self.port, self.app_id = host, port, app_id
+        self.ack_timeout = ack_timeout
         self.connects = 0
         self._frames: list[dict[str, Any]] = []
+        self._dropped: list[dict[str, Any]] = []
         self._sent: list[dict[str, Any]] = []
+        self._timed_out: list[str] = []
         self._conns: list[ServerConnection] = []
-        self._pending: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        self._muted: set[ServerConnection] = set()
+        self._deliveries: dict[str, _Delivery] = {}
+        self._drop_acks = 0
         self._cond = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -49,7 +101,8 @@ class FakeSocketMode:
         return self
 
     async def _open(self) -> Server:
-        return await serve(self._session, self.host, self.port)
+        # No server keepalive pings: they would close a muted connection by themselves.
+        return await serve(self._session, self.host, self.port, ping_interval=None)
 
     def stop(self) -> None:
         loop, self._loop = self._loop, None
@@ -64,16 +117,23 @@ class FakeSocketMode:
         self._fail_pending()
 
     async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with self._cond:
+            muted = list(self._muted)
+        for ws in muted:  # a mute socket would never finish a close handshake
+            ws.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
 
     def _fail_pending(self) -> None:
         with self._cond:
-            pending, self._pending = list(self._pending.values()), {}
-        for future in pending:
-            if not future.done():
-                future.set_exception(ConnectionError("FakeSocketMode stopped"))
+            pending, self._deliveries = list(self._deliveries.values()), {}
+        for delivery in pending:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                delivery.future.set_exception(ConnectionError("FakeSocketMode stopped"))
 
     def __enter__(self) -> FakeSocketMode:
         return self.start()
@@ -87,6 +147,16 @@ class FakeSocketMode:
             raise RuntimeError("FakeSocketMode is not started")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the server's loop without waiting for it (cancelled by stop())."""
+
+        async def start() -> None:
+            task = asyncio.get_running_loop().create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._run(start())
+
     # ------------------------------------------------------------------ views
 
     @property
@@ -95,8 +165,15 @@ class FakeSocketMode:
 
     @property
     def connections(self) -> int:
+        """Open connections, mute ones included (they stay open at TCP level)."""
         with self._cond:
             return len(self._conns)
+
+    @property
+    def live_connections(self) -> int:
+        """Open connections that are not mute: the ones envelopes go to."""
+        with self._cond:
+            return len(self._live())
 
     @property
     def frames(self) -> list[dict[str, Any]]:
@@ -105,14 +182,58 @@ class FakeSocketMode:
             return list(self._frames)
 
     @property
+    def dropped(self) -> list[dict[str, Any]]:
+        """Acks the server threw away (:meth:`drop_acks`), as if they never arrived."""
+        with self._cond:
+            return list(self._dropped)
+
+    @property
     def sent(self) -> list[dict[str, Any]]:
+        """Every envelope sent, redeliveries included, oldest first."""
         with self._cond:
             return list(self._sent)
 
-    def wait_connected(self, timeout: float = 5.0) -> None:
+    @property
+    def timed_out(self) -> list[str]:
+        """envelope_ids of the copies that got no ack within ``ack_timeout``."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._conns, timeout):
-                raise TimeoutError(f"no Socket Mode client connected within {timeout}s")
+            return list(self._timed_out)
+
+    def copies(self, envelope_id: str) -> list[dict[str, Any]]:
+        """Every copy sent of the envelope ``envelope_id`` (the first, then its redeliveries)."""
+        with self._cond:
+            delivery = self._deliveries.get(envelope_id)
+            ids = set(delivery.ids) if delivery else set()
+            return [e for e in self._sent if e["envelope_id"] in ids]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Re-check ``predicate()`` on every connection, frame or delivery; its truthy value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (value := predicate()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"FakeSocketMode.wait_for: {getattr(predicate, '__qualname__', predicate)}"
+                        f" still {value!r} after {timeout}s ({self.connects} connects, "
+                        f"{len(self._conns)} open, {len(self._muted)} mute)"
+                    )
+                self._cond.wait(remaining)
+            return value
+
+    def wait_connected(self, timeout: float = 5.0) -> None:
+        """Until a client is connected on a socket that is not mute."""
+        try:
+            self.wait_for(self._live, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no Socket Mode client connected within {timeout}s") from None
+
+    def wait_connects(self, count: int, timeout: float = 10.0) -> None:
+        """Until ``count`` connections were made in all (reconnects included)."""
+        self.wait_for(lambda: self.connects >= count, timeout)
+
+    def _live(self) -> list[ServerConnection]:
+        return [ws for ws in self._conns if ws not in self._muted]
 
     # ------------------------------------------------------------------ server side
 
@@ -130,12 +251,13 @@ class FakeSocketMode:
         finally:
             with self._cond:
                 self._conns.remove(ws)
+                self._muted.discard(ws)
                 self._cond.notify_all()
 
     def _hello(self) -> dict[str, Any]:
         return {
             "type": "hello",
-            "num_connections": len(self._conns) + 1,
+            "num_connections": len(self._live()) + 1,
             "debug_info": {
                 "host": "applink-fake",
                 "build_number": 10,
@@ -149,12 +271,57 @@ class FakeSocketMode:
             frame = json.loads(raw)
         except ValueError:
             frame = {"raw": raw if isinstance(raw, str) else raw.decode("utf-8", "replace")}
+        envelope_id = str(frame.get("envelope_id"))
         with self._cond:
+            delivery = self._deliveries.get(envelope_id)
+            if delivery is not None and self._drop_acks > 0:
+                self._drop_acks -= 1
+                self._dropped.append(frame)
+                return
             self._frames.append(frame)
-            future = self._pending.pop(str(frame.get("envelope_id")), None)
             self._cond.notify_all()
-        if future is not None and not future.done():
-            future.set_result(frame)
+        if delivery is not None:  # the first ack of any copy answers the envelope
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                delivery.future.set_result(frame)
+
+    async def _watch(self, delivery: _Delivery) -> None:
+        """Time the envelope's ack; deliver an events_api envelope again while it has none."""
+        while self.ack_timeout is not None:
+            await asyncio.sleep(self.ack_timeout)
+            with self._cond:
+                if delivery.future.done():
+                    return
+                if delivery.ids[-1] not in self._timed_out:
+                    self._timed_out.append(delivery.ids[-1])
+                    self._cond.notify_all()
+                if delivery.kind not in RETRIED_KINDS or delivery.retries >= MAX_RETRIES:
+                    return
+                live = self._live()
+                if not live:
+                    continue  # no one to deliver to: try again after another timeout
+                ws = live[-1]
+                delivery.retries += 1
+                envelope = self._envelope(
+                    delivery, retry_attempt=delivery.retries, retry_reason="timeout"
+                )
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(json.dumps(envelope))
+
+    def _envelope(self, delivery: _Delivery, **retry: Any) -> dict[str, Any]:
+        """A new copy of ``delivery`` with an envelope_id of its own (lock held)."""
+        envelope_id = str(uuid.uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": delivery.payload,
+            "type": delivery.kind,
+            **delivery.options,
+            **retry,
+        }
+        delivery.ids.append(envelope_id)
+        self._deliveries[envelope_id] = delivery
+        self._sent.append(envelope)
+        self._cond.notify_all()
+        return envelope
 
     # ------------------------------------------------------------------ test side
 
@@ -167,34 +334,26 @@ class FakeSocketMode:
         timeout: float = 5.0,
         **extra: Any,
     ) -> str:
-        """Send an envelope to the newest connection without waiting; returns envelope_id."""
-        envelope_id = str(uuid.uuid4())
-        envelope = {
-            "envelope_id": envelope_id,
-            "payload": payload,
-            "type": kind,
-            "accepts_response_payload": accepts_response_payload,
-            **extra,
-        }
-        self.wait_connected(timeout)
+        """Send an envelope to the newest live connection without waiting; returns envelope_id."""
+        options = {"accepts_response_payload": accepts_response_payload, **extra}
+        delivery = _Delivery(kind, payload, options, ids=[])
         with self._cond:
-            ws = self._conns[-1]
-            self._pending[envelope_id] = concurrent.futures.Future()
-            self._sent.append(envelope)
+            self.wait_connected(timeout)
+            ws = self._live()[-1]
+            envelope = self._envelope(delivery)
         self._run(ws.send(json.dumps(envelope)), timeout)
-        return envelope_id
+        self._spawn(self._watch(delivery))
+        return envelope["envelope_id"]
 
     def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The ack frame's ``payload`` (``{}`` for a bare ack) for a pushed envelope."""
+        """The ack frame's ``payload`` (``{}`` for a bare ack) for a pushed envelope; an ack of
+        any of its copies counts."""
         with self._cond:
-            future = self._pending.get(envelope_id)
-            done = next((f for f in self._frames if f.get("envelope_id") == envelope_id), None)
-        if done is not None:
-            return done.get("payload") or {}
-        if future is None:
+            delivery = self._deliveries.get(envelope_id)
+        if delivery is None:
             raise KeyError(f"unknown envelope_id {envelope_id}")
         try:
-            frame = future.result(timeout)
+            frame = delivery.future.result(timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"no ack for envelope {envelope_id} within {timeout}s; "
@@ -225,10 +384,16 @@ class FakeSocketMode:
         accepts = payload.get("type") != "block_actions"
         return self.send_envelope("interactive", payload, timeout, accepts_response_payload=accepts)
 
-    def ping_clients(self) -> None:
-        """Send a websocket ping on every connection (the client's pending read returns)."""
+    def drop_acks(self, count: int = 1) -> None:
+        """Throw away the next ``count`` acks, as if they never reached Slack in time: the
+        envelopes time out (and events_api ones are delivered again)."""
         with self._cond:
-            conns = list(self._conns)
+            self._drop_acks += count
+
+    def ping_clients(self) -> None:
+        """Send a websocket ping on every live connection (the client's pending read returns)."""
+        with self._cond:
+            conns = self._live()
         for ws in conns:
             with contextlib.suppress(Exception):
                 self._run(self._ping(ws))
@@ -256,15 +421,55 @@ class FakeSocketMode:
         if closer.is_alive():
             raise TimeoutError(f"{client!r}.close() did not return within {timeout}s")
 
-    def send_disconnect(self, reason: str = "refresh_requested") -> None:
-        """Ask every client to reconnect, as Slack does before recycling a socket."""
-        frame = {
-            "type": "disconnect",
-            "reason": reason,
-            "debug_info": {"host": "applink-fake"},
-            "connection_info": {"app_id": self.app_id},
-        }
+    def send_disconnect(
+        self, reason: str = "refresh_requested", close_after: float | None = None
+    ) -> None:
+        """Send every live connection Slack's ``disconnect`` frame (docs.slack.dev, "Using Socket
+        Mode", disconnect events): ``warning`` (the connection closes soon), ``refresh_requested``
+        (Slack recycles the socket: open a new one), ``link_disabled`` (Socket Mode was turned
+        off for the app). ``close_after``: also close those connections that many seconds later,
+        as Slack does once it has asked (None: leave them to the client)."""
+        if reason not in DISCONNECT_REASONS:
+            raise ValueError(f"Slack sends no disconnect with reason {reason!r}")
+        frame = {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
         with self._cond:
-            conns = list(self._conns)
+            conns = self._live()
         for ws in conns:
             self._run(ws.send(json.dumps(frame)))
+            if close_after is not None:
+                self._spawn(self._close_later(ws, close_after))
+
+    @staticmethod
+    async def _close_later(ws: ServerConnection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await ws.close(1001, "refresh")
+
+    def go_silent(self) -> int:
+        """Make the open connections mute: they stay open at TCP level, but the server reads
+        nothing from them (no pongs, no acks) and sends them nothing (no envelopes). Connections
+        made later behave normally. Returns how many went mute."""
+        with self._cond:
+            conns = self._live()
+            self._muted.update(conns)
+            self._cond.notify_all()
+        for ws in conns:
+            self._run(self._pause(ws))
+        return len(conns)
+
+    def speak_again(self) -> None:
+        """Un-mute the mute connections: what they sent meanwhile is read now (a client that
+        gave up on one has closed it, and it goes away)."""
+        with self._cond:
+            conns, self._muted = list(self._muted), set()
+            self._cond.notify_all()
+        for ws in conns:
+            with contextlib.suppress(Exception):
+                self._run(self._resume(ws))
+
+    @staticmethod
+    async def _pause(ws: ServerConnection) -> None:
+        ws.transport.pause_reading()
+
+    @staticmethod
+    async def _resume(ws: ServerConnection) -> None:
+        ws.transport.resume_reading()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from urllib.parse import parse_qs
@@ -13,6 +14,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.builtin import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.webhook import WebhookClient
 
 from core.adapters.slack import web_client
@@ -188,7 +192,7 @@ def test_files_upload_v2_lands_as_one_thread_message(fake: FakeSlack, client: We
         initial_comment="here it is",
     )
 
-    [message] = fake.replies(CHANNEL, parent["ts"])
+    [message] = fake.wait_for(lambda: fake.replies(CHANNEL, parent["ts"]))  # shared a bit later
     [file] = message["files"]
     assert message["text"] == "here it is"
     assert (file["id"], file["title"], file["name"]) == (
@@ -248,7 +252,8 @@ def test_a_lost_answer_is_the_trap_of_retried_connection_errors(
     metadata = {"event_type": "aico_task", "event_payload": {"task_id": "t1"}}
     with pytest.raises(OSError):
         aico.chat_postMessage(channel="C0OTHER", text="maybe posted", metadata=metadata)
-    (posted,) = aico.conversations_history(channel="C0OTHER")["messages"]
+    history = aico.conversations_history(channel="C0OTHER", include_all_metadata=True)
+    (posted,) = history["messages"]
     assert posted["text"] == "maybe posted" and posted["metadata"] == metadata
 
 
@@ -399,3 +404,313 @@ def test_bolt_socket_mode_handler_acks_slash_command(fake: FakeSlack) -> None:
     assert event_ack == {}
     assert [r["text"] for r in replies] == ["hello back"]
     assert [c.method for c in fake.calls][:2] == ["auth.test", "apps.connections.open"]
+
+
+# --------------------------------------------------------------------------- Slack's rules
+
+TASK_METADATA = {"event_type": "aico_task", "event_payload": {"task_id": "t1"}}
+
+
+@pytest.fixture
+def frozen() -> Iterator[FakeSlack]:
+    """A fake whose time moves only by advance()."""
+    with FakeSlack(bot_token=TOKEN, clock=lambda: 0.0) as server:
+        yield server
+
+
+def test_metadata_is_returned_only_when_asked_for(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel=CHANNEL, text="task", metadata=TASK_METADATA)
+    client.chat_postMessage(
+        channel=CHANNEL, text="answer", thread_ts=parent["ts"], metadata=TASK_METADATA
+    )
+
+    plain_history = client.conversations_history(channel=CHANNEL)["messages"]
+    plain_thread = client.conversations_replies(channel=CHANNEL, ts=parent["ts"])["messages"]
+    history = client.conversations_history(channel=CHANNEL, include_all_metadata=True)
+    thread = client.conversations_replies(channel=CHANNEL, ts=parent["ts"], include_all_metadata=1)
+
+    assert [("metadata" in m) for m in plain_history + plain_thread] == [False] * 3
+    assert [m["metadata"] for m in history["messages"]] == [TASK_METADATA]
+    assert [m["metadata"] for m in thread["messages"]] == [TASK_METADATA] * 2
+
+
+def test_blocks_whose_text_adds_up_beyond_the_limit_are_too_long(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    at_limit = [section("s" * 3_000)] * 4  # 12,000 characters
+    over = [*at_limit, {"type": "context", "elements": [{"type": "mrkdwn", "text": "!"}]}]
+    ts = client.chat_postMessage(channel=CHANNEL, text="t", blocks=at_limit)["ts"]
+
+    with pytest.raises(SlackApiError) as posted:
+        client.chat_postMessage(channel=CHANNEL, text="t", blocks=over)
+    with pytest.raises(SlackApiError) as updated:
+        client.chat_update(channel=CHANNEL, ts=ts, text="t", blocks=over)
+    hooked = WebhookClient(fake.new_response_url(channel=CHANNEL)).send(text="t", blocks=over)
+
+    assert posted.value.response["error"] == "msg_blocks_too_long"
+    assert updated.value.response["error"] == "msg_blocks_too_long"
+    assert (hooked.status_code, hooked.body) == (400, "msg_blocks_too_long")
+    assert [len(m["blocks"]) for m in fake.messages(CHANNEL)] == [4]
+    assert fake.ephemerals() == []
+
+
+def test_a_reply_to_a_reply_lands_in_the_parents_thread(fake: FakeSlack, client: WebClient) -> None:
+    parent = client.chat_postMessage(channel=CHANNEL, text="parent")
+    first = client.chat_postMessage(channel=CHANNEL, text="r1", thread_ts=parent["ts"])
+
+    second = client.chat_postMessage(channel=CHANNEL, text="r2", thread_ts=first["ts"])
+
+    assert second["message"]["thread_ts"] == parent["ts"]
+    thread = client.conversations_replies(channel=CHANNEL, ts=parent["ts"])["messages"]
+    assert [m["text"] for m in thread] == ["parent", "r1", "r2"]
+    assert thread[0]["reply_count"] == 2
+    assert fake.replies(CHANNEL, first["ts"]) == []
+
+
+def test_a_thread_ts_naming_no_message_posts_where_no_one_sees_it(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    lost = client.chat_postMessage(channel=CHANNEL, text="into the void", thread_ts="1.000001")
+
+    assert lost["ok"] and lost["message"]["thread_ts"] == "1.000001"
+    assert client.conversations_history(channel=CHANNEL)["messages"] == []
+    with pytest.raises(SlackApiError) as err:
+        client.conversations_replies(channel=CHANNEL, ts="1.000001")
+    assert err.value.response["error"] == "thread_not_found"
+    assert [m["text"] for m in fake.replies(CHANNEL, "1.000001")] == ["into the void"]
+
+
+def test_the_status_line_wants_the_threads_root(client: WebClient) -> None:
+    parent = client.chat_postMessage(channel=CHANNEL, text="parent")
+    reply = client.chat_postMessage(channel=CHANNEL, text="r1", thread_ts=parent["ts"])
+
+    client.assistant_threads_setStatus(channel_id=CHANNEL, thread_ts=parent["ts"], status="…")
+    with pytest.raises(SlackApiError) as err:
+        client.assistant_threads_setStatus(channel_id=CHANNEL, thread_ts=reply["ts"], status="…")
+    assert err.value.response["error"] == "invalid_thread_ts"
+
+
+def test_an_uploaded_file_shows_in_its_thread_only_after_the_share_delay(
+    frozen: FakeSlack,
+) -> None:
+    frozen.file_share_delay = 5.0
+    client = WebClient(token=TOKEN, base_url=frozen.api_url)
+    parent = client.chat_postMessage(channel=CHANNEL, text="report coming")
+
+    upload = client.files_upload_v2(
+        channel=CHANNEL, thread_ts=parent["ts"], content="x" * 100, filename="r.md"
+    )
+    file_id = upload["file"]["id"]
+    before = client.conversations_replies(channel=CHANNEL, ts=parent["ts"])["messages"]
+    info_before = client.files_info(file=file_id)["file"]
+    frozen.advance(5.0)
+    after = client.conversations_replies(channel=CHANNEL, ts=parent["ts"])["messages"]
+
+    assert [m["text"] for m in before] == ["report coming"]
+    assert "shares" not in upload["file"] and "shares" not in info_before
+    assert frozen.pending_shares == 0
+    assert [f["id"] for f in after[1]["files"]] == [file_id]
+    [share] = client.files_info(file=file_id)["file"]["shares"]["public"][CHANNEL]
+    assert (share["ts"], share["thread_ts"]) == (after[1]["ts"], parent["ts"])
+
+
+def test_no_share_delay_shows_the_file_at_once(fake: FakeSlack, client: WebClient) -> None:
+    fake.file_share_delay = 0
+    client.files_upload_v2(channel=CHANNEL, content="now", filename="now.txt")
+    [message] = fake.messages(CHANNEL)
+    assert message["files"][0]["name"] == "now.txt"
+
+
+def test_rate_limits_are_off_unless_turned_on(fake: FakeSlack, client: WebClient) -> None:
+    for i in range(20):
+        client.chat_postMessage(channel=CHANNEL, text=f"m{i}")
+    assert len(fake.messages(CHANNEL)) == 20
+
+
+def test_posts_to_one_channel_beyond_a_short_burst_are_rate_limited() -> None:
+    with FakeSlack(bot_token=TOKEN, rate_limits=True, clock=lambda: 0.0) as fake:
+        client = WebClient(token=TOKEN, base_url=fake.api_url)
+        for i in range(5):
+            client.chat_postMessage(channel=CHANNEL, text=f"burst {i}")
+        with pytest.raises(SlackApiError) as limited:
+            client.chat_postMessage(channel=CHANNEL, text="one too many")
+        client.chat_postMessage(channel="C0OTHER", text="another channel has its own allowance")
+        fake.advance(1.0)
+        client.chat_postMessage(channel=CHANNEL, text="a second later")
+
+        assert limited.value.response.status_code == 429
+        assert limited.value.response["error"] == "ratelimited"
+        assert limited.value.response.headers["Retry-After"] in ("1", ["1"])
+        assert [m["text"] for m in fake.messages(CHANNEL)][-2:] == ["burst 4", "a second later"]
+
+
+@pytest.mark.parametrize("method", ["chat.update", "conversations.history"])
+def test_tier_3_methods_allow_about_50_a_minute(method: str) -> None:
+    with FakeSlack(bot_token=TOKEN, clock=lambda: 0.0) as fake:
+        client = WebClient(token=TOKEN, base_url=fake.api_url)
+        ts = client.chat_postMessage(channel=CHANNEL, text="v0")["ts"]
+        fake.enforce_rate_limits = True
+        params = {"channel": CHANNEL, "ts": ts, "text": "again"}
+        for _ in range(50):
+            client.api_call(method, json=params)
+        with pytest.raises(SlackApiError) as limited:
+            client.api_call(method, json=params)
+        fake.advance(60 / 50)
+        assert client.api_call(method, json=params)["ok"]
+        assert limited.value.response.status_code == 429
+
+
+def test_injected_faults_still_come_first_with_rate_limits_on() -> None:
+    with FakeSlack(bot_token=TOKEN, rate_limits=True, clock=lambda: 0.0) as fake:
+        client = WebClient(token=TOKEN, base_url=fake.api_url)
+        fake.fail_next("chat.postMessage", status=200, error="channel_not_found")
+        with pytest.raises(SlackApiError) as err:
+            client.chat_postMessage(channel=CHANNEL, text="x")
+        assert err.value.response["error"] == "channel_not_found"
+        assert fake.messages(CHANNEL) == []
+
+
+def test_a_response_url_expires_after_30_minutes(frozen: FakeSlack) -> None:
+    hook = WebhookClient(frozen.new_response_url(channel=CHANNEL))
+
+    frozen.advance(29 * 60)
+    in_time = hook.send(text="still in time")
+    frozen.advance(60.5)
+    late = hook.send(text="too late")
+
+    assert (in_time.status_code, in_time.body) == (200, "ok")
+    assert (late.status_code, late.body) == (404, "expired_url")
+    assert [e["text"] for e in frozen.ephemerals(CHANNEL)] == ["still in time"]
+
+
+# --------------------------------------------------------------------------- socket mode, as Slack
+
+
+@pytest.fixture
+def socket_mode(fake: FakeSlack) -> Iterator[FakeSocketMode]:
+    with FakeSocketMode() as server:
+        fake.socket_mode_url = server.url
+        yield server
+
+
+def sdk_client(fake: FakeSlack, acks: bool = True, **options) -> SocketModeClient:  # type: ignore[no-untyped-def]
+    """slack_sdk's built-in client; it acks every request unless told not to."""
+    web = WebClient(token=TOKEN, base_url=fake.api_url)
+    client = SocketModeClient(app_token="xapp-1-test", web_client=web, **options)
+
+    def on_request(sm_client: SocketModeClient, request: SocketModeRequest) -> None:
+        if acks:
+            sm_client.send_socket_mode_response(SocketModeResponse(request.envelope_id))
+
+    client.socket_mode_request_listeners.append(on_request)
+    return client
+
+
+@pytest.mark.parametrize("reason", ["refresh_requested", "warning", "link_disabled"])
+def test_a_disconnect_frame_makes_the_client_open_a_new_connection(
+    fake: FakeSlack, socket_mode: FakeSocketMode, reason: str
+) -> None:
+    received: list[dict] = []
+    client = sdk_client(fake, on_message_listeners=[lambda raw: received.append(json.loads(raw))])
+    try:
+        client.connect()
+        socket_mode.wait_connects(1)
+        socket_mode.send_disconnect(reason)
+        socket_mode.wait_for(lambda: socket_mode.connects == 2 and socket_mode.connections == 1)
+        ack = socket_mode.send_slash_command(slash_command_fields("after the refresh"))
+    finally:
+        socket_mode.close_client(client)
+
+    assert {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}} in (
+        received
+    )
+    assert ack == {}
+    assert len(fake.calls_to("apps.connections.open")) == 2
+
+
+def test_only_the_disconnect_reasons_slack_sends(socket_mode: FakeSocketMode) -> None:
+    with pytest.raises(ValueError, match="no disconnect"):
+        socket_mode.send_disconnect("bored")
+
+
+def test_a_mute_socket_is_noticed_by_the_clients_keepalive(
+    fake: FakeSlack, socket_mode: FakeSocketMode
+) -> None:
+    client = sdk_client(fake, ping_interval=0.5)  # stale after 4 x 0.5 s without a pong
+    try:
+        client.connect()
+        socket_mode.wait_connects(1)
+        assert socket_mode.go_silent() == 1
+        socket_mode.wait_connects(2, timeout=30)
+        ack = socket_mode.send_slash_command(slash_command_fields("on the new socket"))
+        open_while_mute = (socket_mode.connections, socket_mode.live_connections)
+        socket_mode.speak_again()
+        socket_mode.wait_for(lambda: socket_mode.connections == 1)
+    finally:
+        socket_mode.close_client(client)
+
+    assert ack == {}
+    assert open_while_mute == (2, 1), "the mute one stays open at TCP level"
+    assert len(socket_mode.sent) == 1, "nothing was sent to the mute socket"
+
+
+def test_an_event_whose_ack_is_lost_is_delivered_again(
+    fake: FakeSlack, socket_mode: FakeSocketMode
+) -> None:
+    socket_mode.ack_timeout = 0.5
+    client = sdk_client(fake)
+    try:
+        client.connect()
+        socket_mode.drop_acks(1)
+        envelope_id = socket_mode.push_envelope(
+            "events_api", MENTION, retry_attempt=0, retry_reason=""
+        )
+        ack = socket_mode.wait_ack(envelope_id, timeout=10)
+    finally:
+        socket_mode.close_client(client)
+
+    first, again = socket_mode.copies(envelope_id)[:2]  # a slow ack of the second: a third
+    assert ack == {}
+    assert (first["retry_attempt"], again["retry_attempt"]) == (0, 1)
+    assert (first["retry_reason"], again["retry_reason"]) == ("", "timeout")
+    assert again["payload"] == first["payload"] == MENTION
+    assert again["envelope_id"] != envelope_id
+    assert socket_mode.timed_out[0] == envelope_id
+    assert [f["envelope_id"] for f in socket_mode.dropped] == [envelope_id]
+    assert socket_mode.frames[0]["envelope_id"] != envelope_id, "the ack that counted: a copy's"
+
+
+def test_an_event_never_acked_is_retried_three_times(
+    fake: FakeSlack, socket_mode: FakeSocketMode
+) -> None:
+    socket_mode.ack_timeout = 0.1
+    client = sdk_client(fake, acks=False)
+    try:
+        client.connect()
+        envelope_id = socket_mode.push_envelope(
+            "events_api", MENTION, retry_attempt=0, retry_reason=""
+        )
+        socket_mode.wait_for(lambda: len(socket_mode.timed_out) == 4, timeout=10)
+    finally:
+        socket_mode.close_client(client)
+
+    copies = socket_mode.copies(envelope_id)
+    assert [c["retry_attempt"] for c in copies] == [0, 1, 2, 3]
+    assert socket_mode.frames == []
+
+
+@pytest.mark.parametrize("kind", ["slash_commands", "interactive"])
+def test_commands_and_interactions_are_not_retried(
+    fake: FakeSlack, socket_mode: FakeSocketMode, kind: str
+) -> None:
+    socket_mode.ack_timeout = 0.1
+    client = sdk_client(fake, acks=False)
+    try:
+        client.connect()
+        envelope_id = socket_mode.push_envelope(kind, {"type": "block_actions"})
+        socket_mode.wait_for(lambda: socket_mode.timed_out, timeout=10)
+    finally:
+        socket_mode.close_client(client)
+
+    assert socket_mode.timed_out == [envelope_id]
+    assert len(socket_mode.copies(envelope_id)) == 1
