@@ -51,30 +51,34 @@ def main(settings: Settings) -> int:
         log.info("re-queueing %d task(s) received before the last stop", resumed)
     try:
         if settings.socket_mode:
-            _serve_socket_mode(app, settings.slack_app_token)
+            _serve_socket_mode(app, settings.slack_app_token, amqp.check)
         else:
-            _serve_http(app, settings.port)
+            _serve_http(app, settings.port, amqp.check)
     finally:
         intake.close()
         amqp.close()
     return 0
 
 
-def _serve_socket_mode(app: Any, app_token: str) -> None:
+def _serve_socket_mode(app: Any, app_token: str, check: Callable[[], None]) -> None:
     handler = SocketModeHandler(app, app_token)
     handler.connect()
     log.info("listening to Slack in Socket Mode")
-    _wait_for_signal()
-    handler.close()
+    try:
+        _wait_for_signal(check)
+    finally:
+        handler.close()
 
 
-def _serve_http(app: Any, port: int) -> None:
+def _serve_http(app: Any, port: int, check: Callable[[], None]) -> None:
     server = wsgi.Server(("0.0.0.0", port), with_healthz(SlackRequestHandler(app)), numthreads=16)
     server.prepare()
     log.info("listening for Slack on http://0.0.0.0:%d/slack/events", server.bind_addr[1])
     threading.Thread(target=server.serve, name="http", daemon=True).start()
-    _wait_for_signal()
-    server.stop()
+    try:
+        _wait_for_signal(check)
+    finally:
+        server.stop()
 
 
 def with_healthz(inner: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
@@ -87,10 +91,11 @@ def with_healthz(inner: Callable[..., Iterable[bytes]]) -> Callable[..., Iterabl
     return wsgi_app
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(check: Callable[[], None]) -> None:
+    """Until SIGTERM or SIGINT; `check` raises to stop sooner (RabbitMQ refused our login)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):  # a signal delivered to another thread does not interrupt a wait
-        pass
+        check()
     log.info("stopping")

@@ -68,8 +68,7 @@ class Runtime:
         self._consume()
         # Wake up now and then: a signal delivered to another thread does not interrupt a wait.
         while not self.stopping.wait(0.5):
-            if self.link.fatal:
-                raise SystemExit(f"cannot use RabbitMQ: {self.link.fatal}")
+            self.link.check()  # refused credentials stop the process (CONFIG_ERROR)
             self._follow_pause()
         log.info("draining in-flight work (up to %.0fs)", drain_timeout)
         try:

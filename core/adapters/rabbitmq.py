@@ -120,6 +120,14 @@ class AmqpLink:
             self.connected.wait(wait)
         return self
 
+    def check(self) -> None:
+        """ConfigError once RabbitMQ has refused our credentials: the link has given up, and
+        every process that needs it must stop rather than carry on without a broker."""
+        if self.fatal is not None:
+            raise ConfigError(
+                f"RabbitMQ refused the credentials in AICO_AMQP_URL ({self.fatal}); fix them"
+            )
+
     def close(self, timeout: float = 5.0) -> None:
         self._call(self._shutdown)
         self._thread.join(timeout)

@@ -26,26 +26,28 @@ def main(settings: Settings) -> int:
     bootstrap.configure_logging(settings, "pm")
     supervisor = Supervisor(target=settings.min_workers)
     link = bootstrap.link(settings, "pm")
-    scheduler = _scheduler(settings, link)
     stop = threading.Event()
+    scheduler = _scheduler(settings, link, stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info("supervising %d task worker(s)", supervisor.target)
     scheduler.start()
-    while not stop.is_set() and not supervisor.config_error:
+    while not stop.is_set() and not supervisor.config_error and link.fatal is None:
         supervisor.tick(time.monotonic())
         stop.wait(1.0)
+    stop.set()  # a job waiting for the broker gives up now
     log.info("stopping task workers")
     scheduler.shutdown(wait=False)
     supervisor.stop()
     link.close()
+    link.check()  # refused credentials: the ConfigError says so
     if supervisor.config_error:
         log.critical("task workers cannot start with these settings (their error is above)")
         return CONFIG_ERROR
     return 0
 
 
-def _scheduler(settings: Settings, link: AmqpLink) -> BackgroundScheduler:
+def _scheduler(settings: Settings, link: AmqpLink, stop: threading.Event) -> BackgroundScheduler:
     recovery = Recovery(
         bootstrap.store(settings),
         link.publish,
@@ -56,7 +58,7 @@ def _scheduler(settings: Settings, link: AmqpLink) -> BackgroundScheduler:
     )
     scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     scheduler.add_job(
-        _when_connected(link, recovery.sweep),
+        _when_connected(link, recovery.sweep, stop),
         "interval",
         seconds=settings.sweep_every,
         next_run_time=datetime.now(),  # at start too: what was stranded while aico was down
@@ -65,13 +67,18 @@ def _scheduler(settings: Settings, link: AmqpLink) -> BackgroundScheduler:
     return scheduler
 
 
-def _when_connected(link: AmqpLink, job: Callable[[], object]) -> Callable[[], None]:
-    """`job`, once the broker is reachable; a failure is logged and the next run tries again."""
+def _when_connected(
+    link: AmqpLink, job: Callable[[], object], stop: threading.Event
+) -> Callable[[], None]:
+    """`job`, once the broker is reachable (for up to a minute, unless the pm stops meanwhile);
+    a failure is logged and the next run tries again."""
 
     def run() -> None:
-        if not link.connected.wait(60):
-            log.warning("%s skipped: RabbitMQ is not reachable", job.__name__)
-            return
+        deadline = time.monotonic() + 60
+        while not link.connected.wait(0.5):
+            if stop.is_set() or time.monotonic() > deadline:
+                log.warning("%s skipped: RabbitMQ is not reachable", job.__name__)
+                return
         try:
             job()
         except Exception as exc:

@@ -32,6 +32,7 @@ WORKING = "is working on it…"  # under the thread while Claude works
 # Progress updates, all tasks together: chat.update is allowed about 50 a minute per workspace,
 # and answers must keep their share of it.
 PROGRESS_RATE, PROGRESS_BURST = 0.5, 5
+FILE_SHARE_LOOKS = 10  # seconds spent looking for a file we may have shared already
 
 
 class Allowance:
@@ -68,6 +69,7 @@ class ResultHandler:
         self.patience = patience
         self.prices = prices
         self._glimpses = Allowance(PROGRESS_RATE, PROGRESS_BURST)
+        self._uploading: set[str] = set()  # files this worker began to upload
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
         self.handle(ResultMessage.decode(delivery.body))
@@ -147,9 +149,22 @@ class ResultHandler:
             return
         filename = f"aico-{task.id}.md"
         self._reply(task, *blocks.attached_answer_blocks(answer, receipt, filename))
-        if not self.notifier.has_file(task.channel, task.thread_ts, filename):
-            comment = f"The whole answer to task `{task.id}`."
-            self.notifier.upload(task.channel, task.thread_ts, answer, filename, comment)
+        if self._file_shared(task, filename):
+            return
+        self._uploading.add(filename)  # an upload whose answer is lost may still be shared
+        comment = f"The whole answer to task `{task.id}`."
+        self.notifier.upload(task.channel, task.thread_ts, answer, filename, comment)
+
+    def _file_shared(self, task: TaskView, filename: str) -> bool:
+        """Whether the file is in the thread. Slack shares an upload a moment after it is
+        complete: after an upload of ours whose outcome is unknown, look for a while."""
+        looks = FILE_SHARE_LOOKS if filename in self._uploading else 1
+        for look in range(looks):
+            if self.notifier.has_file(task.channel, task.thread_ts, filename):
+                return True
+            if look + 1 < looks and self.stopping.wait(1.0):
+                break
+        return False
 
     def _reply(self, task: TaskView, text: str, body: blocks.Blocks) -> TaskView:
         """Show `text` as the task's one result message: post it once, update it after."""

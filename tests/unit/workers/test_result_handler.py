@@ -13,6 +13,8 @@ from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.messages import ResultMessage, TaskMessage
 from core.domain.pricing import Prices
+from core.domain.text import INLINE_LIMIT
+from core.errors import SlackError
 from workers.result.dead import DeadLetterHandler
 from workers.result.handler import REPLY_EVENT, ResultHandler
 
@@ -229,3 +231,38 @@ def test_claude_declining_is_shown_as_such_not_as_an_error(store):
     )
     assert "Claude declined this task" in shown(slack) and "I can't help" in shown(slack)
     assert "failed" not in shown(slack)
+
+
+class LateSharingSlack(MemorySlack):
+    """Slack as it shares an upload: a moment after the upload is complete. The first upload's
+    answer is lost (the call worked, the connection dropped before the answer came)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads = 0
+        self.looks_before_shared = 0
+
+    def upload(self, channel, thread_ts, content, filename, comment) -> None:
+        self.uploads += 1
+        self.looks_before_shared = 2  # shared only after two more looks
+        if self.uploads == 1:
+            raise SlackError("connection_error", "Slack unreachable", transient=True)
+
+    def has_file(self, channel, thread_ts, filename) -> bool:
+        if not self.uploads:
+            return False
+        self.looks_before_shared -= 1
+        return self.looks_before_shared < 0
+
+
+def test_an_upload_whose_answer_was_lost_is_looked_for_before_it_is_made_again(store):
+    # Given an answer too long for a message, and Slack losing the answer to its upload
+    slack = LateSharingSlack()
+    results = ResultHandler(store, slack, patience=30)
+
+    # When the result worker tries again
+    results(report("completed", text="x " * INLINE_LIMIT, model="m"), None)
+
+    # Then it found the file Slack shared late, instead of uploading it twice
+    assert slack.uploads == 1
+    assert store.task(TASK).status == "done"
