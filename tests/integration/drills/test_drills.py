@@ -144,6 +144,7 @@ def test_broker_down_for_a_minute_when_tasks_arrive_they_wait_and_the_owner_is_t
 def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(ledger, stack, claude):
     # Given Claude answering 529 (overloaded) for 10 seconds
     claude.fail_for(10, status=529)
+    outage_ends = time.monotonic() + 10
 
     # When tasks arrive meanwhile
     ids = ledger.submit(12, "overloaded")
@@ -154,7 +155,7 @@ def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(led
         with event_store(stack) as store:  # the task workers' heartbeats come every 5 s
             states = [w["breaker"]["state"] for w in store.workers(time.time() - 6)]
             breakers_seen.update(states)
-            if states and set(states) == {"open"}:
+            if states and set(states) == {"open"} and time.monotonic() < outage_ends:
                 attempts_while_open.append(sum(store.task(t).attempts for t in ids))
         return ledger.settled()
 
@@ -163,9 +164,10 @@ def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(led
 
     # Then the breakers opened (the workers stopped taking tasks) and closed again
     assert {"open", "closed"} <= breakers_seen, breakers_seen
-    # and while they were open the tasks waited without using attempts, as the store records
-    # them: at most the breakers' probes (one per worker each time one half-opens)
-    assert len(attempts_while_open) >= 4, attempts_while_open
+    # and while they were open (and Claude still down) the tasks waited without using attempts,
+    # as the store records them: at most the breakers' probes (one per worker each time one
+    # half-opens: after 5 s, then 10 s)
+    assert len(attempts_while_open) >= 2, attempts_while_open
     workers = len(task_workers(stack))
     assert attempts_while_open[-1] - attempts_while_open[0] <= 2 * workers, attempts_while_open
     # and every task was answered once, within its budget of attempts
