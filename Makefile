@@ -1,6 +1,9 @@
 # The README's commands. Each one does its own set-up on a fresh Debian machine.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# pytest-xdist processes; each starts its own RabbitMQ node and PostgreSQL server. The
+# integration tests mostly wait on processes and the network, so 3 fit on 2 cores.
+TEST_WORKERS ?= 3
 
 .PHONY: run test lint bench clean
 
@@ -20,7 +23,7 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 ## lint: ruff and the import contracts only
 lint: $(BIN)/.installed
