@@ -93,7 +93,7 @@ from typing import Any
 import psutil
 
 from core.adapters.rabbitmq import RESULTS, TASKS
-from core.adapters.rabbitmq_node import RabbitNode
+from aico.rabbit_node import RabbitNode
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.signing import SlackSender
 from tests.fakes.slack import FakeSlack

@@ -1,4 +1,4 @@
-"""What the bot's listeners call: built once in bot/main.py, handed to create_app."""
+"""What the bot's listeners call: built by aico's bootstrap (bot_services), given to create_app."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from core.bootstrap import open_store
+from aico.bootstrap import open_store
 from tests.contract.postgres_node import PostgresNode, serve
 
 BACKENDS = ["sqlite", "postgres"]

@@ -121,7 +121,7 @@ def test_close_finishes_what_was_asked(store, reopen):
 
 def test_two_processes_writing_at_once_both_get_every_event_in(store, store_url, reopen):
     script = (
-        "import sys; from core.bootstrap import open_store; from core.domain import events;"
+        "import sys; from aico.bootstrap import open_store; from core.domain import events;"
         "s = open_store(sys.argv[1]);"
         "[s.append(f'{sys.argv[2]}{i}', events.SUBMITTED, {'user': 'U', 'channel': 'C', "
         "'prompt': 'p'}, f'{sys.argv[2]}{i}:s') for i in range(200)]; s.close()"

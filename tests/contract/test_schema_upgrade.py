@@ -16,14 +16,14 @@ import time
 import psycopg
 
 from core.adapters import postgres_store, sqlite_store
-from core.bootstrap import open_store
+from aico.bootstrap import open_store
 from core.domain import events
 from core.domain.task import TaskStatus
 
 PROCESSES = 2
 OPEN_AND_APPEND = """
 import sys
-from core.bootstrap import open_store
+from aico.bootstrap import open_store
 from core.domain import events
 
 url, name = sys.argv[1], sys.argv[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.adapters.rabbitmq_node import RabbitNode, RabbitNodeError
+from aico.rabbit_node import RabbitNode, RabbitNodeError
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.slack import FakeSlack
 from tests.integration.stack import BOT_TOKEN, PROXY_VARS

@@ -9,8 +9,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from core.adapters.rabbitmq_node import RabbitNode
-from core.procfile import ProcessGroup
+from aico.rabbit_node import RabbitNode
+from aico.procfile import ProcessGroup
 from tests.fakes.anthropic import FakeClaude
 from tests.fakes.signing import SlackSender
 from tests.fakes.slack import FakeSlack

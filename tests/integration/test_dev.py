@@ -33,7 +33,7 @@ TASK = "write a haiku about queues"
 
 def aico_command() -> list[str]:
     script = Path(sys.executable).parent / "aico"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "core.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "aico.cli"]
 
 
 def dev_env(data_dir: Path, amqp_url: str) -> dict[str, str]:

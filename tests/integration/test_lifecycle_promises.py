@@ -27,13 +27,13 @@ import pika
 import pytest
 
 from core.adapters.rabbitmq import TASKS
-from core.adapters.rabbitmq_node import RabbitNode, RabbitNodeError
+from aico.rabbit_node import RabbitNode, RabbitNodeError
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.events import TaskView
 from core.domain.task import TaskStatus
 from core.errors import CONFIG_ERROR
-from core.procfile import read_procfile
+from aico.procfile import read_procfile
 from tests.fakes.anthropic import FakeClaude
 from tests.integration.stack import Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of, wait_for_answer
@@ -211,7 +211,7 @@ def test_a_bot_killed_before_it_queued_a_recorded_task_queues_it_once_at_restart
         assert tasks_waiting(own_rabbit) == 1
 
         # And a task worker that comes along answers it, once, in the thread of its one parent
-        stack.processes.commands["task"] = [sys.executable, "-m", "core.cli", "worker", "task"]
+        stack.processes.commands["task"] = [sys.executable, "-m", "aico.cli", "worker", "task"]
         stack.processes.start("task")
         parent, replies = wait_for_answer(slack, task_id, timeout=40)
         assert len(slack.messages(CHANNEL)) == 1, "one parent message in the channel"
@@ -305,7 +305,7 @@ PROCESSES = {
     "bot": PROCFILE["bot"],
     "pm": PROCFILE["pm"],
     "result": PROCFILE["result"],
-    "worker task": [sys.executable, "-m", "core.cli", "worker", "task"],
+    "worker task": [sys.executable, "-m", "aico.cli", "worker", "task"],
 }
 
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from core.errors import CONFIG_ERROR
-from core.procfile import read_procfile
+from aico.procfile import read_procfile
 from tests.integration.stack import Stack, fresh_vhost
 from tests.integration.test_e2e import task_id_of, wait_for_answer
 

@@ -98,7 +98,7 @@ def test_show_of_an_unknown_task_says_so(ran):
 
 
 def aico(stack, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "core.cli", *args]
+    command = [sys.executable, "-m", "aico.cli", *args]
     return subprocess.run(command, env=stack.env, capture_output=True, text=True, timeout=60)
 
 
@@ -109,6 +109,9 @@ def test_aico_status_prints_the_same_figures(ran):
     assert result.returncode == 0, result.stderr
     assert "2 done, 1 failed, 0 cancelled" in result.stdout
     assert "aico status" in result.stdout
+    # plain text for a terminal: no Slack markup or escapes
+    assert not any(markup in result.stdout for markup in ("*", "&lt;", "<@", ":warning:"))
+    assert "Top spenders today: users: U0ALICE" in result.stdout
 
 
 def test_aico_db_backup_and_rebuild(ran, tmp_path):

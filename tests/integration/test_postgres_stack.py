@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from core.bootstrap import open_store
+from aico.bootstrap import open_store
 from core.domain import events
 from core.domain.task import TaskStatus
 from tests.integration.stack import Stack, fresh_vhost

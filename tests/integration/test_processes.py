@@ -18,7 +18,7 @@ from tests.integration.test_e2e import task_id_of, wait_for_answer
 
 def aico(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "aico.cli", *args],
         env=env,
         capture_output=True,
         text=True,

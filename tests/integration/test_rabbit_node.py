@@ -13,8 +13,8 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from core.adapters import rabbitmq_node
-from core.adapters.rabbitmq_node import RabbitNode, RabbitNodeError
+from aico import rabbit_node
+from aico.rabbit_node import RabbitNode, RabbitNodeError
 
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 
@@ -121,8 +121,8 @@ def test_list_queues_reports_names_and_depths(rabbit: RabbitNode) -> None:
 def test_a_missing_installation_is_explained(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(rabbitmq_node, "BIN_DIR", tmp_path / "no-rabbitmq")
+    monkeypatch.setattr(rabbit_node, "BIN_DIR", tmp_path / "no-rabbitmq")
 
-    assert not rabbitmq_node.is_installed()
+    assert not rabbit_node.is_installed()
     with pytest.raises(RabbitNodeError, match="apt-get install -y rabbitmq-server"):
         RabbitNode(tmp_path / "node").start()

@@ -15,7 +15,7 @@ from core.errors import CONFIG_ERROR
 
 log = logging.getLogger(__name__)
 
-TASK_WORKER = (sys.executable, "-m", "core.cli", "worker", "task")
+TASK_WORKER = (sys.executable, "-m", "aico.cli", "worker", "task")
 _PR_SET_PDEATHSIG = 1
 
 

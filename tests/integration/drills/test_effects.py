@@ -108,7 +108,7 @@ def test_a_task_whose_message_was_lost_is_queued_again_by_the_sweep(
 
         # Then the sweep queues it again, and a worker that comes along answers it, once
         wait_until(lambda: "queued again (generation 1)" in stack.processes.log("pm"), 30)
-        stack.processes.commands["task"] = [sys.executable, "-m", "core.cli", "worker", "task"]
+        stack.processes.commands["task"] = [sys.executable, "-m", "aico.cli", "worker", "task"]
         stack.processes.start("task")
         (outcome,) = ledger.wait_settled(timeout=30)
         assert_nothing_lost_or_twice([outcome], stack, max_calls=1)

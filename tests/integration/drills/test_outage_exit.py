@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 
-from core.procfile import read_procfile
+from aico.procfile import read_procfile
 from tests.integration.stack import Stack, fresh_vhost
 from tests.integration.test_e2e import task_id_of, wait_for_answer
 

@@ -39,9 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import core
-from core.adapters.rabbitmq_node import NODE_USER, NOT_INSTALLED, RabbitNode, is_installed
-from core.config import Settings
-from core.dev.console import (
+from aico.dev.console import (
     CHANNEL_NAME,
     EXAMPLE,
     USER_NAME,
@@ -51,8 +49,10 @@ from core.dev.console import (
     exited,
     tails,
 )
+from aico.procfile import ProcessGroup
+from aico.rabbit_node import NODE_USER, NOT_INSTALLED, RabbitNode, is_installed
+from core.config import Settings
 from core.errors import AicoError, ConfigError
-from core.procfile import ProcessGroup
 
 log = logging.getLogger(__name__)
 

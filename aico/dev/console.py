@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.procfile import ProcessGroup
+from aico.procfile import ProcessGroup
 
 EXAMPLE = "/aico task write a haiku about queues"
 USER, USER_NAME = "U0DEV", "you"

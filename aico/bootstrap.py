@@ -1,4 +1,5 @@
-"""The one place adapters are chosen. Each process's main asks for what it needs here.
+"""The one place adapters are chosen and services built. Each process (aico/processes.py) asks
+for what it needs here, by keyword.
 
 Adapters are imported inside the functions that build them, so a process loads only the clients
 it uses (the anthropic SDK alone is ~60 MiB: only task workers pay for it).
@@ -9,16 +10,19 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 
 if TYPE_CHECKING:
+    from bot.services import Services
     from core.adapters.claude import ClaudeModel
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
     from core.adapters.sqlite_store import SqliteEventStore
+    from core.recovery import Recovery
     from core.services import Intake
+    from core.status import Status
 
 
 def configure_logging(settings: Settings, process: str) -> None:
@@ -81,3 +85,50 @@ def intake(
 
     budgets = Budgets(events, settings.budget_user_daily, settings.budget_channel_daily)
     return Intake(events, slack, amqp, TASKS, settings.max_task_chars, budgets=budgets)
+
+
+# -- one builder per process's services -----------------------------------------------------
+
+
+def bot_services(
+    settings: Settings, *, intake: Intake, amqp: AmqpLink, store: SqliteEventStore, slack: Any
+) -> Services:
+    """What the bot's listeners call, built by keyword."""
+    from bot.services import Services
+    from core.adapters.rabbitmq import RESULTS
+    from core.control import TaskControl
+    from core.conversations import Conversations
+
+    return Services(
+        intake=intake,
+        status=status(store, amqp, wait=2.0),
+        tasks=store,
+        control=TaskControl(store, intake, amqp, RESULTS, settings.admins),
+        max_chars=settings.max_task_chars,
+        budgets=intake.budgets,
+        admins=settings.admins,
+        conversations=Conversations(store, intake, settings.conversations == "channel"),
+        tell=slack.ephemeral,
+    )
+
+
+def status(store: SqliteEventStore, amqp: AmqpLink, wait: float) -> Status:
+    """`/aico status` and `aico status`: the store's figures and the broker's queues."""
+    from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
+    from core.status import Status
+
+    return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
+
+
+def recovery(settings: Settings, store: SqliteEventStore, amqp: AmqpLink) -> Recovery:
+    from core.adapters.rabbitmq import RESULTS, TASKS
+    from core.recovery import Recovery
+
+    return Recovery(
+        store,
+        amqp.publish,
+        lambda queue: amqp.queue_depth(queue).result(10),
+        TASKS,
+        RESULTS,
+        stale_after=settings.stale_after,
+    )

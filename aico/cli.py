@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
+from collections.abc import Callable
 
+from aico import processes
 from core.config import Settings
 from core.errors import CONFIG_ERROR, ConfigError
 
-# subcommand -> (settings role, module with main(settings)). Imported by name so that core never
-# imports bot/ or workers/; only the chosen process's code is loaded.
-PROCESSES = {
-    ("bot",): ("bot", "bot.main"),
-    ("pm",): ("pm", "workers.pm.main"),
-    ("worker", "task"): ("task", "workers.task.main"),
-    ("worker", "result"): ("result", "workers.result.main"),
+# subcommand -> (settings role, the process). Each process imports its own code when it is
+# chosen, so that it loads only the clients it uses (the anthropic SDK alone is ~60 MiB).
+PROCESSES: dict[tuple[str, ...], tuple[str, Callable[[Settings], int]]] = {
+    ("bot",): ("bot", processes.bot),
+    ("pm",): ("pm", processes.pm),
+    ("worker", "task"): ("task", processes.task_worker),
+    ("worker", "result"): ("result", processes.result_worker),
 }
 
 
@@ -42,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "dev":
-        from core.dev.main import main as dev_main
+        from aico.dev.main import main as dev_main
 
         return dev_main()
     if args.command in ("status", "db"):
@@ -50,17 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     # Until the process installs its own handlers (it drains), a SIGTERM ends it cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     key = (args.command, args.kind) if args.command == "worker" else (args.command,)
-    role, module = PROCESSES[key]
+    role, run = PROCESSES[key]
     try:
-        settings = Settings.from_env(role)
-        return int(importlib.import_module(module).main(settings) or 0)
+        return int(run(Settings.from_env(role)) or 0)
     except ConfigError as exc:  # at start: a setting that cannot work (a retired model, …)
         print(f"error: {exc}", file=sys.stderr)
         return CONFIG_ERROR
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from core import admin
+    from aico import admin
 
     try:
         settings = Settings.from_env(None)

@@ -30,7 +30,7 @@ def _resolve(argv: list[str]) -> list[str]:
     """`aico` is the console script beside this Python (the virtualenv's), if there is one."""
     if argv and argv[0] == "aico":
         script = shutil.which("aico", path=str(Path(sys.executable).parent))
-        return [script, *argv[1:]] if script else [sys.executable, "-m", "core.cli", *argv[1:]]
+        return [script, *argv[1:]] if script else [sys.executable, "-m", "aico.cli", *argv[1:]]
     return argv
 
 

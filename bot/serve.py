@@ -1,4 +1,5 @@
-"""`aico bot`: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on $PORT."""
+"""How the Bolt app meets Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on $PORT
+(with /healthz), until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -12,56 +13,19 @@ from cheroot import wsgi
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.app import create_app
-from bot.services import Services
-from core import bootstrap
-from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
-from core.config import Settings
-from core.control import TaskControl
-from core.conversations import Conversations
-from core.status import Status
-
 log = logging.getLogger(__name__)
-QUEUES_SHOWN = (TASKS, RESULTS, DEAD)
 # slack_sdk replaces a Socket Mode connection after 4 pings without a pong: every 3 s, a dead
 # socket is replaced within about 15 s (Bolt's default of 10 s took 40-50 s, while every slash
 # command sent to it was lost).
 SOCKET_PING_EVERY = 3.0
 
 
-def main(settings: Settings) -> int:
-    bootstrap.configure_logging(settings, "bot")
-    slack = bootstrap.notifier(settings)
-    amqp = bootstrap.link(settings, "bot")
-    store = bootstrap.store(settings)
-    intake = bootstrap.intake(settings, amqp, slack, store)
-    status = Status(store, lambda queue: amqp.queue_depth(queue).result(2.0), QUEUES_SHOWN)
-    control = TaskControl(store, intake, amqp, RESULTS, settings.admins)
-    conversations = Conversations(store, intake, settings.conversations == "channel")
-    services = Services(
-        intake,
-        status,
-        store,
-        control,
-        settings.max_task_chars,
-        intake.budgets,
-        settings.admins,
-        conversations,
-        slack.ephemeral,
-    )
-    app = create_app(slack.client, settings.slack_signing_secret, services)
-    resumed = intake.resume()
-    if resumed:
-        log.info("re-queueing %d task(s) received before the last stop", resumed)
-    try:
-        if settings.socket_mode:
-            _serve_socket_mode(app, settings.slack_app_token, amqp.check)
-        else:
-            _serve_http(app, settings.port, amqp.check)
-    finally:
-        intake.close()
-        amqp.close()
-    return 0
+def serve(app: Any, app_token: str, port: int, check: Callable[[], None]) -> None:
+    """Serve `app` until a signal; `check` raises to stop sooner (RabbitMQ refused our login)."""
+    if app_token:
+        _serve_socket_mode(app, app_token, check)
+    else:
+        _serve_http(app, port, check)
 
 
 def _serve_socket_mode(app: Any, app_token: str, check: Callable[[], None]) -> None:
@@ -96,7 +60,6 @@ def with_healthz(inner: Callable[..., Iterable[bytes]]) -> Callable[..., Iterabl
 
 
 def _wait_for_signal(check: Callable[[], None]) -> None:
-    """Until SIGTERM or SIGINT; `check` raises to stop sooner (RabbitMQ refused our login)."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,108 @@
+"""Each process of the Procfile: settings in, adapters and services built (aico/bootstrap.py),
+then run. `aico.cli` picks one."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from aico import bootstrap
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bot(settings: Settings) -> int:
+    from bot.app import create_app
+    from bot.serve import serve
+
+    bootstrap.configure_logging(settings, "bot")
+    slack, amqp, store = (
+        bootstrap.notifier(settings),
+        bootstrap.link(settings, "bot"),
+        bootstrap.store(settings),
+    )
+    intake = bootstrap.intake(settings, amqp, slack, store)
+    services = bootstrap.bot_services(settings, intake=intake, amqp=amqp, store=store, slack=slack)
+    app = create_app(slack.client, settings.slack_signing_secret, services)
+    if resumed := intake.resume():
+        log.info("re-queueing %d task(s) received before the last stop", resumed)
+    try:
+        serve(app, settings.slack_app_token, settings.port, amqp.check)
+    finally:
+        intake.close()
+        amqp.close()
+    return 0
+
+
+def task_worker(settings: Settings) -> int:
+    from core.adapters.rabbitmq import TASKS
+    from core.domain.breaker import BreakerState, CircuitBreaker
+    from workers.runtime import Runtime
+    from workers.task.handler import TaskHandler
+    from workers.task.heartbeat import start_heartbeat
+
+    bootstrap.configure_logging(settings, "task")
+    model = bootstrap.model(settings)
+    log.info("model %s: %s", settings.model, model.check())  # a retired one stops us here
+    stopping, breaker = threading.Event(), CircuitBreaker("claude", on_change=_breaker_changed)
+    store = bootstrap.store(settings)
+    handler = TaskHandler(store, model, breaker, stopping)
+    runtime = Runtime(
+        bootstrap.link(settings, "task"),
+        TASKS,
+        handler,
+        settings.task_concurrency,
+        paused=lambda: breaker.state is BreakerState.OPEN,
+        stopping=stopping,
+    )
+    _on_signals(runtime.stop)
+    start_heartbeat(store, handler, breaker, settings.task_concurrency, stopping)
+    runtime.run()
+    return 0
+
+
+def result_worker(settings: Settings) -> int:
+    from core.adapters.rabbitmq import DEAD_WATCH, RESULTS
+    from workers.result.dead import DeadLetterHandler
+    from workers.result.handler import ResultHandler
+    from workers.runtime import Runtime
+
+    bootstrap.configure_logging(settings, "result")
+    stopping, store = threading.Event(), bootstrap.store(settings)
+    results = ResultHandler(store, bootstrap.notifier(settings), stopping, prices=settings.prices)
+    link = bootstrap.link(settings, "result")
+    concurrency = settings.result_concurrency
+    runtime = Runtime(link, RESULTS, results, concurrency, ordered=True, stopping=stopping)
+    runtime.also(DEAD_WATCH, DeadLetterHandler(store, results))
+    _on_signals(runtime.stop)
+    runtime.run()
+    return 0
+
+
+def pm(settings: Settings) -> int:
+    from workers.pm import control
+    from workers.pm.supervisor import Supervisor
+
+    bootstrap.configure_logging(settings, "pm")
+    supervisor = Supervisor(target=settings.min_workers)
+    link, stop = bootstrap.link(settings, "pm"), threading.Event()
+    sweep = bootstrap.recovery(settings, bootstrap.store(settings), link).sweep
+    jobs = control.scheduler(link, sweep, settings.sweep_every, stop)
+    _on_signals(stop.set)
+    return control.run(supervisor, jobs, link, stop)
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT stop the process the way it stops cleanly (a drain, for workers)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop())
+
+
+def _breaker_changed(old: object, new: object) -> None:
+    from core.domain.breaker import BreakerState
+
+    level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
+    log.log(level, "Claude circuit breaker %s -> %s", old, new)
