@@ -37,7 +37,7 @@ def history_query(args: str) -> HistoryQuery:
     words = args.lower().split()
     channel = bool(words) and words[0] == "channel"
     rest = words[1:] if channel else words
-    if len(rest) > 1 or (rest and not rest[0].isdigit()):
+    if len(rest) > 1 or (rest and not rest[0].isdecimal()):
         raise ValueError(
             "Use `/aico history [n]` for yours, `/aico history channel [n]` for this channel's."
         )

@@ -136,7 +136,7 @@ class ClaudeModel:
             for asked, answered in history
             for role, text in (("user", asked), ("assistant", answered))
         ]
-        request = {
+        request: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens,
             "system": SYSTEM_PROMPT,
@@ -206,7 +206,7 @@ def _usage(usage: Any) -> dict[str, Any]:
         if value := getattr(usage, name, None):
             counts[name] = value
     split = getattr(usage, "cache_creation", None)
-    if split is not None and getattr(split, "ephemeral_1h_input_tokens", 0):
+    if split is not None and getattr(split, "ephemeral_1h_input_tokens", None):
         counts["cache_creation"] = {
             "ephemeral_5m_input_tokens": split.ephemeral_5m_input_tokens,
             "ephemeral_1h_input_tokens": split.ephemeral_1h_input_tokens,
@@ -233,15 +233,18 @@ def _status_error(exc: anthropic.APIStatusError) -> ModelError:
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    return str(getattr(exc, "type", None) or error.get("type") or "")
+    return str(getattr(exc, "type", None) or _error_body(exc).get("type") or "")
 
 
 def _error_message(exc: anthropic.APIStatusError) -> str:
+    return str(_error_body(exc).get("message") or exc.message)
+
+
+def _error_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
+    """The `error` object of the API's error body, or {}."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    return str(error.get("message") or exc.message)
+    error = body.get("error")
+    return error if isinstance(error, dict) else {}
 
 
 def _on(moment: datetime | None) -> str:

@@ -52,8 +52,10 @@ class Prices(Mapping[str, Price]):
     __slots__ = ("_table",)
     _table: Mapping[str, Price]
 
-    def __init__(self, table: Mapping[str, tuple[float, float]] | None = None) -> None:
-        frozen = MappingProxyType({m: Price(*p) for m, p in (table or {}).items()})
+    def __init__(self, table: Mapping[str, Price | tuple[float, float]] | None = None) -> None:
+        """`table`: model -> Price, or a plain (input, output) pair."""
+        prices = {m: p if isinstance(p, Price) else Price(*p) for m, p in (table or {}).items()}
+        frozen = MappingProxyType(prices)
         object.__setattr__(self, "_table", frozen)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -74,7 +76,7 @@ class Prices(Mapping[str, Price]):
     def __repr__(self) -> str:
         return f"Prices({dict(self._table)!r})"
 
-    def __or__(self, other: Mapping[str, tuple[float, float]]) -> Prices:
+    def __or__(self, other: Mapping[str, Price]) -> Prices:
         """This table, with `other`'s entries added or overriding."""
         return Prices({**self._table, **other})
 
@@ -104,21 +106,18 @@ class Prices(Mapping[str, Price]):
         writes when the API says so, and cache_read_input_tokens); None for an unpriced model or
         usage without its token counts."""
         price = self.price(model)
-        tokens = usage.get("input_tokens"), usage.get("output_tokens")
-        if price is None or None in tokens:
+        given, made = usage.get("input_tokens"), usage.get("output_tokens")
+        if price is None or given is None or made is None:
             return None
         written = int(usage.get("cache_creation_input_tokens") or 0)
         split = usage.get("cache_creation") or {}
         written_1h = int(split.get("ephemeral_1h_input_tokens") or 0)
         read = int(usage.get("cache_read_input_tokens") or 0)
-        counts = (tokens[0], tokens[1], written - written_1h, written_1h, read)
-        long = price.long_over and tokens[0] + written + read > price.long_over
+        counts = (int(given), int(made), written - written_1h, written_1h, read)
+        long = bool(price.long_over) and int(given) + written + read > price.long_over
         factor = price.long_factor if long else 1.0
-        return (
-            sum(n * rate for n, rate in zip(counts, price.rates(), strict=True))
-            * factor
-            / (PER_TOKENS)
-        )
+        dollars = sum(n * rate for n, rate in zip(counts, price.rates(), strict=True))
+        return dollars * factor / PER_TOKENS
 
 
 def _entry(entry: str) -> tuple[str, Price]:
@@ -133,7 +132,9 @@ def _entry(entry: str) -> tuple[str, Price]:
         raise ValueError(bad) from None
     if not all(math.isfinite(v) and v >= 0 for v in values):
         raise ValueError(f"price entry {entry!r}: prices must be 0 or more")
-    return model, Price(*values)
+    if len(values) == 2:
+        return model, Price(values[0], values[1])
+    return model, Price(values[0], values[1], values[2], values[3], values[4])
 
 
 def _extends(model: str, known: str) -> bool:

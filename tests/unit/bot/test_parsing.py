@@ -151,11 +151,6 @@ def test_history_beyond_the_range_says_the_range(args: str) -> None:
     assert str(error.value) == f"Ask for 1 to {HISTORY_MAX} tasks."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: str.isdigit() accepts superscripts that int() refuses, so the user is shown "
-    "Python's `invalid literal for int()` instead of the usage",
-)
 @pytest.mark.parametrize("args", ["²", "channel ³"])
 def test_history_with_a_digit_like_character_gets_the_usage(args: str) -> None:
     with pytest.raises(ValueError) as error:
