@@ -23,12 +23,14 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
-## lint: ruff and the import contracts only
+## lint: ruff, the import contracts and mypy only
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## bench: the end-to-end benchmark (figures in the README)
 bench: $(BIN)/.installed
