@@ -24,6 +24,7 @@ import anthropic
 import httpx2
 
 from core.errors import ConfigError, ModelError
+from core.ports import Completion
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,6 @@ PERMANENT = frozenset(
     }
 )
 MODEL_CHECK_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    model: str
-    usage: dict[str, Any] = field(default_factory=dict)
-    ms: float = 0.0
-    stop_reason: str = "end_turn"  # max_tokens: cut at the length limit; refusal: Claude declined
 
 
 class ClaudeModel:

@@ -1,0 +1,122 @@
+"""The ports: what the use cases and workers need of the world, as Protocols. The adapters in
+core/adapters implement them (SQLite and PostgreSQL, RabbitMQ, Slack, Claude); the tests' twins
+implement them in memory. Code is typed against these, never against an adapter."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.domain.events import Event, TaskView
+from core.domain.stats import Spender, Summary
+from core.domain.task import TaskStatus
+
+
+class EventStore(Protocol):
+    """The one history: events keyed by (task, version), the projections derived from them, the
+    workers' heartbeats, budgets set by admins."""
+
+    def append(
+        self,
+        task_id: str,
+        type_: str,
+        data: dict[str, Any],
+        event_id: str = "",
+        expected_version: int | None = None,
+    ) -> TaskView | None: ...
+    def task(self, task_id: str) -> TaskView | None: ...
+    def task_by_event(self, event_id: str) -> TaskView | None: ...
+    def events(self, task_id: str) -> list[Event]: ...
+    def tasks_in(self, status: TaskStatus) -> list[TaskView]: ...
+    def thread(self, channel: str, thread_ts: str) -> list[TaskView]: ...
+    def recent(self, limit: int, user: str = "", channel: str = "") -> list[TaskView]: ...
+    def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
+    def top_spenders(self, day: str, scope: str, limit: int = 3) -> list[Spender]: ...
+    def set_budget(self, scope: str, who: str, day: str, usd: float, by: str) -> None: ...
+    def budget(self, scope: str, who: str, day: str) -> float | None: ...
+    def heartbeat(self, worker_id: str, state: dict[str, Any]) -> None: ...
+    def workers(self, seen_since: float) -> list[dict[str, Any]]: ...
+    def rebuild(self) -> int: ...
+    def backup(self, target: Path) -> None: ...
+    def schema_version(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """One message from a queue. Settle it exactly once, from any thread."""
+
+    body: bytes
+    message_id: str
+    redelivered: bool
+    delivery_count: int  # earlier deliveries of this message
+    death_reason: str  # why it was dead-lettered, on a dead-letter queue
+
+    def ack(self) -> None: ...
+    def reject(self) -> None: ...  # dead-letter it now
+    def requeue(self) -> None: ...  # give it back for another attempt
+
+
+class Broker(Protocol):
+    """Queues with publisher confirms: a publish's future resolves once the broker has it."""
+
+    connected: threading.Event
+
+    def check(self) -> None: ...  # ConfigError once the broker refused our credentials
+    def consume(
+        self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> None: ...
+    def stop_consuming(self) -> Future[None]: ...
+    def queue_depth(self, queue: str) -> Future[tuple[int, int]]: ...  # (ready, consumers)
+    def publish(self, queue: str, body: bytes, message_id: str) -> Future[None]: ...
+    def publish_later(
+        self, delay: float, queue: str, body: bytes, message_id: str
+    ) -> Future[None]: ...
+    def close(self, timeout: float = 5.0) -> None: ...
+
+
+class Notifier(Protocol):
+    """What aico says in Slack: messages, their updates, files, ephemeral replies, statuses."""
+
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str: ...
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None: ...
+    def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str: ...
+    def has_file(self, channel: str, thread_ts: str, filename: str) -> bool: ...
+    def upload(
+        self, channel: str, thread_ts: str, content: str, filename: str, comment: str
+    ) -> None: ...
+    def set_status(self, channel: str, thread_ts: str, status: str) -> None: ...
+    def ephemeral(self, channel: str, user: str, text: str, thread_ts: str = "") -> None: ...
+    def respond(self, response_url: str, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Claude's answer: its text, the model that wrote it, the tokens used, Claude's time, and
+    how it stopped (`max_tokens`: cut at the length limit; `refusal`: Claude declined)."""
+
+    text: str
+    model: str
+    usage: dict[str, Any] = field(default_factory=dict)
+    ms: float = 0.0
+    stop_reason: str = "end_turn"
+
+
+class Model(Protocol):
+    def check(self) -> str: ...  # ConfigError for a model that cannot be used
+    def complete(
+        self,
+        prompt: str,
+        history: Sequence[tuple[str, str]] = (),
+        on_text: Callable[[list[str]], None] | None = None,
+    ) -> Completion: ...
