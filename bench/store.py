@@ -5,7 +5,7 @@
                                     [--load-threads 64] [--iterations 200] [--real-clock]
                                     [--json PATH] [--keep]
 
-The store is opened with core.bootstrap.open_store, as every aico process opens it: by default a
+The store is opened with aico.bootstrap.open_store, as every aico process opens it: by default a
 fresh SQLite file in a temp dir for each phase (the header says which file system it is on:
 fsync costs nothing on tmpfs), or the database at --db-url (`postgresql://…`; used as it is,
 so give it an empty database; its address is never printed). Only the store and the code that
@@ -78,11 +78,11 @@ from typing import Any
 
 import psutil
 
+from aico.bootstrap import open_store
 from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
-from core.blocks import status_blocks
-from core.bootstrap import open_store
 from core.domain import events
 from core.domain.stats import slot_of, start_of_day
+from core.slack.blocks import status_blocks
 from core.status import HEARTBEAT_EVERY, LIVE_WITHIN, Status
 
 FULL = {"tasks": 100_000, "seconds": 5.0, "iterations": 200}

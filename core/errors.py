@@ -15,11 +15,17 @@ class ConfigError(AicoError):
 
 
 class InvalidInput(AicoError):
-    """Input from a user, an operator or the queue that aico refuses, with a reason to show."""
+    """Input from a user or an operator that aico refuses: the reason is for them to read."""
 
 
-class DecodeError(InvalidInput):
-    """A queue message that cannot be decoded; it is dead-lettered, never requeued."""
+class Reject(AicoError):
+    """A queue message that is done with: dead-letter it, never give it back. Whatever its owner
+    needed to be told was published before this was raised (the runtime dead-letters the
+    delivery once those publishes are confirmed)."""
+
+
+class DecodeError(Reject):
+    """A queue message that cannot be decoded."""
 
 
 class Conflict(AicoError):

@@ -9,14 +9,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.blocks import parent_message
 from core.budgets import Budgets
 from core.domain import events
 from core.domain.events import Event, TaskView
 from core.domain.messages import TaskMessage
 from core.domain.task import TaskStatus, clean_prompt, new_task_id
 from core.errors import AicoError, SlackError
-from core.patience import SLACK_PATIENCE, with_patience
+from core.slack.blocks import parent_message
+from core.slack.errors import refusal_reason
+from core.slack.patience import SLACK_PATIENCE, with_patience
 
 log = logging.getLogger(__name__)
 
@@ -245,15 +246,8 @@ class Intake:
             log.warning("task %s: parent message not updated: %s", task.id, exc)
 
     def _fail_at_intake(self, task: TaskView, exc: SlackError) -> None:
-        reason = _SLACK_REASONS.get(exc.code, f"Slack refused the message ({exc.code})")
+        reason = refusal_reason(exc)
         log.warning("task %s: parent message failed: %s", task.id, exc)
         self.store.append(task.id, events.FAILED, {"error": reason}, task.key("failed"))
         if task.response_url:
             self.notifier.respond(task.response_url, f":x: Task `{task.id}` failed: {reason}")
-
-
-_SLACK_REASONS = {
-    "not_in_channel": "I am not in this channel. Invite me with `/invite @aico` and try again.",
-    "channel_not_found": "I cannot see this channel. Invite me with `/invite @aico` and try again.",
-    "is_archived": "this channel is archived.",
-}

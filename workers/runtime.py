@@ -2,8 +2,8 @@
 
 A handler gets the delivery and a `publish` function; the runtime acks the delivery only once
 every message the handler published is confirmed by the broker (the handler's thread is free for
-the next delivery meanwhile). A DecodeError or InvalidInput dead-letters the delivery at once;
-any other error gives it back for another attempt (the queue's delivery limit stops a poison
+the next delivery meanwhile). A Reject (a DecodeError among them) dead-letters the delivery at
+once; any other error gives it back for another attempt (the queue's delivery limit stops a poison
 message). On stop it cancels the consumer, finishes what it holds, and only then closes.
 
 `paused` (optional) is asked twice a second; while it says so, the runtime stops consuming, so
@@ -22,7 +22,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from core.adapters.rabbitmq import AmqpLink, Delivery
 from core.domain.messages import Message
-from core.errors import InvalidInput, TryLater
+from core.errors import Reject, TryLater
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Runtime:
         settle = delivery.ack
         try:
             handler(delivery, publish)
-        except InvalidInput as exc:
+        except Reject as exc:
             log.error("dead-lettering message %s: %s", delivery.message_id or "?", exc)
             settle = delivery.reject  # once what it published (the user's notice) is safe
         except Exception as exc:

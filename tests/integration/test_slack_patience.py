@@ -15,11 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
-import core.patience
+import core.slack.patience
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.errors import SlackError
-from core.patience import MAX_WAIT, SLACK_PATIENCE, with_patience
+from core.slack.patience import MAX_WAIT, SLACK_PATIENCE, with_patience
 from tests.integration.stack import Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of, wait_for_answer
 
@@ -139,7 +139,7 @@ def test_slack_failing_as_a_task_ends_its_message_still_comes_to_say_done(stack,
     wait_for_answer(slack, task_id, timeout=10)
 
 
-# -- core.patience.with_patience on a clock the test holds ---------------------------------
+# -- core.slack.patience.with_patience on a clock the test holds ---------------------------
 
 
 class Waits:
@@ -165,7 +165,7 @@ class Waits:
 @pytest.fixture
 def waits(monkeypatch) -> Waits:
     clock = Waits()
-    monkeypatch.setattr(core.patience, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(core.slack.patience, "time", SimpleNamespace(monotonic=clock.monotonic))
     return clock
 
 

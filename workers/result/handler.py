@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from core import blocks
 from core.adapters.rabbitmq import Delivery
 from core.domain import events
 from core.domain.events import TaskView
@@ -21,9 +21,10 @@ from core.domain.messages import ResultMessage
 from core.domain.pricing import DEFAULT_PRICES, Prices
 from core.domain.task import TaskStatus
 from core.domain.text import INLINE_LIMIT, to_mrkdwn
-from core.errors import InvalidInput, SlackError
-from core.patience import SLACK_PATIENCE, with_patience
+from core.errors import Reject, SlackError
 from core.services import EventStore, Notifier
+from core.slack import blocks
+from core.slack.patience import SLACK_PATIENCE, with_patience
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ WORKING = "is working on it…"  # under the thread while Claude works
 # and answers must keep their share of it.
 PROGRESS_RATE, PROGRESS_BURST = 0.5, 5
 FILE_SHARE_LOOKS = 10  # seconds spent looking for a file we may have shared already
+
+OnEvent = Callable[[TaskView, ResultMessage], None]
 
 
 class Allowance:
@@ -70,6 +73,14 @@ class ResultHandler:
         self.prices = prices
         self._glimpses = Allowance(PROGRESS_RATE, PROGRESS_BURST)
         self._uploading: set[str] = set()  # files this worker began to upload
+        self._on: dict[str, OnEvent] = {  # what each reported event does in the thread
+            "started": self._on_started,
+            "progress": self._on_progress,
+            "retrying": self._on_retrying,
+            "completed": self._on_completed,
+            "failed": self._on_failed,
+            "cancelled": self._on_cancelled,
+        }
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
         self.handle(ResultMessage.decode(delivery.body))
@@ -79,14 +90,17 @@ class ResultHandler:
         with_patience(lambda: self._handle(result), what, self.patience, self.stopping)
 
     def _handle(self, result: ResultMessage) -> None:
+        on_event = self._on.get(result.event)
+        if on_event is None:
+            raise Reject(f"task {result.task_id}: no handler for result event {result.event!r}")
         task = self.store.task(result.task_id)  # read again on every try: it may have moved on
         if task is None:
-            raise InvalidInput(f"result for unknown task {result.task_id}")
+            raise Reject(f"result for unknown task {result.task_id}")
         shows_cancel = result.event == "cancelled" and task.status is TaskStatus.CANCELLED
         if task.status.final and not shows_cancel:
             log.info("task %s: already %s; ignoring %s", task.id, task.status, result.event)
             return
-        getattr(self, f"_on_{result.event}")(task, result)
+        on_event(task, result)
 
     def _on_started(self, task: TaskView, result: ResultMessage) -> None:
         if not (task.reply_ts or task.reply_pending) or result.attempt > 1:

@@ -31,7 +31,7 @@ from core.domain import events
 from core.domain.breaker import CircuitBreaker
 from core.domain.events import TaskView
 from core.domain.messages import ResultMessage, TaskMessage, salvage_route
-from core.errors import Conflict, DecodeError, InvalidInput, ModelError, TryLater
+from core.errors import Conflict, DecodeError, ModelError, Reject, TryLater
 from core.services import EventStore
 from workers.runtime import Publish
 
@@ -99,7 +99,7 @@ class TaskHandler:
         task = _decode(delivery.body, publish)
         view = self.store.task(task.task_id)
         if view is None:
-            raise InvalidInput(
+            raise Reject(
                 f"task {task.task_id} is not in the event store: do all processes share "
                 "AICO_DATA_DIR (or AICO_DB_URL)?"
             )
@@ -214,7 +214,7 @@ class TaskHandler:
         if not exc.transient:
             self.breaker.release()  # Claude is up; it refused this request
             _report(publish, task, "failed", error=str(exc), started_at=started_at)
-            raise InvalidInput(f"task {task.task_id}: {exc}") from exc
+            raise Reject(f"task {task.task_id}: {exc}") from exc
         self.breaker.record_failure()
         if delivery.delivery_count < DELIVERY_LIMIT:
             # What this attempt showed of its answer is taken back before the next one starts.
@@ -222,7 +222,7 @@ class TaskHandler:
             raise TryLater(f"task {task.task_id}: {exc}") from exc
         error = f"{exc} (gave up after {delivery.delivery_count + 1} attempts)"
         _report(publish, task, "failed", error=error, started_at=started_at)
-        raise InvalidInput(f"task {task.task_id}: {error}") from exc
+        raise Reject(f"task {task.task_id}: {error}") from exc
 
     def _recorded_answer(self, task_id: str) -> dict:
         answered = [e for e in self.store.events(task_id) if e.type == events.ANSWERED]

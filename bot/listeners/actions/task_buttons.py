@@ -6,7 +6,7 @@ from typing import Any
 
 from bot.listeners.commands.aico import control
 from bot.services import Services
-from core.blocks import CANCEL_ACTION, RETRY_ACTION
+from core.slack.blocks import CANCEL_ACTION, RETRY_ACTION
 
 
 def make_handler(services: Services, verb: str):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot import blocks
 from bot.parsing import budget_change, history_query, parse
 from bot.services import Services
-from core import blocks as core_blocks
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
 from core.services import TaskRequest
+from core.slack import blocks
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def _submit(services: Services, command: dict[str, Any], text: str) -> str:
 
 
 def _status(services: Services) -> dict[str, Any]:
-    text, body = core_blocks.status_blocks(services.status.report())
+    text, body = blocks.status_blocks(services.status.report())
     return {"text": text, "blocks": body, "response_type": "ephemeral"}
 
 

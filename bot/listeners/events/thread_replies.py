@@ -7,9 +7,9 @@ import logging
 import re
 from typing import Any
 
-from bot import blocks
 from bot.services import Services
 from core.errors import InvalidInput
+from core.slack import blocks
 
 log = logging.getLogger(__name__)
 _MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*")

@@ -15,7 +15,7 @@ from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.breaker import BreakerState, CircuitBreaker
 from core.domain.messages import TaskMessage
-from core.errors import InvalidInput, ModelError, TryLater
+from core.errors import ModelError, Reject, TryLater
 from workers.task.handler import TaskHandler
 
 TASK = "t000000001"
@@ -125,7 +125,7 @@ def test_the_last_attempt_failing_ends_the_task_with_the_reason(store):
     published = Published()
     model = Model(ModelError("Claude answered 529: overloaded", transient=True))
 
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Reject):
         handler(store, model)(delivery(DELIVERY_LIMIT), published)
 
     ((event, message, _),) = [p for p in published if not p[2].cancelled()]
@@ -137,13 +137,38 @@ def test_a_refused_request_fails_at_once_and_does_not_trip_the_breaker(store):
     breaker = CircuitBreaker("claude", minimum_calls=1)
     published = Published()
 
-    with pytest.raises(InvalidInput):
+    with pytest.raises(Reject):
         handler(store, Model(ModelError("bad request", transient=False)), breaker)(
             delivery(), published
         )
 
     assert published.events() == ["failed"]
     assert breaker.state is BreakerState.CLOSED and breaker.snapshot()["calls"] == 0
+
+
+def test_a_task_the_store_does_not_know_is_dead_lettered_without_asking(store):
+    model, published = Model(), Published()
+    body = TaskMessage("t000000404", "do it", "U1", "C1", "1.000", 1.0).encode()
+
+    with pytest.raises(Reject, match="not in the event store"):
+        handler(store, model)(SimpleNamespace(body=body, delivery_count=0), published)
+
+    assert model.asked == 0 and published == []
+
+
+def test_an_unreadable_task_is_failed_in_its_thread_and_dead_lettered(store):
+    model, published = Model(), Published()
+    body = b'{"kind": "task", "v": 1, "task_id": "%s", "channel": "C1", "thread_ts": "1.000"}'
+
+    with pytest.raises(Reject):
+        handler(store, model)(
+            SimpleNamespace(body=body % TASK.encode(), delivery_count=0), published
+        )
+
+    assert model.asked == 0 and published.events() == ["failed"]
+    failed = published[0][1]
+    assert (failed.task_id, failed.thread_ts) == (TASK, "1.000")
+    assert failed.error.startswith("the task could not be read")
 
 
 def test_while_the_breaker_is_open_a_delivery_waits_and_is_never_claimed(store):
