@@ -650,6 +650,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._cut(200)
             return
         if injected.kind == "error_event":
+            self._record(200)  # before the client can read the event that ends its stream
             self._write_event(OVERLOADED_EVENT, name="error")
         else:
             for event in reply.closing():
