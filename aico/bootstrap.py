@@ -79,8 +79,8 @@ def model(settings: Settings) -> ClaudeModel:
 def intake(
     settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: SqliteEventStore
 ) -> Intake:
-    from core.adapters.rabbitmq import TASKS
     from core.budgets import Budgets
+    from core.domain.messages import TASKS
     from core.services import Intake
 
     budgets = Budgets(events, settings.budget_user_daily, settings.budget_channel_daily)
@@ -95,9 +95,9 @@ def bot_services(
 ) -> Services:
     """What the bot's listeners call, built by keyword."""
     from bot.services import Services
-    from core.adapters.rabbitmq import RESULTS
     from core.control import TaskControl
     from core.conversations import Conversations
+    from core.domain.messages import RESULTS
 
     return Services(
         intake=intake,
@@ -114,14 +114,14 @@ def bot_services(
 
 def status(store: SqliteEventStore, amqp: AmqpLink, wait: float) -> Status:
     """`/aico status` and `aico status`: the store's figures and the broker's queues."""
-    from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
+    from core.domain.messages import DEAD, RESULTS, TASKS
     from core.status import Status
 
     return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
 
 
 def recovery(settings: Settings, store: SqliteEventStore, amqp: AmqpLink) -> Recovery:
-    from core.adapters.rabbitmq import RESULTS, TASKS
+    from core.domain.messages import RESULTS, TASKS
     from core.recovery import Recovery
 
     return Recovery(

@@ -38,8 +38,8 @@ def bot(settings: Settings) -> int:
 
 
 def task_worker(settings: Settings) -> int:
-    from core.adapters.rabbitmq import TASKS
     from core.domain.breaker import BreakerState, CircuitBreaker
+    from core.domain.messages import TASKS
     from workers.runtime import Runtime
     from workers.task.handler import TaskHandler
     from workers.task.heartbeat import start_heartbeat
@@ -65,7 +65,7 @@ def task_worker(settings: Settings) -> int:
 
 
 def result_worker(settings: Settings) -> int:
-    from core.adapters.rabbitmq import DEAD_WATCH, RESULTS
+    from core.domain.messages import DEAD_WATCH, RESULTS
     from workers.result.dead import DeadLetterHandler
     from workers.result.handler import ResultHandler
     from workers.runtime import Runtime

@@ -92,11 +92,11 @@ from typing import Any
 
 import psutil
 
-from core.adapters.rabbitmq import RESULTS, TASKS
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.signing import SlackSender
+from aico.fakes.slack import FakeSlack
 from aico.rabbit_node import RabbitNode
-from tests.fakes.anthropic import FakeClaude
-from tests.fakes.signing import SlackSender
-from tests.fakes.slack import FakeSlack
+from core.domain.messages import RESULTS, TASKS
 from tests.integration.stack import BOT_TOKEN, SIGNING_SECRET, Stack, fresh_vhost
 
 CHANNEL = "C0CHAN1"

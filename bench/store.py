@@ -79,8 +79,8 @@ from typing import Any
 import psutil
 
 from aico.bootstrap import open_store
-from core.adapters.rabbitmq import DEAD, RESULTS, TASKS
 from core.domain import events
+from core.domain.messages import DEAD, RESULTS, TASKS
 from core.domain.stats import slot_of, start_of_day
 from core.slack.blocks import status_blocks
 from core.status import HEARTBEAT_EVERY, LIVE_WITHIN, Status

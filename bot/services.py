@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from core.budgets import Budgets
 from core.control import TaskControl
 from core.conversations import Conversations
-from core.domain.events import Event, TaskView
-from core.domain.stats import Summary
+from core.ports import EventStore
 from core.services import Intake
 from core.status import Status
-
-
-class TaskReader(Protocol):
-    def task(self, task_id: str) -> TaskView | None: ...
-    def events(self, task_id: str) -> list[Event]: ...
-    def recent(self, limit: int, user: str = "", channel: str = "") -> list[TaskView]: ...
-    def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
 
 
 @dataclass(frozen=True)
 class Services:
     intake: Intake
     status: Status
-    tasks: TaskReader
+    tasks: EventStore
     control: TaskControl
     max_chars: int
     budgets: Budgets | None = None

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from core.domain.budget import CHANNEL, USER, Limit, today
-from core.domain.stats import Summary, start_of_day
+from core.domain.stats import start_of_day
 from core.errors import InvalidInput
-
-
-class BudgetStore(Protocol):
-    def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
-    def budget(self, scope: str, who: str, day: str) -> float | None: ...
-    def set_budget(self, scope: str, who: str, day: str, usd: float, by: str) -> None: ...
+from core.ports import EventStore
 
 
 class Budgets:
     def __init__(
         self,
-        store: BudgetStore,
+        store: EventStore,
         user_daily: float,
         channel_daily: float,
         clock: Callable[[], float] = time.time,

@@ -15,7 +15,8 @@ from core.domain.events import TaskView
 from core.domain.messages import ResultMessage
 from core.domain.text import escape, preview
 from core.errors import Conflict, InvalidInput
-from core.services import EventStore, Intake, Publisher
+from core.ports import Broker, EventStore
+from core.services import Intake
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class TaskControl:
         self,
         store: EventStore,
         intake: Intake,
-        publisher: Publisher,
+        publisher: Broker,
         results_queue: str,
         admins: frozenset[str],
     ) -> None:

@@ -7,7 +7,8 @@ import logging
 
 from core.domain.events import TaskView
 from core.errors import InvalidInput
-from core.services import EventStore, Intake, TaskRequest
+from core.ports import EventStore
+from core.services import Intake, TaskRequest
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from core.domain.events import TaskView
 from core.domain.messages import ResultMessage, TaskMessage
 from core.domain.task import TaskStatus
 from core.errors import Conflict
-from core.services import EventStore
+from core.ports import EventStore
 
 log = logging.getLogger(__name__)
 

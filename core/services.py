@@ -7,14 +7,14 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 from core.budgets import Budgets
 from core.domain import events
-from core.domain.events import Event, TaskView
+from core.domain.events import TaskView
 from core.domain.messages import TaskMessage
 from core.domain.task import TaskStatus, clean_prompt, new_task_id
 from core.errors import AicoError, SlackError
+from core.ports import Broker, EventStore, Notifier
 from core.slack.blocks import parent_message
 from core.slack.errors import refusal_reason
 from core.slack.patience import SLACK_PATIENCE, with_patience
@@ -27,45 +27,6 @@ WAITING = (
     "queued as soon as it is back"
 )
 PARENT_EVENT = "aico_task"  # the metadata event type of a task's parent message
-
-
-class EventStore(Protocol):
-    def append(
-        self,
-        task_id: str,
-        type_: str,
-        data: dict,
-        event_id: str = "",
-        expected_version: int | None = None,
-    ) -> TaskView | None: ...
-    def task(self, task_id: str) -> TaskView | None: ...
-    def task_by_event(self, event_id: str) -> TaskView | None: ...
-    def events(self, task_id: str) -> list[Event]: ...
-    def thread(self, channel: str, thread_ts: str) -> list[TaskView]: ...
-    def tasks_in(self, status: TaskStatus) -> list[TaskView]: ...
-
-
-class Notifier(Protocol):
-    def post(
-        self,
-        channel: str,
-        text: str,
-        blocks: list,
-        thread_ts: str | None = None,
-        metadata: dict | None = None,
-    ) -> str: ...
-    def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str: ...
-    def has_file(self, channel: str, thread_ts: str, filename: str) -> bool: ...
-    def update(self, channel: str, ts: str, text: str, blocks: list) -> None: ...
-    def set_status(self, channel: str, thread_ts: str, status: str) -> None: ...
-    def upload(
-        self, channel: str, thread_ts: str, content: str, filename: str, comment: str
-    ) -> None: ...
-    def respond(self, response_url: str, text: str) -> None: ...
-
-
-class Publisher(Protocol):
-    def publish(self, queue: str, body: bytes, message_id: str): ...  # -> Future[None]
 
 
 @dataclass(frozen=True)
@@ -86,7 +47,7 @@ class Intake:
         self,
         store: EventStore,
         notifier: Notifier,
-        publisher: Publisher,
+        publisher: Broker,
         queue: str,
         max_chars: int,
         threads: int = 8,

@@ -8,21 +8,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from core.domain.stats import Spender, Summary, day_of, start_of_day
 from core.errors import AicoError
+from core.ports import EventStore
 
 log = logging.getLogger(__name__)
 
 LIVE_WITHIN = 15.0  # seconds: a worker heard from more recently than this is live
 HEARTBEAT_EVERY = 5.0
-
-
-class StatusStore(Protocol):
-    def summary(self, since: float, user: str = "", channel: str = "") -> Summary: ...
-    def top_spenders(self, day: str, scope: str, limit: int = 3) -> list[Spender]: ...
-    def workers(self, seen_since: float) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class StatusReport:
 class Status:
     def __init__(
         self,
-        store: StatusStore,
+        store: EventStore,
         depth: Callable[[str], tuple[int, int]],
         queues: Sequence[str],
         clock: Callable[[], float] = time.time,

@@ -20,9 +20,9 @@ import zlib
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
-from core.adapters.rabbitmq import AmqpLink, Delivery
 from core.domain.messages import Message
 from core.errors import Reject, TryLater
+from core.ports import Broker, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ BROKER_AWAY = 5.0  # seconds without a connection after which a drain stops wait
 class Runtime:
     def __init__(
         self,
-        link: AmqpLink,
+        link: Broker,
         queue: str,
         handler: Handler,
         concurrency: int,

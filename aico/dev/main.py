@@ -13,15 +13,14 @@ What it brings up, from the environment (the same variables as production, see D
   in the channel is printed as Slack would show it; the processes log to `<data dir>/logs/`.
 
 Then the Procfile's processes (bot, pm, result) run until `quit`, end of input, Ctrl-C or SIGTERM,
-and everything this command started is stopped. The fakes live in the source checkout
-(`tests/fakes`), not in the installed package, so the console and the offline model need one.
+and everything this command started is stopped. The fakes of Slack and Claude are the ones the
+tests use (`aico.fakes`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import os
 import secrets
@@ -34,11 +33,9 @@ import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import core
 from aico.dev.console import (
     CHANNEL_NAME,
     EXAMPLE,
@@ -49,6 +46,9 @@ from aico.dev.console import (
     exited,
     tails,
 )
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.signing import SlackSender
+from aico.fakes.slack import FakeSlack
 from aico.procfile import ProcessGroup
 from aico.rabbit_node import NODE_USER, NOT_INSTALLED, RabbitNode, is_installed
 from core.config import Settings
@@ -61,11 +61,6 @@ OFFLINE_LABEL = "[offline model]"
 OFFLINE_MODEL = "aico-offline"  # what its receipts name; priced at nothing: Claude is not asked
 OFFLINE_NOTICE = (
     f"No ANTHROPIC_API_KEY: using the offline model; answers are labelled {OFFLINE_LABEL}"
-)
-NO_SOURCE = (
-    "aico dev's local console and offline model need a source checkout (tests/fakes was not "
-    "found next to the installed code); set SLACK_* and ANTHROPIC_API_KEY to run against real "
-    "Slack and Claude"
 )
 READY_TIMEOUT = 60.0  # seconds for the bot to answer /healthz
 
@@ -132,19 +127,18 @@ class Dev:
 
     def run(self) -> int:
         self._read_settings()
-        fakes = self._fakes()
         self._prepare_env()
         self._check_settings()
         self._ensure_broker()
         if self.offline:
-            self._start_offline_model(fakes)
-        slack = self._start_fake_slack(fakes) if self.console else None
+            self._start_offline_model()
+        slack = self._start_fake_slack() if self.console else None
         group = self._start_processes()
         if slack is None:
             return self._serve_real_slack(group)
         self._wait_ready(group)
         self._banner()
-        return Console(self.out, slack, fakes.SlackSender, self.env, group, self.data_dir).run()
+        return Console(self.out, slack, SlackSender, self.env, group, self.data_dir).run()
 
     def _on_exit(self, stop: Any, *args: Any) -> None:
         """Stop this on the way out (in reverse order of starting)."""
@@ -152,14 +146,6 @@ class Dev:
             self.running = True
             self.cleanup.callback(self.out.say, "aico dev: stopped")
         self.cleanup.callback(stop, *args)
-
-    def _fakes(self) -> SimpleNamespace | None:
-        if not (self.console or self.offline):
-            return None
-        fakes = load_fakes()
-        if fakes is None:
-            raise DevError(NO_SOURCE)
-        return fakes
 
     def _read_settings(self) -> None:
         try:
@@ -220,10 +206,10 @@ class Dev:
 
     # ---- Claude and Slack
 
-    def _start_offline_model(self, fakes: SimpleNamespace) -> None:
+    def _start_offline_model(self) -> None:
         self.out.say(OFFLINE_NOTICE)
         models = (OFFLINE_MODEL,)
-        claude = fakes.FakeClaude(label=OFFLINE_LABEL, latency=0.3, models=models).start()
+        claude = FakeClaude(label=OFFLINE_LABEL, latency=0.3, models=models).start()
         self._on_exit(claude.stop)
         self.env["ANTHROPIC_BASE_URL"] = claude.url
         self.env["ANTHROPIC_API_KEY"] = "offline-model-placeholder"
@@ -233,9 +219,9 @@ class Dev:
             f"{prices},{OFFLINE_MODEL}=0/0" if prices else f"{OFFLINE_MODEL}=0/0"
         )
 
-    def _start_fake_slack(self, fakes: SimpleNamespace) -> Any:
+    def _start_fake_slack(self) -> FakeSlack:
         token = "xoxb-dev-" + secrets.token_hex(8)
-        slack = fakes.FakeSlack(bot_token=token).start()
+        slack = FakeSlack(bot_token=token).start()
         self._on_exit(slack.stop)
         self.env.pop("SLACK_APP_TOKEN", None)
         self.env.update(
@@ -321,21 +307,6 @@ class Dev:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def load_fakes() -> SimpleNamespace | None:
-    """The project's fakes from the source checkout, or None when installed without it."""
-    root = Path(core.__file__).resolve().parent.parent
-    if not (root / "tests" / "fakes").is_dir():
-        return None
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    slack = importlib.import_module("tests.fakes.slack")
-    claude = importlib.import_module("tests.fakes.anthropic")
-    signing = importlib.import_module("tests.fakes.signing")
-    return SimpleNamespace(
-        FakeSlack=slack.FakeSlack, FakeClaude=claude.FakeClaude, SlackSender=signing.SlackSender
-    )
 
 
 def rotate_logs(log_dir: Path, names: list[str]) -> None:

@@ -24,17 +24,12 @@ import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 
+from core.domain.messages import DEAD, DEAD_EXCHANGE, DEAD_WATCH, DELIVERY_LIMIT, RESULTS, TASKS
 from core.errors import BrokerUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 _AUTH_ERRORS = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
 
-TASKS = "aico.tasks"
-RESULTS = "aico.results"
-DEAD = "aico.dead"  # dead letters kept for operators (nothing consumes it)
-DEAD_WATCH = "aico.dead.watch"  # a copy of each, for the result worker to tell their owners
-DEAD_EXCHANGE = "aico.dead"  # fanout to both
-DELIVERY_LIMIT = 5  # attempts before a task is dead-lettered
 HEARTBEAT = 10  # seconds; the I/O thread never blocks, so heartbeats flow during long calls
 
 _QUEUE_ARGS: dict[str, Any] = {

@@ -10,6 +10,15 @@ from core.errors import DecodeError
 
 SCHEMA_VERSION = 1
 
+# The queues, and how often a message is delivered again before it is dead-lettered: the
+# contract between the processes (the broker adapter declares them so).
+TASKS = "aico.tasks"
+RESULTS = "aico.results"
+DEAD = "aico.dead"  # dead letters kept for operators (nothing consumes it)
+DEAD_WATCH = "aico.dead.watch"  # a copy of each, for the result worker to tell their owners
+DEAD_EXCHANGE = "aico.dead"  # fanout to both
+DELIVERY_LIMIT = 5  # redeliveries before a message is dead-lettered: 6 deliveries in all
+
 
 class Message:
     kind: ClassVar[str]

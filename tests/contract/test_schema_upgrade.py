@@ -15,8 +15,8 @@ import time
 
 import psycopg
 
-from core.adapters import postgres_store, sqlite_store
 from aico.bootstrap import open_store
+from core.adapters import postgres_store, sqlite_store
 from core.domain import events
 from core.domain.task import TaskStatus
 

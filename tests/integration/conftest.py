@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.slack import FakeSlack
 from aico.rabbit_node import RabbitNode, RabbitNodeError
-from tests.fakes.anthropic import FakeClaude
-from tests.fakes.slack import FakeSlack
 from tests.integration.stack import BOT_TOKEN, PROXY_VARS
 
 HERE = Path(__file__).parent

@@ -9,11 +9,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from aico.rabbit_node import RabbitNode
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.signing import SlackSender
+from aico.fakes.slack import FakeSlack
 from aico.procfile import ProcessGroup
-from tests.fakes.anthropic import FakeClaude
-from tests.fakes.signing import SlackSender
-from tests.fakes.slack import FakeSlack
+from aico.rabbit_node import RabbitNode
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-aico-test"

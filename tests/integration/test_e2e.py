@@ -13,9 +13,9 @@ import time
 
 import pytest
 
+from aico.fakes.signing import SlackSender, slash_command_body
+from aico.fakes.slack import FakeSlack
 from core.domain.text import INLINE_LIMIT
-from tests.fakes.signing import SlackSender, slash_command_body
-from tests.fakes.slack import FakeSlack
 from tests.integration.stack import Stack, fresh_vhost
 
 CHANNEL = "C0CHAN1"

@@ -26,15 +26,15 @@ from pathlib import Path
 import pika
 import pytest
 
-from core.adapters.rabbitmq import TASKS
+from aico.fakes.anthropic import FakeClaude
+from aico.procfile import read_procfile
 from aico.rabbit_node import RabbitNode, RabbitNodeError
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.events import TaskView
+from core.domain.messages import TASKS
 from core.domain.task import TaskStatus
 from core.errors import CONFIG_ERROR
-from aico.procfile import read_procfile
-from tests.fakes.anthropic import FakeClaude
 from tests.integration.stack import Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of, wait_for_answer
 

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from slack_bolt.request import BoltRequest
 
+from aico.fakes.signing import sign, slash_command_body
+from aico.fakes.slack import FakeSlack
 from bot.app import create_app
 from bot.services import Services
 from core.adapters.slack import web_client
@@ -17,8 +19,6 @@ from core.adapters.sqlite_store import SqliteEventStore
 from core.control import TaskControl
 from core.services import Intake
 from core.status import Status
-from tests.fakes.signing import sign, slash_command_body
-from tests.fakes.slack import FakeSlack
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = yaml.safe_load((ROOT / "manifest.yml").read_text())

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from core.errors import CONFIG_ERROR
 from aico.procfile import read_procfile
+from core.errors import CONFIG_ERROR
 from tests.integration.stack import Stack, fresh_vhost
 from tests.integration.test_e2e import task_id_of, wait_for_answer
 

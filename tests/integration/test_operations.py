@@ -20,8 +20,8 @@ from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of, wait_for_
 @pytest.fixture(scope="module")
 def ran(rabbit, tmp_path_factory):
     """A stack that has run three tasks (one refused by Claude) for two users."""
-    from tests.fakes.anthropic import FakeClaude
-    from tests.fakes.slack import FakeSlack
+    from aico.fakes.anthropic import FakeClaude
+    from aico.fakes.slack import FakeSlack
 
     with FakeSlack(bot_token="xoxb-aico-test") as slack, FakeClaude() as claude:
         stack = Stack(tmp_path_factory.mktemp("ops"), fresh_vhost(rabbit), slack, claude).start()

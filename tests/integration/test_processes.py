@@ -10,8 +10,8 @@ import sys
 import psutil
 import pytest
 
-from tests.fakes.anthropic import FakeClaude
-from tests.fakes.slack import FakeSlack
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.slack import FakeSlack
 from tests.integration.stack import BOT_TOKEN, PROXY_VARS, Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import task_id_of, wait_for_answer
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from tests.fakes.anthropic import FakeClaude
-from tests.fakes.signing import slash_command_fields
-from tests.fakes.slack import FakeSlack
-from tests.fakes.socket_mode import FakeSocketMode
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.signing import slash_command_fields
+from aico.fakes.slack import FakeSlack
+from aico.fakes.socket_mode import FakeSocketMode
 from tests.integration.stack import BOT_TOKEN, Stack, fresh_vhost
 from tests.integration.test_conversations import reply_event
 from tests.integration.test_e2e import CHANNEL, wait_for_answer

@@ -9,10 +9,9 @@ import json
 import logging
 import time
 
-from core.adapters.rabbitmq import DELIVERY_LIMIT, Delivery
 from core.domain import events
-from core.domain.messages import ResultMessage, salvage_route
-from core.services import EventStore
+from core.domain.messages import DELIVERY_LIMIT, ResultMessage, salvage_route
+from core.ports import Delivery, EventStore
 from workers.result.handler import ResultHandler
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from core.adapters.rabbitmq import Delivery
 from core.domain import events
 from core.domain.events import TaskView
 from core.domain.messages import ResultMessage
@@ -22,7 +21,7 @@ from core.domain.pricing import DEFAULT_PRICES, Prices
 from core.domain.task import TaskStatus
 from core.domain.text import INLINE_LIMIT, to_mrkdwn
 from core.errors import Reject, SlackError
-from core.services import EventStore, Notifier
+from core.ports import Delivery, EventStore, Notifier
 from core.slack import blocks
 from core.slack.patience import SLACK_PATIENCE, with_patience
 

@@ -24,15 +24,13 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
-from typing import Protocol
 
-from core.adapters.rabbitmq import DELIVERY_LIMIT, RESULTS, Delivery
 from core.domain import events
 from core.domain.breaker import CircuitBreaker
 from core.domain.events import TaskView
-from core.domain.messages import ResultMessage, TaskMessage, salvage_route
+from core.domain.messages import DELIVERY_LIMIT, RESULTS, ResultMessage, TaskMessage, salvage_route
 from core.errors import Conflict, DecodeError, ModelError, Reject, TryLater
-from core.services import EventStore
+from core.ports import Delivery, EventStore, Model
 from workers.runtime import Publish
 
 log = logging.getLogger(__name__)
@@ -47,10 +45,6 @@ PROGRESS_EVERY = 2.0  # seconds between two glimpses of the answer being written
 # consumer_timeout (30 min), past which the broker would take it back.
 HOLD_LIMIT = 10 * 60.0
 MAX_TURNS = 20  # earlier turns of a conversation sent with a new one
-
-
-class Model(Protocol):
-    def complete(self, prompt: str, history: list[tuple[str, str]], on_text): ...  # Completion
 
 
 class Stopped(Exception):

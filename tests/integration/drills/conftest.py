@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from aico.fakes.anthropic import FakeClaude
+from aico.fakes.slack import FakeSlack
 from core.adapters.sqlite_store import SqliteEventStore
-from tests.fakes.anthropic import FakeClaude
-from tests.fakes.slack import FakeSlack
 from tests.integration.stack import Stack, fresh_vhost
 from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of
 

@@ -9,10 +9,10 @@ import json
 import psutil
 import pytest
 
-from core.adapters.rabbitmq import DELIVERY_LIMIT
+from aico.fakes.anthropic import FakeClaude
 from core.domain import events
+from core.domain.messages import DELIVERY_LIMIT
 from core.domain.task import TaskStatus
-from tests.fakes.anthropic import FakeClaude
 from tests.integration.drills.conftest import Ledger, event_store
 from tests.integration.drills.test_drills import dead_letters
 from tests.integration.stack import Stack, fresh_vhost, wait_until

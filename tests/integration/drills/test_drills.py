@@ -9,8 +9,8 @@ import time
 import pika
 import psutil
 
-from core.adapters.rabbitmq import DELIVERY_LIMIT
-from tests.fakes.signing import slash_command_body
+from aico.fakes.signing import slash_command_body
+from core.domain.messages import DELIVERY_LIMIT
 from tests.integration.drills.conftest import assert_nothing_lost_or_twice, event_store
 from tests.integration.stack import wait_until
 from tests.integration.test_e2e import parent_of

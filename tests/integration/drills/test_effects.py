@@ -8,9 +8,8 @@ import sys
 
 import pika
 
-from core.adapters.rabbitmq import DEAD_EXCHANGE, TASKS
 from core.domain import events
-from core.domain.messages import TaskMessage
+from core.domain.messages import DEAD_EXCHANGE, TASKS, TaskMessage
 from tests.integration.drills.conftest import Ledger, assert_nothing_lost_or_twice, event_store
 from tests.integration.stack import Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import CHANNEL, parent_of

@@ -5,7 +5,7 @@ more often than the written budget (3 requests an attempt, 6 attempts)."""
 
 from __future__ import annotations
 
-from core.adapters.rabbitmq import DELIVERY_LIMIT
+from core.domain.messages import DELIVERY_LIMIT
 from tests.integration.drills.conftest import assert_nothing_lost_or_twice
 from tests.integration.test_processes import task_workers
 

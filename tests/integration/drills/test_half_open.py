@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.fakes.tcp_proxy import TcpProxy
+from aico.fakes.tcp_proxy import TcpProxy
 from tests.integration.drills.conftest import Ledger, assert_nothing_lost_or_twice
 from tests.integration.stack import Stack, fresh_vhost, wait_until
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from aico.fakes.signing import slash_command_fields
 from core.domain import events
 from core.domain.task import TaskStatus
 from core.services import TaskRequest
-from tests.fakes.signing import slash_command_fields
 from tests.unit.bot.standins import (
     ADMIN,
     CHANNEL,

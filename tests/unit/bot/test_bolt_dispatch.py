@@ -13,9 +13,9 @@ import pytest
 from slack_bolt import BoltRequest, BoltResponse
 from slack_sdk import WebClient
 
+from aico.fakes.signing import JSON_CT, sign, slash_command_body
+from aico.fakes.slack import FakeSlack
 from bot.app import SORRY, create_app
-from tests.fakes.signing import JSON_CT, sign, slash_command_body
-from tests.fakes.slack import FakeSlack
 from tests.unit.bot.standins import BOT_USER, CHANNEL, OWNER, World
 
 TOKEN = "xoxb-test"

@@ -9,9 +9,9 @@ from datetime import date
 
 import pytest
 
+from aico.fakes.anthropic import FakeClaude
 from core.adapters.claude import ClaudeModel
 from core.errors import ConfigError, ModelError
-from tests.fakes.anthropic import FakeClaude
 
 KEY = "sk-ant-test"
 CURRENT = "claude-sonnet-5-5"

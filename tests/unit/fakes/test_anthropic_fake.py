@@ -14,7 +14,7 @@ import anthropic
 import httpx2
 import pytest
 
-from tests.fakes.anthropic import (
+from aico.fakes.anthropic import (
     CLIENT_GONE,
     CURRENT_MODELS,
     FAULT_KINDS,

@@ -19,16 +19,16 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.webhook import WebhookClient
 
-from core.adapters.slack import web_client
-from tests.fakes.signing import (
+from aico.fakes.signing import (
     SlackSender,
     block_actions_body,
     sign,
     slash_command_body,
     slash_command_fields,
 )
-from tests.fakes.slack import FakeSlack
-from tests.fakes.socket_mode import FakeSocketMode
+from aico.fakes.slack import FakeSlack
+from aico.fakes.socket_mode import FakeSocketMode
+from core.adapters.slack import web_client
 
 TOKEN = "xoxb-test"
 CHANNEL = "C0CHAN1"

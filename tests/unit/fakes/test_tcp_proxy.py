@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes.tcp_proxy import TcpProxy
+from aico.fakes.tcp_proxy import TcpProxy
 
 SILENCE = 0.5  # seconds a black-holed connection is listened to
 

@@ -10,11 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from core.adapters.claude import Completion
-from core.adapters.rabbitmq import DELIVERY_LIMIT
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.breaker import BreakerState, CircuitBreaker
-from core.domain.messages import TaskMessage
+from core.domain.messages import DELIVERY_LIMIT, TaskMessage
 from core.errors import ModelError, Reject, TryLater
 from workers.task.handler import TaskHandler
 
