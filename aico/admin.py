@@ -11,7 +11,7 @@ from core.config import Settings
 from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.errors import AicoError
-from core.status import StatusReport
+from core.usecases.status import StatusReport
 
 
 def status(settings: Settings) -> int:

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
     from core.adapters.sqlite_store import SqliteEventStore
-    from core.recovery import Recovery
-    from core.services import Intake
-    from core.status import Status
+    from core.usecases.intake import Intake
+    from core.usecases.recovery import Recovery
+    from core.usecases.status import Status
 
 
 def configure_logging(settings: Settings, process: str) -> None:
@@ -79,12 +79,13 @@ def model(settings: Settings) -> ClaudeModel:
 def intake(
     settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: SqliteEventStore
 ) -> Intake:
-    from core.budgets import Budgets
-    from core.domain.messages import TASKS
-    from core.services import Intake
+    from core.usecases.budgets import Budgets
+    from core.usecases.intake import Intake
+    from core.usecases.relay import OutboxRelay
 
     budgets = Budgets(events, settings.budget_user_daily, settings.budget_channel_daily)
-    return Intake(events, slack, amqp, TASKS, settings.max_task_chars, budgets=budgets)
+    relay = OutboxRelay(events, slack, amqp)
+    return Intake(events, relay, settings.max_task_chars, budgets=budgets)
 
 
 # -- one builder per process's services -----------------------------------------------------
@@ -95,9 +96,9 @@ def bot_services(
 ) -> Services:
     """What the bot's listeners call, built by keyword."""
     from bot.services import Services
-    from core.control import TaskControl
-    from core.conversations import Conversations
     from core.domain.messages import RESULTS
+    from core.usecases.control import TaskControl
+    from core.usecases.conversations import Conversations
 
     return Services(
         intake=intake,
@@ -115,14 +116,14 @@ def bot_services(
 def status(store: SqliteEventStore, amqp: AmqpLink, wait: float) -> Status:
     """`/aico status` and `aico status`: the store's figures and the broker's queues."""
     from core.domain.messages import DEAD, RESULTS, TASKS
-    from core.status import Status
+    from core.usecases.status import Status
 
     return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
 
 
 def recovery(settings: Settings, store: SqliteEventStore, amqp: AmqpLink) -> Recovery:
     from core.domain.messages import RESULTS, TASKS
-    from core.recovery import Recovery
+    from core.usecases.recovery import Recovery
 
     return Recovery(
         store,

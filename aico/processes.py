@@ -27,12 +27,12 @@ def bot(settings: Settings) -> int:
     intake = bootstrap.intake(settings, amqp, slack, store)
     services = bootstrap.bot_services(settings, intake=intake, amqp=amqp, store=store, slack=slack)
     app = create_app(slack.client, settings.slack_signing_secret, services)
-    if resumed := intake.resume():
+    if resumed := intake.relay.resume():
         log.info("re-queueing %d task(s) received before the last stop", resumed)
     try:
         serve(app, settings.slack_app_token, settings.port, amqp.check)
     finally:
-        intake.close()
+        intake.relay.close()
         amqp.close()
     return 0
 

@@ -83,7 +83,7 @@ from core.domain import events
 from core.domain.messages import DEAD, RESULTS, TASKS
 from core.domain.stats import slot_of, start_of_day
 from core.slack.blocks import status_blocks
-from core.status import HEARTBEAT_EVERY, LIVE_WITHIN, Status
+from core.usecases.status import HEARTBEAT_EVERY, LIVE_WITHIN, Status
 
 FULL = {"tasks": 100_000, "seconds": 5.0, "iterations": 200}
 QUICK = {"tasks": 10_000, "seconds": 2.0, "iterations": 100}

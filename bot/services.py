@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.budgets import Budgets
-from core.control import TaskControl
-from core.conversations import Conversations
 from core.ports import EventStore
-from core.services import Intake
-from core.status import Status
+from core.usecases.budgets import Budgets
+from core.usecases.control import TaskControl
+from core.usecases.conversations import Conversations
+from core.usecases.intake import Intake
+from core.usecases.status import Status
 
 
 @dataclass(frozen=True)

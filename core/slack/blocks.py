@@ -15,7 +15,7 @@ from core.domain.task import TaskStatus
 from core.domain.text import SECTION_LIMIT, escape, preview, split, to_mrkdwn
 
 if TYPE_CHECKING:
-    from core.status import StatusReport
+    from core.usecases.status import StatusReport
 
 Blocks = list[dict[str, Any]]
 

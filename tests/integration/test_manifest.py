@@ -16,9 +16,10 @@ from bot.app import create_app
 from bot.services import Services
 from core.adapters.slack import web_client
 from core.adapters.sqlite_store import SqliteEventStore
-from core.control import TaskControl
-from core.services import Intake
-from core.status import Status
+from core.usecases.control import TaskControl
+from core.usecases.intake import Intake
+from core.usecases.relay import OutboxRelay
+from core.usecases.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = yaml.safe_load((ROOT / "manifest.yml").read_text())
@@ -45,7 +46,7 @@ def app(tmp_path):
     with FakeSlack(bot_token="xoxb-m") as slack:
         client = web_client("xoxb-m", slack.api_url)
         store = SqliteEventStore(tmp_path / "s.db")
-        intake = Intake(store, None, _NoBroker(), "q", 4000)
+        intake = Intake(store, OutboxRelay(store, None, _NoBroker(), "q"), 4000)
         status = Status(store, lambda queue: (0, 0), ["q"])
         control = TaskControl(store, intake, _NoBroker(), "r", frozenset())
         yield create_app(client, SECRET, Services(intake, status, store, control, 4000))

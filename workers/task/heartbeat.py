@@ -10,7 +10,7 @@ import threading
 from typing import Any, Protocol
 
 from core.domain.breaker import CircuitBreaker
-from core.status import HEARTBEAT_EVERY
+from core.usecases.status import HEARTBEAT_EVERY
 from workers.task.handler import WORKER, TaskHandler
 
 log = logging.getLogger(__name__)

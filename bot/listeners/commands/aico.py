@@ -9,8 +9,8 @@ from bot.parsing import budget_change, history_query, parse
 from bot.services import Services
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
-from core.services import TaskRequest
 from core.slack import blocks
+from core.usecases.intake import TaskRequest
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,14 @@ from typing import Any
 from bot import listeners
 from bot.services import Services
 from core.adapters.sqlite_store import SqliteEventStore
-from core.budgets import Budgets
-from core.control import TaskControl
-from core.conversations import Conversations
 from core.domain import events
 from core.domain.events import TaskView
-from core.services import Intake
-from core.status import Status
+from core.usecases.budgets import Budgets
+from core.usecases.control import TaskControl
+from core.usecases.conversations import Conversations
+from core.usecases.intake import Intake
+from core.usecases.relay import OutboxRelay
+from core.usecases.status import Status
 
 OWNER, STRANGER, ADMIN = "U0OWNER", "U0STRANGER", "U0ADMIN"
 CHANNEL, OTHER_CHANNEL = "C0GENERAL", "C0RANDOM"
@@ -238,7 +239,7 @@ class World:
 
     def close(self) -> None:
         self.slack.release()
-        self.intake.close()
+        self.intake.relay.close()
         self.store.close()
 
     def with_services(self, **changes: Any) -> App:
@@ -290,7 +291,8 @@ def make_world(
     store = SqliteEventStore(tmp_path / "aico.db")
     slack, broker = SlackPort(), BrokerPort()
     budgets = Budgets(store, USER_DAILY, CHANNEL_DAILY)
-    intake = Intake(store, slack, broker, TASKS_QUEUE, MAX_CHARS, threads=2, budgets=budgets)
+    relay = OutboxRelay(store, slack, broker, TASKS_QUEUE, threads=2)
+    intake = Intake(store, relay, MAX_CHARS, budgets=budgets)
     status = Status(store, depth_of, (TASKS_QUEUE, RESULTS_QUEUE))
     control = TaskControl(store, intake, broker, RESULTS_QUEUE, admins)
     conversations = Conversations(store, intake, open_to_channel)

@@ -11,7 +11,7 @@ import pytest
 from aico.fakes.signing import slash_command_fields
 from core.domain import events
 from core.domain.task import TaskStatus
-from core.services import TaskRequest
+from core.usecases.intake import TaskRequest
 from tests.unit.bot.standins import (
     ADMIN,
     CHANNEL,

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from core.adapters.sqlite_store import SqliteEventStore
-from core.budgets import Budgets
 from core.domain import events
 from core.domain.budget import CHANNEL, USER
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
+from core.usecases.budgets import Budgets
 
 DAY = 86400.0
 _ids = itertools.count(1)

@@ -12,7 +12,7 @@ from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.messages import ResultMessage, TaskMessage
 from core.errors import Conflict
-from core.recovery import MAX_RECOVERIES, Recovery
+from core.usecases.recovery import MAX_RECOVERIES, Recovery
 
 HOUR = 3600.0
 

@@ -1,4 +1,6 @@
-"""Use cases. `Intake` takes tasks from Slack: record, ack, then post the parent and enqueue."""
+"""The outbox relay: a task recorded at intake (the outbox is the event store) gets its parent
+message in the channel and is queued, off the ack's path; what was recorded but not yet queued
+when the bot stopped is queued when it starts again."""
 
 from __future__ import annotations
 
@@ -6,13 +8,11 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
-from core.budgets import Budgets
 from core.domain import events
 from core.domain.events import TaskView
-from core.domain.messages import TaskMessage
-from core.domain.task import TaskStatus, clean_prompt, new_task_id
+from core.domain.messages import TASKS, TaskMessage
+from core.domain.task import TaskStatus
 from core.errors import AicoError, SlackError
 from core.ports import Broker, EventStore, Notifier
 from core.slack.blocks import parent_message
@@ -29,65 +29,25 @@ WAITING = (
 PARENT_EVENT = "aico_task"  # the metadata event type of a task's parent message
 
 
-@dataclass(frozen=True)
-class TaskRequest:
-    user: str
-    channel: str
-    text: str
-    response_url: str = ""
-    key: str = ""  # what makes a delivery unique (Slack's trigger_id): a replay is not a new task
-    thread_ts: str = ""  # a reply in a task's thread: the thread it continues
-    conversation: str = ""  # the task that started that thread
-
-
-class Intake:
-    """Records a task before it is acked, then posts its parent message and queues it."""
+class OutboxRelay:
+    """Posts a recorded task's parent message once, then queues the task once."""
 
     def __init__(
         self,
         store: EventStore,
         notifier: Notifier,
         publisher: Broker,
-        queue: str,
-        max_chars: int,
+        queue: str = TASKS,
         threads: int = 8,
         slack_patience: float = SLACK_PATIENCE,
-        budgets: Budgets | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.publisher = publisher
         self.queue = queue
-        self.max_chars = max_chars
         self.slack_patience = slack_patience
-        self.budgets = budgets
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intake")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="relay")
         self._closing = threading.Event()
-
-    def submit(self, request: TaskRequest) -> TaskView:
-        """Validate and record the task (InvalidInput says what is wrong). Runs before the ack."""
-        prompt = clean_prompt(request.text, self.max_chars)
-        task_id = new_task_id()
-        data = {
-            "user": request.user,
-            "channel": request.channel,
-            "prompt": prompt,
-            "response_url": request.response_url,
-        }
-        if request.conversation:
-            data.update(thread_ts=request.thread_ts, conversation=request.conversation)
-        event_id = f"intake:{request.key}" if request.key else f"{task_id}:submitted"
-        if request.key and (existing := self.store.task_by_event(event_id)):
-            return existing  # the same request again: answer with the task it made
-        if self.budgets is not None:
-            self.budgets.check(request.user, request.channel)
-        task = self.store.append(task_id, events.SUBMITTED, data, event_id)
-        if task is None:  # the same request again: answer with the task it made
-            existing = self.store.task_by_event(event_id)
-            assert existing is not None, "a recorded event has its task"
-            return existing
-        self.dispatch_soon(task_id)
-        return task
 
     def resume(self) -> int:
         """Queue again what was acked but not yet queued when this process last stopped. (Its

@@ -16,7 +16,7 @@ from core.domain.messages import ResultMessage
 from core.domain.text import escape, preview
 from core.errors import Conflict, InvalidInput
 from core.ports import Broker, EventStore
-from core.services import Intake
+from core.usecases.intake import Intake
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class TaskControl:
                 "cancelled task can be retried."
             ) from exc
         view = view or self.store.task(task.id) or task
-        self.intake.dispatch_soon(view.id)
+        self.intake.relay.dispatch_soon(view.id)
         log.info("task %s: retried by %s (generation %d)", task.id, user, view.generation)
         return view
 

@@ -8,7 +8,7 @@ import logging
 from core.domain.events import TaskView
 from core.errors import InvalidInput
 from core.ports import EventStore
-from core.services import Intake, TaskRequest
+from core.usecases.intake import Intake, TaskRequest
 
 log = logging.getLogger(__name__)
 
