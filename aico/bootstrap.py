@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from core.config import Settings
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.usecases import UseCases
     from core.adapters.claude import ClaudeModel
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
@@ -93,14 +93,14 @@ def intake(
 
 def bot_services(
     settings: Settings, *, intake: Intake, amqp: AmqpLink, store: SqliteEventStore, slack: Any
-) -> Services:
+) -> UseCases:
     """What the bot's listeners call, built by keyword."""
-    from bot.services import Services
+    from bot.usecases import UseCases
     from core.domain.messages import RESULTS
     from core.usecases.control import TaskControl
     from core.usecases.conversations import Conversations
 
-    return Services(
+    return UseCases(
         intake=intake,
         status=status(store, amqp, wait=2.0),
         tasks=store,

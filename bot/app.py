@@ -9,14 +9,14 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot import listeners
-from bot.services import Services
+from bot.usecases import UseCases
 
 log = logging.getLogger(__name__)
 
 SORRY = ":boom: Something went wrong on our side and nothing was queued. Please try again."
 
 
-def create_app(client: WebClient, signing_secret: str, services: Services) -> App:
+def create_app(client: WebClient, signing_secret: str, services: UseCases) -> App:
     app = App(
         client=client,
         signing_secret=signing_secret or None,

@@ -13,7 +13,7 @@ from slack_bolt.request import BoltRequest
 from aico.fakes.signing import sign, slash_command_body
 from aico.fakes.slack import FakeSlack
 from bot.app import create_app
-from bot.services import Services
+from bot.usecases import UseCases
 from core.adapters.slack import web_client
 from core.adapters.sqlite_store import SqliteEventStore
 from core.usecases.control import TaskControl
@@ -49,7 +49,7 @@ def app(tmp_path):
         intake = Intake(store, OutboxRelay(store, None, _NoBroker(), "q"), 4000)
         status = Status(store, lambda queue: (0, 0), ["q"])
         control = TaskControl(store, intake, _NoBroker(), "r", frozenset())
-        yield create_app(client, SECRET, Services(intake, status, store, control, 4000))
+        yield create_app(client, SECRET, UseCases(intake, status, store, control, 4000))
 
 
 def _dispatch(app, body: bytes, content_type: str):

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from bot.parsing import budget_change, history_query, parse
-from bot.services import Services
+from bot.usecases import UseCases
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
 from core.slack import blocks
@@ -15,7 +15,7 @@ from core.usecases.intake import TaskRequest
 log = logging.getLogger(__name__)
 
 
-def make_handler(services: Services):
+def make_handler(services: UseCases):
     def handle_aico(ack: Any, command: dict[str, Any]) -> None:
         parsed = parse(command.get("text", ""))
         if parsed.verb == "task":
@@ -38,7 +38,7 @@ def make_handler(services: Services):
     return handle_aico
 
 
-def _submit(services: Services, command: dict[str, Any], text: str) -> str:
+def _submit(services: UseCases, command: dict[str, Any], text: str) -> str:
     request = TaskRequest(
         user=command["user_id"],
         channel=command["channel_id"],
@@ -54,12 +54,12 @@ def _submit(services: Services, command: dict[str, Any], text: str) -> str:
     return blocks.accepted(task)
 
 
-def _status(services: Services) -> dict[str, Any]:
+def _status(services: UseCases) -> dict[str, Any]:
     text, body = blocks.status_blocks(services.status.report())
     return {"text": text, "blocks": body, "response_type": "ephemeral"}
 
 
-def _history(services: Services, command: dict[str, Any], args: str) -> dict[str, Any]:
+def _history(services: UseCases, command: dict[str, Any], args: str) -> dict[str, Any]:
     try:
         query = history_query(args)
     except ValueError as exc:
@@ -71,7 +71,7 @@ def _history(services: Services, command: dict[str, Any], args: str) -> dict[str
     return blocks.history_blocks(tasks, whose, today)
 
 
-def _show(services: Services, args: str) -> dict[str, Any]:
+def _show(services: UseCases, args: str) -> dict[str, Any]:
     task_id = args.strip().strip("`").lower()
     task = services.tasks.task(task_id) if task_id else None
     if task is None:
@@ -79,7 +79,7 @@ def _show(services: Services, args: str) -> dict[str, Any]:
     return blocks.timeline_blocks(task, services.tasks.events(task_id))
 
 
-def control(services: Services, verb: str, task_id: str, user: str) -> str:
+def control(services: UseCases, verb: str, task_id: str, user: str) -> str:
     """Cancel or retry a task for `user`: what to tell them (an ephemeral line)."""
     try:
         if verb == "cancel":
@@ -89,7 +89,7 @@ def control(services: Services, verb: str, task_id: str, user: str) -> str:
         return blocks.refused(str(exc))
 
 
-def _budget(services: Services, command: dict[str, Any], args: str) -> str:
+def _budget(services: UseCases, command: dict[str, Any], args: str) -> str:
     if services.budgets is None:
         return blocks.refused("Budgets are not kept here.")
     user, channel = command["user_id"], command["channel_id"]
@@ -107,5 +107,5 @@ def _budget(services: Services, command: dict[str, Any], args: str) -> str:
     return blocks.budget_standing([limit])
 
 
-def register(app: Any, services: Services) -> None:
+def register(app: Any, services: UseCases) -> None:
     app.command("/aico")(make_handler(services))

@@ -7,7 +7,7 @@ import logging
 import re
 from typing import Any
 
-from bot.services import Services
+from bot.usecases import UseCases
 from core.errors import InvalidInput
 from core.slack import blocks
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 _MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*")
 
 
-def make_handler(services: Services):
+def make_handler(services: UseCases):
     def on_reply(event: dict[str, Any]) -> None:
         if services.conversations is None or not is_reply(event):
             return
@@ -44,7 +44,7 @@ def is_reply(event: dict[str, Any]) -> bool:
     )
 
 
-def register(app: Any, services: Services) -> None:
+def register(app: Any, services: UseCases) -> None:
     handler = make_handler(services)
     app.event("message")(handler)
     app.event("app_mention")(handler)

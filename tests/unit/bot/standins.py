@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import listeners
-from bot.services import Services
+from bot.usecases import UseCases
 from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.events import TaskView
@@ -176,7 +176,7 @@ class SlackPort(Recorder):
         self._record("respond", response_url, text)
 
     def tell(self, channel: str, user: str, text: str, thread_ts: str) -> None:
-        """Services.tell: an ephemeral message to one user (in a thread)."""
+        """UseCases.tell: an ephemeral message to one user (in a thread)."""
         self._record("tell", channel, user, text, thread_ts)
 
 
@@ -233,7 +233,7 @@ class World:
     broker: BrokerPort
     intake: Intake
     budgets: Budgets
-    services: Services
+    services: UseCases
     log: Log
     app: App = field(default_factory=App)
 
@@ -296,7 +296,7 @@ def make_world(
     status = Status(store, depth_of, (TASKS_QUEUE, RESULTS_QUEUE))
     control = TaskControl(store, intake, broker, RESULTS_QUEUE, admins)
     conversations = Conversations(store, intake, open_to_channel)
-    services = Services(
+    services = UseCases(
         intake=Spy("intake", intake, log),
         status=Spy("status", status, log),
         tasks=Spy("tasks", store, log),

@@ -1,4 +1,4 @@
-"""What the bot's listeners call: built by aico's bootstrap (bot_services), given to create_app."""
+"""The use cases the listeners call, in one bundle built by aico's bootstrap for create_app."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from core.usecases.status import Status
 
 
 @dataclass(frozen=True)
-class Services:
+class UseCases:
     intake: Intake
     status: Status
     tasks: EventStore
