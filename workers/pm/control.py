@@ -9,26 +9,18 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from core.errors import CONFIG_ERROR
+from core.errors import CONFIG_ERROR, ConfigError
+from core.ports import Broker
 from workers.pm.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 
-class Link(Protocol):
-    connected: threading.Event
-    fatal: BaseException | None
-
-    def check(self) -> None: ...
-    def close(self, timeout: float = 5.0) -> None: ...
-
-
 def scheduler(
-    link: Link, sweep: Callable[[], object], sweep_every: float, stop: threading.Event
+    link: Broker, sweep: Callable[[], object], sweep_every: float, stop: threading.Event
 ) -> BackgroundScheduler:
     """The jobs, each coalesced and never run twice at once."""
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
@@ -43,11 +35,11 @@ def scheduler(
 
 
 def run(
-    supervisor: Supervisor, jobs: BackgroundScheduler, link: Link, stop: threading.Event
+    supervisor: Supervisor, jobs: BackgroundScheduler, link: Broker, stop: threading.Event
 ) -> int:
     log.info("supervising %d task worker(s)", supervisor.target)
     jobs.start()
-    while not stop.is_set() and not supervisor.config_error and link.fatal is None:
+    while not stop.is_set() and not supervisor.config_error and not _refused(link):
         supervisor.tick(time.monotonic())
         stop.wait(1.0)
     stop.set()  # a job waiting for the broker gives up now
@@ -63,7 +55,7 @@ def run(
 
 
 def when_connected(
-    link: Link, job: Callable[[], object], stop: threading.Event
+    link: Broker, job: Callable[[], object], stop: threading.Event
 ) -> Callable[[], None]:
     """`job`, once the broker is reachable (for up to a minute, unless the pm stops meanwhile);
     a failure is logged and the next run tries again."""
@@ -80,3 +72,12 @@ def when_connected(
             log.warning("%s did not finish (%s); it runs again later", job.__name__, exc)
 
     return run
+
+
+def _refused(link: Broker) -> bool:
+    """Whether the broker refused our credentials (the link has given up for good)."""
+    try:
+        link.check()
+    except ConfigError:
+        return True
+    return False

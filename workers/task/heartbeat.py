@@ -7,21 +7,17 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Protocol
 
 from core.domain.breaker import CircuitBreaker
+from core.ports import EventStore
 from core.usecases.status import HEARTBEAT_EVERY
 from workers.task.handler import WORKER, TaskHandler
 
 log = logging.getLogger(__name__)
 
 
-class HeartbeatStore(Protocol):
-    def heartbeat(self, worker_id: str, state: dict[str, Any]) -> None: ...
-
-
 def start_heartbeat(
-    store: HeartbeatStore,
+    store: EventStore,
     handler: TaskHandler,
     breaker: CircuitBreaker,
     capacity: int,
