@@ -23,8 +23,9 @@ As RabbitMQ does (measured, see the contract):
 What a test may tell it: hold the confirms of the next publishes (`hold_confirms`, then
 `confirm_held` or `fail_held`), refuse the next publishes (`fail_next_publish`), refuse our
 credentials (`refuse_credentials`). What a test may look at: `ready(queue)`, `unacked(queue)`,
-`consumers(queue)`, `settlements` and `errors` (a settle made twice, an exception raised in a
-callback on the link's thread: a test may assert there are none), and `wait_for` any of it.
+`consumers(queue)`, `active(queue)`, `settlements` and `errors` (a settle made twice, an
+exception raised in a callback on the link's thread: a test may assert there are none), and
+`wait_for` any of it.
 """
 
 from __future__ import annotations
@@ -139,6 +140,11 @@ class MemoryNode:
         """Consumers as the broker counts them: a cancelled one until what it holds is settled."""
         with self._cond:
             return sum(1 for c in self.queues[queue].consumers if not c.cancelled or c.holding)
+
+    def active(self, queue: str) -> int:
+        """Consumers not cancelled: those that may get more deliveries."""
+        with self._cond:
+            return sum(1 for c in self.queues[queue].consumers if not c.cancelled)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Re-check `predicate()` after every change; return its truthy value or time out."""
@@ -443,6 +449,9 @@ class MemoryBroker:
 
     def consumers(self, queue: str) -> int:
         return self.node.consumers(queue)
+
+    def active(self, queue: str) -> int:
+        return self.node.active(queue)
 
     @property
     def settlements(self) -> list[tuple[str, str, str]]:

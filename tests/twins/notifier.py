@@ -68,12 +68,11 @@ class MemoryNotifier:
         thread_ts: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
-        with self._call("post", channel=channel, text=text, thread_ts=thread_ts) as answer:
+        with self._call("post", channel=channel, text=text, thread_ts=thread_ts):
             content = {"text": text, "blocks": copy.deepcopy(blocks)}
             if metadata:
                 content["metadata"] = copy.deepcopy(metadata)
             message = self._post(channel, content, thread_ts)
-            answer(message["ts"])
         return message["ts"]
 
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
@@ -98,7 +97,7 @@ class MemoryNotifier:
                 for message in self._thread(channel, thread_ts)
                 for f in message.get("files") or []
             )
-        return False  # unreachable: _call raises or the block returns
+        raise AssertionError("unreachable")
 
     def upload(
         self, channel: str, thread_ts: str, content: str, filename: str, comment: str
@@ -116,9 +115,7 @@ class MemoryNotifier:
             with self._call("set_status", channel=channel, thread_ts=thread_ts, status=status):
                 if self._is_reply(channel, thread_ts):
                     raise SlackError("invalid_thread_ts")
-                self.statuses.append(
-                    {"channel": channel, "thread_ts": thread_ts, "status": status}
-                )
+                self.statuses.append({"channel": channel, "thread_ts": thread_ts, "status": status})
         except SlackError:
             pass  # progress only, as SlackNotifier.set_status
 
@@ -283,7 +280,7 @@ class _Attempt:
         self.twin, self.method, self.params = twin, method, params
         self.fault: _Fault | None = None
 
-    def __enter__(self) -> Callable[[Any], None]:
+    def __enter__(self) -> None:
         twin = self.twin
         twin._cond.acquire()
         twin.calls.append((self.method, dict(self.params)))
@@ -301,7 +298,6 @@ class _Attempt:
             twin._cond.notify_all()
             twin._cond.release()
             raise
-        return lambda _answer: None
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         twin = self.twin
