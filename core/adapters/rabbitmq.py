@@ -100,6 +100,9 @@ class AmqpLink:
         self._consumers: list[_Consumer] = []
         self._consumer_tags: list[str] = []
         self._outbox: collections.deque[tuple[str, bytes, str, Future[None]]] = collections.deque()
+        self._asked: set[Future[Any]] = set()  # queue depths the broker has not answered yet
+        self._timers: set[Future[None]] = set()  # delayed publishes not sent yet
+        self._stopped = False  # the I/O loop has ended: nothing asked of the link can happen
         self._unconfirmed: dict[int, tuple[Future[None], str]] = {}
         self._returned: set[str] = set()
         self._next_seq = 1
@@ -135,7 +138,8 @@ class AmqpLink:
     def stop_consuming(self) -> Future[None]:
         """Cancel every consumer; the future resolves once the broker confirmed it."""
         done: Future[None] = Future()
-        self._call(lambda: self._cancel_consumers(done))
+        if not self._call(lambda: self._cancel_consumers(done)):
+            done.set_result(None)  # closed: nothing consumes any more
         return done
 
     def queue_depth(self, queue: str) -> Future[tuple[int, int]]:
@@ -146,22 +150,21 @@ class AmqpLink:
             if not (self.connected.is_set() and self._channel):
                 done.set_exception(BrokerUnavailable("not connected to RabbitMQ"))
                 return
-            self._channel.queue_declare(
-                queue,
-                passive=True,
-                callback=lambda frame: done.set_result(
-                    (frame.method.message_count, frame.method.consumer_count)
-                ),
-            )
+            self._asked.add(done)  # a missing queue closes the channel: _lost answers then
 
-        self._call(ask)
-        return done
+            def counted(frame: Any) -> None:
+                self._asked.discard(done)
+                if not done.done():
+                    done.set_result((frame.method.message_count, frame.method.consumer_count))
+
+            self._channel.queue_declare(queue, passive=True, callback=counted)
+
+        return self._ask(ask, done)
 
     def publish(self, queue: str, body: bytes, message_id: str) -> Future[None]:
         """Publish persistently; the future resolves when the broker has confirmed it."""
         done: Future[None] = Future()
-        self._call(lambda: self._enqueue(queue, body, message_id, done))
-        return done
+        return self._ask(lambda: self._enqueue(queue, body, message_id, done), done)
 
     def publish_later(self, delay: float, queue: str, body: bytes, message_id: str) -> Future[None]:
         """Publish after `delay` seconds unless the returned future is cancelled first. Once
@@ -169,17 +172,31 @@ class AmqpLink:
         done: Future[None] = Future()
 
         def fire() -> None:
+            self._timers.discard(done)
             if done.set_running_or_notify_cancel():
                 self._enqueue(queue, body, message_id, done)
 
-        self._call(lambda: self._ioloop.call_later(delay, fire))
+        def later() -> None:
+            self._timers.add(done)
+            self._ioloop.call_later(delay, fire)
+
+        return self._ask(later, done)
+
+    def _ask(self, fn: Callable[[], None], done: Future[Any]) -> Future[Any]:
+        """`fn` on the I/O thread, which answers `done`; at once when the link is closed."""
+        if not self._call(fn) and not done.done():
+            done.set_exception(BrokerUnavailable("the link to RabbitMQ is closed"))
         return done
 
-    def _call(self, fn: Callable[[], None]) -> None:
+    def _call(self, fn: Callable[[], None]) -> bool:
+        """Run `fn` on the I/O thread; False when the link is closed and nothing would."""
+        if self._stopped:
+            return False
         if threading.current_thread() is self._thread:
             fn()  # already on the I/O thread (a confirm callback acking its delivery)
         else:
             self._ioloop.add_callback_threadsafe(fn)
+        return True
 
     def _settle(self, generation: int, action: Callable[[Any], None]) -> None:
         def run() -> None:
@@ -207,7 +224,7 @@ class AmqpLink:
     def _on_connection_error(self, _connection: Any, error: BaseException) -> None:
         if self._closing:  # a close() while the connection was still opening aborts it
             self._lost(BrokerUnavailable("link closed"))
-            self._ioloop.stop()
+            self._stop_loop()
             return
         if isinstance(error, _AUTH_ERRORS):
             self.fatal = error
@@ -219,7 +236,7 @@ class AmqpLink:
     def _on_connection_closed(self, _connection: Any, reason: BaseException) -> None:
         self._lost(BrokerUnavailable(f"connection closed: {reason}"))
         if self._closing:
-            self._ioloop.stop()
+            self._stop_loop()
         else:
             self._reconnect_later(reason)
 
@@ -273,7 +290,22 @@ class AmqpLink:
         if connection and connection.is_open:
             connection.close()  # one recovery path: a new connection and channel
 
+    def _stop_loop(self) -> None:
+        """The end of the link: what was asked of it and can no longer happen fails now."""
+        self._stopped = True
+        closed = BrokerUnavailable("the link to RabbitMQ is closed")
+        waiting = [done for *_, done in self._outbox] + [*self._timers, *self._asked]
+        self._outbox.clear()
+        for done in waiting:
+            if not done.done():
+                done.set_exception(closed)
+        self._ioloop.stop()
+
     def _lost(self, error: BrokerUnavailable) -> None:
+        asked, self._asked = self._asked, set()
+        for done in asked:  # the channel that would have answered is gone
+            if not done.done():
+                done.set_exception(error)
         self.connected.clear()
         self._channel = None
         self._consumer_tags.clear()
@@ -295,7 +327,7 @@ class AmqpLink:
             connection.close()
         else:
             self._lost(BrokerUnavailable("link closed"))
-            self._ioloop.stop()
+            self._stop_loop()
 
     # consumers
 

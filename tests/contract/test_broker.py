@@ -299,3 +299,26 @@ def test_a_cancelled_publish_later_is_never_published(broker):
     assert inbox.next().message_id == "t2", "the cancelled one, due first, was never sent"
     broker.stop_consuming().result(WAIT)
     assert inbox.empty()
+
+
+# -- nothing asked is left unanswered -----------------------------------------------------------
+
+
+def test_the_depth_of_a_queue_that_does_not_exist_fails_instead_of_never_answering(broker):
+    with pytest.raises(BrokerUnavailable):
+        broker.queue_depth("aico.no-such-queue").result(WAIT)
+    # and the link goes on working
+    broker.publish(TASKS, b"after", "t-after").result(WAIT)
+
+
+def test_what_is_asked_of_a_closed_link_fails_at_once(broker):
+    broker.close()
+
+    for asked in (
+        broker.publish(TASKS, b"late", "t-late"),
+        broker.publish_later(0.1, TASKS, b"later", "t-later"),
+        broker.queue_depth(TASKS),
+    ):
+        with pytest.raises(BrokerUnavailable):
+            asked.result(WAIT)
+    assert broker.stop_consuming().result(WAIT) is None

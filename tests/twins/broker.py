@@ -323,6 +323,7 @@ class MemoryBroker:
         self.connected.set()
         self.fatal: BaseException | None = None
         self.closed = False
+        self._timers: set[Future[None]] = set()  # delayed publishes not sent yet
         self._loop = _Loop(f"twin-{name}", self._error)
         self._lock = threading.Lock()
         self._holding = False
@@ -355,7 +356,8 @@ class MemoryBroker:
             self.node.cancel(self)
             done.set_result(None)
 
-        self._call(cancel)
+        if not self._call(cancel):
+            done.set_result(None)  # closed: nothing consumes any more
         return done
 
     def queue_depth(self, queue: str) -> Future[tuple[int, int]]:
@@ -370,28 +372,30 @@ class MemoryBroker:
             else:
                 done.set_result((len(self.node.ready(queue)), self.node.consumers(queue)))
 
-        self._call(ask)
-        return done
+        return self._ask(ask, done)
 
     def publish(self, queue: str, body: bytes, message_id: str) -> Future[None]:
         done: Future[None] = Future()
-        self._call(lambda: self._publish_now(queue, Parked(body, message_id), done))
-        return done
+        return self._ask(lambda: self._publish_now(queue, Parked(body, message_id), done), done)
 
     def publish_later(self, delay: float, queue: str, body: bytes, message_id: str) -> Future[None]:
         """Publish after `delay` seconds unless the returned future is cancelled first."""
         done: Future[None] = Future()
 
         def fire() -> None:
+            self._timers.discard(done)
             if done.set_running_or_notify_cancel():
                 self._publish_now(queue, Parked(body, message_id), done)
 
-        self._call(lambda: self._loop.call_later(delay, fire))
-        return done
+        def later() -> None:
+            self._timers.add(done)
+            self._loop.call_later(delay, fire)
+
+        return self._ask(later, done)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Give back what is unacked, fail what is unconfirmed and stop the link's thread;
-        anything asked of a closed link is never answered (as with AmqpLink)."""
+        """Give back what is unacked, fail what is unconfirmed or not sent yet and stop the
+        link's thread; anything asked of a closed link fails at once (as with AmqpLink)."""
 
         def shutdown() -> None:
             self.closed = True
@@ -399,8 +403,10 @@ class MemoryBroker:
             self.node.drop_link(self)
             with self._lock:
                 held, self._held = self._held, []
-            for _queue, _message, done in held:
-                done.set_exception(BrokerUnavailable("link closed"))
+            timers, self._timers = self._timers, set()
+            for done in [d for *_, d in held] + list(timers):
+                if not done.done():
+                    done.set_exception(BrokerUnavailable("link closed"))
 
         self._call(shutdown)
         self._loop.stop()
@@ -468,13 +474,19 @@ class MemoryBroker:
 
     # -- the link's thread -------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], None]) -> None:
+    def _ask(self, fn: Callable[[], None], done: Future[Any]) -> Future[Any]:
+        if not self._call(fn) and not done.done():
+            done.set_exception(BrokerUnavailable("the link to RabbitMQ is closed"))
+        return done
+
+    def _call(self, fn: Callable[[], None]) -> bool:
         if self.closed:
-            return
+            return False
         if threading.current_thread() is self._loop.thread:
             fn()
         else:
             self._loop.call_soon(fn)
+        return True
 
     def _settle(self, delivery: MemoryDelivery, action: str) -> None:
         self._call(lambda: self.node.settle(delivery, action))
