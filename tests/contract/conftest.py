@@ -13,14 +13,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from aico.bootstrap import open_store
-from tests.contract.postgres_node import PostgresNode, serve
 
 BACKENDS = ["sqlite", "postgres"]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresNode]:
-    yield from serve()
 
 
 @pytest.fixture(params=BACKENDS)

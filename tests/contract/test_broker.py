@@ -8,47 +8,20 @@ after a settle is read until it says what the test expects (`depth_becomes`).
 from __future__ import annotations
 
 import queue as queues
-import shutil
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from aico.rabbit_node import RabbitNode, RabbitNodeError
 from core.adapters.rabbitmq import AmqpLink
 from core.domain.messages import DEAD, DEAD_WATCH, DELIVERY_LIMIT, TASKS
 from core.errors import BrokerUnavailable
+from tests.integration.stack import fresh_vhost
 from tests.twins.broker import MemoryBroker, MemoryNode
 
 WAIT = 10.0
 BACKENDS = ["twin", pytest.param("rabbitmq", marks=pytest.mark.integration)]
-
-
-@pytest.fixture(scope="session")
-def rabbit() -> Iterator[RabbitNode]:
-    """The private RabbitMQ node (as tests/integration/conftest.py starts it)."""
-    base_dir = Path(tempfile.mkdtemp(prefix="aico-rabbit-"))
-    node = RabbitNode(base_dir)
-    try:
-        node.start()
-    except RabbitNodeError as err:
-        pytest.fail(f"the private RabbitMQ node did not start: {err}", pytrace=False)
-    try:
-        yield node
-    finally:
-        node.stop()
-        shutil.rmtree(base_dir, ignore_errors=True)
-
-
-def fresh_vhost(rabbit: RabbitNode) -> str:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    rabbit.ctl("add_vhost", name)
-    rabbit.ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    return rabbit.url.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=BACKENDS)
