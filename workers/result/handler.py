@@ -112,7 +112,7 @@ class ResultHandler:
     def _on_progress(self, task: TaskView, result: ResultMessage) -> None:
         """The answer so far, in the result message: a glimpse, so it is dropped rather than
         waited for when progress updates would go beyond Slack's pace for chat.update."""
-        if result.attempt < task.attempts:
+        if 0 < result.attempt < task.attempts:
             return  # a glimpse of an attempt that failed since: a later one is under way
         if not self._glimpses.take():
             return
