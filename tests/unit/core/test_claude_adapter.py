@@ -5,12 +5,13 @@ checked before any task is taken."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
+from anthropic._data import DEPRECATED_MODELS
 
 from aico.fakes.anthropic import FakeClaude
-from core.adapters.claude import ClaudeModel
+from core.adapters.claude import ClaudeModel, _end_of_life
 from core.errors import ConfigError, ModelError
 
 KEY = "sk-ant-test"
@@ -122,12 +123,15 @@ def test_a_retired_model_stops_the_worker_naming_current_models(fake, retired):
 
 
 def test_with_claude_unreachable_the_sdks_table_still_stops_a_model_past_its_end_of_life():
+    # Any model the installed SDK lists as deprecated (the table drops models once retired)
+    deprecated = next(m for m in DEPRECATED_MODELS if _end_of_life(m) is not None)
+    end = _end_of_life(deprecated)
     with FakeClaude() as gone:
         url = gone.url
-    claude = ClaudeModel(KEY, "claude-sonnet-4-5", timeout=1.0, max_tokens=10, base_url=url)
-    with pytest.raises(ConfigError, match="reached its end of life on 2026-11-30"):
-        claude.check(today=date(2026, 12, 1))
-    assert claude.check(today=date(2026, 11, 1)) == "deprecated until 2026-11-30"
+    claude = ClaudeModel(KEY, deprecated, timeout=1.0, max_tokens=10, base_url=url)
+    with pytest.raises(ConfigError, match=f"reached its end of life on {end}"):
+        claude.check(today=end + timedelta(days=1))
+    assert claude.check(today=end - timedelta(days=30)) == f"deprecated until {end}"
 
 
 def test_an_unknown_model_stops_the_worker(fake):
