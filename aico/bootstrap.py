@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from core.adapters.claude import ClaudeModel
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
-    from core.adapters.sqlite_store import SqliteEventStore
+    from core.ports import EventStore
     from core.usecases.intake import Intake
     from core.usecases.recovery import Recovery
     from core.usecases.status import Status
@@ -38,17 +38,17 @@ def configure_logging(settings: Settings, process: str) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def store(settings: Settings) -> SqliteEventStore:
+def store(settings: Settings) -> EventStore:
     return open_store(settings.db_url or f"sqlite:///{settings.db_path}")
 
 
-def open_store(url: str) -> SqliteEventStore:
+def open_store(url: str) -> EventStore:
     """The event store at `url`: `sqlite:///path`, or `postgresql://…` (also `postgres://…`)
     when the processes run on more than one host. Both have the same API."""
     if url.startswith(("postgresql://", "postgres://")):
         from core.adapters.postgres_store import PostgresEventStore
 
-        return PostgresEventStore(url)  # type: ignore[return-value]  # same API, no common base
+        return PostgresEventStore(url)
     from core.adapters.sqlite_store import SqliteEventStore
 
     return SqliteEventStore(Path(url.removeprefix("sqlite:///")))
@@ -77,7 +77,7 @@ def model(settings: Settings) -> ClaudeModel:
 
 
 def intake(
-    settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: SqliteEventStore
+    settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: EventStore
 ) -> Intake:
     from core.usecases.budgets import Budgets
     from core.usecases.intake import Intake
@@ -92,7 +92,7 @@ def intake(
 
 
 def bot_services(
-    settings: Settings, *, intake: Intake, amqp: AmqpLink, store: SqliteEventStore, slack: Any
+    settings: Settings, *, intake: Intake, amqp: AmqpLink, store: EventStore, slack: Any
 ) -> UseCases:
     """What the bot's listeners call, built by keyword."""
     from bot.usecases import UseCases
@@ -113,7 +113,7 @@ def bot_services(
     )
 
 
-def status(store: SqliteEventStore, amqp: AmqpLink, wait: float) -> Status:
+def status(store: EventStore, amqp: AmqpLink, wait: float) -> Status:
     """`/aico status` and `aico status`: the store's figures and the broker's queues."""
     from core.domain.messages import DEAD, RESULTS, TASKS
     from core.usecases.status import Status
@@ -121,7 +121,7 @@ def status(store: SqliteEventStore, amqp: AmqpLink, wait: float) -> Status:
     return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
 
 
-def recovery(settings: Settings, store: SqliteEventStore, amqp: AmqpLink) -> Recovery:
+def recovery(settings: Settings, store: EventStore, amqp: AmqpLink) -> Recovery:
     from core.domain.messages import RESULTS, TASKS
     from core.usecases.recovery import Recovery
 
