@@ -66,9 +66,10 @@ class TaskControl:
         return view
 
     def _allowed(self, task_id: str, user: str, verb: str) -> TaskView:
-        task = self.store.task(task_id.strip().strip("`").lower()) if task_id.strip() else None
+        wanted = task_id.strip().strip("`").strip()
+        task = self.store.task(wanted.lower()) if wanted else None
         if task is None:
-            shown = escape(preview(task_id.strip() or "?", 20))
+            shown = escape(preview(wanted or "?", 20))
             raise InvalidInput(f"There is no task `{shown}`. `/aico history` lists yours.")
         if user != task.user and user not in self.admins:
             raise InvalidInput(

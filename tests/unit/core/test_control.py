@@ -179,3 +179,9 @@ def test_retry_of_a_cancelled_task_by_an_admin(store, broker, intake, control):
     assert view.generation == 1
     assert status_is(store, task.id, TaskStatus.QUEUED).cancelled_by == ""
     until(lambda: generations(broker, task.id) == [0, 1])
+
+
+def test_an_unknown_id_typed_in_backticks_is_named_once_in_the_refusal(control):
+    with pytest.raises(InvalidInput) as refused:
+        control.cancel(" `NoSuchTask` ", "U0OWNER")
+    assert "There is no task `NoSuchTask`." in str(refused.value)
