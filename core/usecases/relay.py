@@ -48,6 +48,8 @@ class OutboxRelay:
         self.slack_patience = slack_patience
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="relay")
         self._closing = threading.Event()
+        self._guard = threading.Lock()
+        self._running: dict[str, tuple[threading.Lock, int]] = {}  # task -> (its lock, users)
 
     def resume(self) -> int:
         """Queue again what was acked but not yet queued when this process last stopped. (Its
@@ -67,10 +69,23 @@ class OutboxRelay:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _dispatch_logged(self, task_id: str, look_first: bool = False) -> None:
+        """One dispatch of a task at a time (resume() may meet the intake's own dispatch of it):
+        the second waits, then finds the task queued and does nothing."""
+        with self._guard:
+            lock, users = self._running.get(task_id, (threading.Lock(), 0))
+            self._running[task_id] = (lock, users + 1)
         try:
-            self.dispatch(task_id, look_first)
+            with lock:
+                self.dispatch(task_id, look_first)
         except Exception:
             log.exception("task %s: could not be dispatched", task_id)
+        finally:
+            with self._guard:
+                lock, users = self._running[task_id]
+                if users == 1:
+                    del self._running[task_id]
+                else:
+                    self._running[task_id] = (lock, users - 1)
 
     def dispatch(self, task_id: str, look_first: bool = False) -> None:
         task = self.store.task(task_id)

@@ -232,3 +232,21 @@ def test_a_channel_the_bot_is_not_in_fails_the_task_and_tells_its_owner(
     assert "I am not in this channel" in task.error
     assert slack.messages(AWAY) == []
     assert broker.ready(TASKS) == []
+
+
+def test_two_dispatches_of_one_task_at_once_queue_it_once(store, slack, broker, relay):
+    # Given a task whose first dispatch waits for the broker's confirm
+    broker.hold_confirms()
+    task_id = record(store, "queue me once")
+    relay.dispatch_soon(task_id)
+    until(lambda: broker.held == 1)
+
+    # When a second dispatch of it starts meanwhile (resume() after a restart does this)
+    assert relay.resume() == 1
+
+    # Then, once the broker confirms, the task was published once and is queued once
+    until(lambda: broker.confirm_held() or broker.held == 0)
+    queued(store, task_id)
+    relay.close()
+    assert len(task_messages(broker, task_id)) == 1, broker.ready(TASKS)
+    assert len(parents(slack, task_id)) == 1
