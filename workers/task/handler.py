@@ -8,9 +8,10 @@ recorded answer.
 
 Retry budget, per task: the anthropic SDK tries a call up to 3 times (2 retries with backoff);
 each task is delivered at most DELIVERY_LIMIT + 1 times; so at most 3 x 6 = 18 requests reach
-Claude for one task, and only a transient failure (429, 5xx, 529, timeout) uses an attempt. A
-Claude 4xx, an unreadable message, and the last attempt's failure are reported in the thread and
-dead-lettered at once.
+Claude for one task. A transient failure (by Claude's error type: overloaded, rate limited, an
+API error, a timeout, a stream broken off) gives the delivery back, after a `retrying` report that
+takes back what the attempt had shown; a request Claude refuses, an unreadable message, and the
+last attempt's failure are reported in the thread and dead-lettered at once.
 
 While Claude's circuit breaker is open, deliveries wait here for a permit (the worker stops
 consuming meanwhile, so the rest wait in the queue) instead of burning attempts.
