@@ -167,6 +167,7 @@ class ResultHandler:
         self._uploading.add(filename)  # an upload whose answer is lost may still be shared
         comment = f"The whole answer to task `{task.id}`."
         self.notifier.upload(task.channel, task.thread_ts, answer, filename, comment)
+        self._uploading.discard(filename)  # it worked: nothing to look for again
 
     def _file_shared(self, task: TaskView, filename: str) -> bool:
         """Whether the file is in the thread. Slack shares an upload a moment after it is
