@@ -76,9 +76,7 @@ def model(settings: Settings) -> ClaudeModel:
     )
 
 
-def intake(
-    settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: EventStore
-) -> Intake:
+def intake(settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: EventStore) -> Intake:
     from core.usecases.budgets import Budgets
     from core.usecases.intake import Intake
     from core.usecases.relay import OutboxRelay
