@@ -4,10 +4,7 @@ recorded, posted nor queued, and the same request delivered twice is one task.""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,44 +16,12 @@ from core.errors import InvalidInput
 from core.usecases.budgets import Budgets
 from core.usecases.intake import Intake, TaskRequest
 from core.usecases.relay import OutboxRelay
-from tests.twins.broker import MemoryBroker
-from tests.twins.notifier import MemoryNotifier
+from tests.twins.polling import until
 
 OWNER, OTHER = "U0OWNER", "U0OTHER"
 CHANNEL = "C0GENERAL"
 MAX_CHARS = 100
 USER_DAILY, CHANNEL_DAILY = 1.0, 50.0
-WAIT = 10.0
-
-
-def until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """`predicate()` once it is truthy; the store tells nobody when it changes, so it is looked
-    at again every few milliseconds, up to `timeout`."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{predicate!r} still {value!r} after {timeout}s"
-        pause.wait(0.01)
-    return value
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[SqliteEventStore]:
-    store = SqliteEventStore(tmp_path / "aico.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def slack() -> MemoryNotifier:
-    return MemoryNotifier()
-
-
-@pytest.fixture
-def broker() -> Iterator[MemoryBroker]:
-    broker = MemoryBroker()
-    yield broker
-    broker.close()
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ broker does in between (an answer lost, a confirm late, a restart, a channel aic
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,40 +17,10 @@ from core.usecases import relay as relay_module
 from core.usecases.relay import PARENT_EVENT, WAITING, OutboxRelay
 from tests.twins.broker import MemoryBroker
 from tests.twins.notifier import MemoryNotifier
+from tests.twins.polling import WAIT, until
 
 OWNER = "U0OWNER"
 CHANNEL, AWAY = "C0GENERAL", "C0NOTJOINED"
-WAIT = 10.0  # the longest a test waits for the relay's threads (never reached when green)
-
-
-def until(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """`predicate()` once it is truthy. The store tells nobody when it changes, so it is looked
-    at again every few milliseconds, up to `timeout`."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"{predicate!r} still {value!r} after {timeout}s"
-        pause.wait(0.01)
-    return value
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[SqliteEventStore]:
-    store = SqliteEventStore(tmp_path / "aico.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def slack() -> MemoryNotifier:
-    return MemoryNotifier()
-
-
-@pytest.fixture
-def broker() -> Iterator[MemoryBroker]:
-    broker = MemoryBroker()
-    yield broker
-    broker.close()
 
 
 @pytest.fixture
