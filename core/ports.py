@@ -120,3 +120,11 @@ class Model(Protocol):
         history: Sequence[tuple[str, str]] = (),
         on_text: Callable[[list[str]], None] | None = None,
     ) -> Completion: ...
+
+
+class Regressor(Protocol):
+    """A trainable model of numbers from numbers (scikit-learn's estimator API): what the
+    arrival forecast of the scaling policy learns with (core/adapters/forecaster.py)."""
+
+    def fit(self, X: Sequence[Sequence[float]], y: Sequence[float]) -> Any: ...
+    def predict(self, X: Sequence[Sequence[float]]) -> Sequence[float]: ...
