@@ -13,8 +13,9 @@ Routes served:
 Where the fake is stricter than a plain echo server, it follows Slack; each rule names its source:
 message metadata only on request, the blocks' total text, threads rooted at their parent, files
 shared some time after files.completeUploadExternal, rate limits (when turned on), response_urls
-that expire. Time for those rules is the fake's own clock (:meth:`FakeSlack.now`), which a test
-moves on with :meth:`FakeSlack.advance` instead of waiting.
+that expire, the app's own posts and deletions sent back to it as ``message`` events
+(:attr:`FakeSlack.on_event`). Time for those rules is the fake's own clock
+(:meth:`FakeSlack.now`), which a test moves on with :meth:`FakeSlack.advance` instead of waiting.
 """
 
 from __future__ import annotations
@@ -76,6 +77,37 @@ RATE_LIMITS: dict[str, tuple[float, int, bool]] = {
 JSON_PARAMS = ("blocks", "attachments", "files", "metadata")
 TS_BASE_US = 1_700_000_000 * 1_000_000
 TS_STEP_US = 100
+
+# Which message events the app gets, by the first letter of the channel ID: (channel_type, the
+# bot event it needs). An app receives the messages of a channel it is in when it subscribes to
+# that kind (docs.slack.dev, message.channels / message.groups / message.im: "A message was
+# posted to a channel"...), its own included: Slack delivers them and Bolt drops them
+# (github.com/slackapi/bolt-python/issues/307). Subscribed like manifest.yml by default.
+CHANNEL_TYPES = {
+    "C": ("channel", "message.channels"),
+    "G": ("group", "message.groups"),
+    "D": ("im", "message.im"),
+}
+BOT_EVENTS = frozenset({"message.channels", "message.groups"})
+# The fields of a stored message that its message event carries. A bot user's chat.postMessage
+# comes back with no subtype, with both `user` (the bot user) and `bot_id`, plus `bot_profile`
+# (github.com/HubSpot/slack-client/pull/84 shows one such event). Slack does not document
+# message metadata in message events (it has message_metadata_posted for that): left out.
+EVENT_FIELDS = (
+    "type",
+    "subtype",
+    "user",
+    "bot_id",
+    "app_id",
+    "text",
+    "blocks",
+    "attachments",
+    "ts",
+    "thread_ts",
+    "parent_user_id",
+    "team",
+)
+APP_EVENT = "app_event"  # an Events API event for the app: goes to on_event, not on_change
 
 JSON_CT = "application/json; charset=utf-8"
 TEXT_CT = "text/plain; charset=utf-8"
@@ -504,6 +536,11 @@ class FakeSlack:
     ``on_change`` callables get ``(kind, channel, message)`` outside the lock, kind being one
     of posted, updated, deleted, ephemeral, status.
 
+    ``on_event`` callables get each Events API body (``{"type": "event_callback", ...}``) Slack
+    would send the app: its own ``chat.postMessage`` posts as ``message`` events and their
+    ``chat.delete`` as ``message_deleted`` ones, in channels whose kind is in ``bot_events``
+    (see :data:`CHANNEL_TYPES`). :meth:`FakeSocketMode.attach` delivers them over the socket.
+
     ``rate_limits`` (or the attribute ``enforce_rate_limits``) turns on Slack's rate limits (see
     :data:`RATE_LIMITS`); ``file_share_delay`` is how long a completed upload takes to show in
     its channel (0: at once); ``clock`` is what :meth:`now` counts from (a test may pass a fixed
@@ -539,6 +576,8 @@ class FakeSlack:
         self.not_in_channel: set[str] = set()
         self.users: dict[str, dict] = {}
         self.on_change: list[Callable[[str, str, dict], None]] = []
+        self.on_event: list[Callable[[dict], None]] = []
+        self.bot_events: frozenset[str] = BOT_EVENTS
         self.errors: list[BaseException] = []
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -801,6 +840,9 @@ class FakeSlack:
 
     def _fire(self, events: list[Event]) -> None:
         for kind, channel, msg in events:
+            if kind == APP_EVENT:
+                self._send_event(msg)
+                continue
             for callback in list(self.on_change):
                 try:
                     callback(kind, channel, msg)
@@ -904,6 +946,81 @@ class FakeSlack:
             "users.info": self._users_info,
         }
 
+    # ---- Events API: what the app hears of its own messages
+
+    def _send_event(self, event: dict) -> None:
+        body = self._event_body(event)
+        for callback in list(self.on_event):
+            try:
+                callback(copy.deepcopy(body))
+            except Exception as exc:
+                self.errors.append(exc)
+
+    def _event_body(self, event: dict) -> dict:
+        """The Events API wrapper around ``event``, as Slack sends it to this app."""
+        return {
+            "team_id": self.team_id,
+            "api_app_id": self.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev0{next(self._ids):08d}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user_id,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+
+    def _heard_in(self, channel: str) -> str | None:
+        """The channel_type of ``channel`` if the app gets its message events, else None."""
+        kind = CHANNEL_TYPES.get(channel[:1])
+        if kind is None or kind[1] not in self.bot_events or channel in self.not_in_channel:
+            return None
+        return kind[0]
+
+    def _message_event(self, channel: str, msg: dict, events: list[Event]) -> None:
+        """Queue the ``message`` event of the app's own new message ``msg``."""
+        channel_type = self._heard_in(channel)
+        if channel_type is None:
+            return
+        event = {k: copy.deepcopy(msg[k]) for k in EVENT_FIELDS if msg.get(k) not in (None, [])}
+        event["bot_profile"] = {
+            "id": self.bot_id,
+            "deleted": False,
+            "name": "aico",
+            "app_id": self.app_id,
+            "team_id": self.team_id,
+        }
+        event |= {"channel": channel, "event_ts": msg["ts"], "channel_type": channel_type}
+        events.append((APP_EVENT, channel, event))
+
+    def _deleted_event(self, channel: str, msg: dict, events: list[Event]) -> None:
+        """Queue the ``message_deleted`` event of a deletion (docs.slack.dev, message_deleted:
+        hidden, with the deleted message's ts in ``deleted_ts`` and ``previous_message``)."""
+        channel_type = self._heard_in(channel)
+        if channel_type is None:
+            return
+        ts = self._ws.next_ts()
+        previous = {k: copy.deepcopy(msg[k]) for k in EVENT_FIELDS if msg.get(k) not in (None, [])}
+        event = {
+            "type": "message",
+            "subtype": "message_deleted",
+            "hidden": True,
+            "channel": channel,
+            "ts": ts,
+            "deleted_ts": msg["ts"],
+            "event_ts": ts,
+            "previous_message": previous,
+            "channel_type": channel_type,
+        }
+        events.append((APP_EVENT, channel, event))
+
     def _channel(self, params: dict, key: str = "channel") -> str:
         channel = params.get(key)
         if not channel:
@@ -950,6 +1067,7 @@ class FakeSlack:
         msg = self._post(
             channel, _content(params), events, thread_ts=thread_ts, broadcast=broadcast
         )
+        self._message_event(channel, msg, events)
         return {"channel": channel, "ts": msg["ts"], "message": msg}
 
     def _update(self, params: dict, events: list[Event]) -> dict:
@@ -971,6 +1089,7 @@ class FakeSlack:
             raise ApiError("cant_delete_message")
         self._ws.delete(channel, msg["ts"])
         events.append(("deleted", channel, _public(msg)))
+        self._deleted_event(channel, msg, events)
         return {"channel": channel, "ts": msg["ts"]}
 
     def _post_ephemeral(self, params: dict, events: list[Event]) -> dict:

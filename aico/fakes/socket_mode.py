@@ -19,6 +19,17 @@ Where Slack's behaviour is documented or reported, the fake follows it:
 * a socket can go mute (:meth:`FakeSocketMode.go_silent`): open at TCP level, but nothing comes
   back, pongs included, as when a NAT or proxy silently drops a connection. Only the client's
   own keepalive can notice (slack_sdk's built-in client: no pong for 4 x ``ping_interval``).
+* a socket can go deaf (:meth:`FakeSocketMode.go_deaf`): alive, answering pings and taking acks,
+  but Slack's side routes no envelope to it any more: the silent socket bolt-python users report
+  most, which no keepalive notices. An envelope with no other live connection to go to is lost
+  (:attr:`FakeSocketMode.lost`); an ``events_api`` one is delivered again after ``ack_timeout``,
+  as above, once a live connection is there.
+* Slack sends the app its own posts back as ``message`` events when it is subscribed to them in
+  a channel it is in (bolt-python drops them by default: "Resulting in an infinite loop by
+  responding to the app's own message events is a common pitfall", a Slack SDK maintainer,
+  github.com/slackapi/bolt-python/issues/307). :meth:`FakeSocketMode.attach` wires a
+  :class:`~aico.fakes.slack.FakeSlack` so that its ``chat.postMessage`` posts and
+  ``chat.delete`` deletions (``message_deleted``) reach the socket as ``events_api`` envelopes.
 """
 
 from __future__ import annotations
@@ -32,10 +43,13 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from aico.fakes.slack import FakeSlack
 
 ACK_TIMEOUT = 3.0  # seconds Slack waits for an envelope's ack
 MAX_RETRIES = 3  # Events API deliveries after the first
@@ -80,6 +94,8 @@ class FakeSocketMode:
         self._timed_out: list[str] = []
         self._conns: list[ServerConnection] = []
         self._muted: set[ServerConnection] = set()
+        self._deaf: set[ServerConnection] = set()
+        self._lost: list[dict[str, Any]] = []
         self._deliveries: dict[str, _Delivery] = {}
         self._drop_acks = 0
         self._cond = threading.Condition()
@@ -171,9 +187,15 @@ class FakeSocketMode:
 
     @property
     def live_connections(self) -> int:
-        """Open connections that are not mute: the ones envelopes go to."""
+        """Open connections that are neither mute nor deaf: the ones envelopes go to."""
         with self._cond:
             return len(self._live())
+
+    @property
+    def deaf_connections(self) -> int:
+        """Open connections that answer pings and take acks but get no envelope."""
+        with self._cond:
+            return len(self._deaf)
 
     @property
     def frames(self) -> list[dict[str, Any]]:
@@ -192,6 +214,12 @@ class FakeSocketMode:
         """Every envelope sent, redeliveries included, oldest first."""
         with self._cond:
             return list(self._sent)
+
+    @property
+    def lost(self) -> list[dict[str, Any]]:
+        """Envelopes Slack had no live connection for (:meth:`deliver_event`): never sent."""
+        with self._cond:
+            return list(self._lost)
 
     @property
     def timed_out(self) -> list[str]:
@@ -216,13 +244,14 @@ class FakeSocketMode:
                     raise TimeoutError(
                         f"FakeSocketMode.wait_for: {getattr(predicate, '__qualname__', predicate)}"
                         f" still {value!r} after {timeout}s ({self.connects} connects, "
-                        f"{len(self._conns)} open, {len(self._muted)} mute)"
+                        f"{len(self._conns)} open, {len(self._muted)} mute, "
+                        f"{len(self._deaf)} deaf)"
                     )
                 self._cond.wait(remaining)
             return value
 
     def wait_connected(self, timeout: float = 5.0) -> None:
-        """Until a client is connected on a socket that is not mute."""
+        """Until a client is connected on a socket that is neither mute nor deaf."""
         try:
             self.wait_for(self._live, timeout)
         except TimeoutError:
@@ -233,6 +262,10 @@ class FakeSocketMode:
         self.wait_for(lambda: self.connects >= count, timeout)
 
     def _live(self) -> list[ServerConnection]:
+        return [ws for ws in self._conns if ws not in self._muted and ws not in self._deaf]
+
+    def _answering(self) -> list[ServerConnection]:
+        """Connections whose frames the server reads (deaf ones too): they answer pings."""
         return [ws for ws in self._conns if ws not in self._muted]
 
     # ------------------------------------------------------------------ server side
@@ -252,6 +285,7 @@ class FakeSocketMode:
             with self._cond:
                 self._conns.remove(ws)
                 self._muted.discard(ws)
+                self._deaf.discard(ws)
                 self._cond.notify_all()
 
     def _hello(self) -> dict[str, Any]:
@@ -307,8 +341,9 @@ class FakeSocketMode:
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(json.dumps(envelope))
 
-    def _envelope(self, delivery: _Delivery, **retry: Any) -> dict[str, Any]:
-        """A new copy of ``delivery`` with an envelope_id of its own (lock held)."""
+    def _envelope(self, delivery: _Delivery, sent: bool = True, **retry: Any) -> dict[str, Any]:
+        """A new copy of ``delivery`` with an envelope_id of its own (lock held); ``sent``: it
+        goes to a connection (else it is :attr:`lost`)."""
         envelope_id = str(uuid.uuid4())
         envelope = {
             "envelope_id": envelope_id,
@@ -319,7 +354,7 @@ class FakeSocketMode:
         }
         delivery.ids.append(envelope_id)
         self._deliveries[envelope_id] = delivery
-        self._sent.append(envelope)
+        (self._sent if sent else self._lost).append(envelope)
         self._cond.notify_all()
         return envelope
 
@@ -384,6 +419,37 @@ class FakeSocketMode:
         accepts = payload.get("type") != "block_actions"
         return self.send_envelope("interactive", payload, timeout, accepts_response_payload=accepts)
 
+    def deliver_event(self, event_body: dict[str, Any]) -> str:
+        """Deliver an Events API body as Slack does on its own (not on a test's request): to the
+        newest live connection without waiting for the ack, or, with none live, to no one (it is
+        :attr:`lost`, then delivered again after ``ack_timeout`` like any unacked event).
+        Returns the envelope_id."""
+        options = {"accepts_response_payload": False, "retry_attempt": 0, "retry_reason": ""}
+        delivery = _Delivery("events_api", event_body, options, ids=[])
+        with self._cond:
+            live = self._live()
+            envelope = self._envelope(delivery, sent=bool(live))
+        if live:
+            self._spawn(self._send(live[-1], envelope))
+        self._spawn(self._watch(delivery))
+        return str(envelope["envelope_id"])
+
+    @staticmethod
+    async def _send(ws: ServerConnection, envelope: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(envelope))
+
+    def attach(self, slack: FakeSlack) -> None:
+        """Be ``slack``'s Socket Mode server: ``apps.connections.open`` hands out :attr:`url`,
+        and the Events API bodies ``slack`` makes for the app (its own posts coming back as
+        ``message`` events, see :attr:`FakeSlack.on_event`) are delivered here."""
+        slack.socket_mode_url = self.url
+        slack.on_event.append(self._relay)
+
+    def _relay(self, event_body: dict[str, Any]) -> None:
+        if self._loop is not None:  # a stopped server delivers nothing, as Slack's side away
+            self.deliver_event(event_body)
+
     def drop_acks(self, count: int = 1) -> None:
         """Throw away the next ``count`` acks, as if they never reached Slack in time: the
         envelopes time out (and events_api ones are delivered again)."""
@@ -391,9 +457,10 @@ class FakeSocketMode:
             self._drop_acks += count
 
     def ping_clients(self) -> None:
-        """Send a websocket ping on every live connection (the client's pending read returns)."""
+        """Send a websocket ping on every connection that is not mute, deaf ones included (the
+        client's pending read returns)."""
         with self._cond:
-            conns = self._live()
+            conns = self._answering()
         for ws in conns:
             with contextlib.suppress(Exception):
                 self._run(self._ping(ws))
@@ -449,7 +516,7 @@ class FakeSocketMode:
         nothing from them (no pongs, no acks) and sends them nothing (no envelopes). Connections
         made later behave normally. Returns how many went mute."""
         with self._cond:
-            conns = self._live()
+            conns = self._answering()
             self._muted.update(conns)
             self._cond.notify_all()
         for ws in conns:
@@ -465,6 +532,17 @@ class FakeSocketMode:
         for ws in conns:
             with contextlib.suppress(Exception):
                 self._run(self._resume(ws))
+
+    def go_deaf(self) -> int:
+        """Make the live connections deaf: they stay open, answer pings (pongs flow) and take
+        acks, but no envelope is routed to them any more, as when Slack's side stops routing
+        events to a connection. Connections made later behave normally. Returns how many went
+        deaf."""
+        with self._cond:
+            conns = self._live()
+            self._deaf.update(conns)
+            self._cond.notify_all()
+        return len(conns)
 
     @staticmethod
     async def _pause(ws: ServerConnection) -> None:
