@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from aico import processes
 from core.config import Settings
@@ -37,7 +38,46 @@ def parser() -> argparse.ArgumentParser:
     backup = db_sub.add_parser("backup", help="a consistent copy, taken while aico runs")
     backup.add_argument("target", help="the file to write")
     db_sub.add_parser("rebuild", help="derive every projection again from the events")
+    _scaler_parser(sub)
     return cli
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad options are one line on stderr (and exit code 2), not the usage and the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def _scaler_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scaler = sub.add_parser("scaler", help="the autoscaler's policies, offline")
+    actions = scaler.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    simulate = actions.add_parser(
+        "simulate",
+        help="run a trace through a simulated pool under one policy; prints one JSON object",
+        description="Simulate a trace (CSV with the header arrival_s,service_s, one task a "
+        "line, in seconds) through a pool of task workers scaled by one policy, and print the "
+        "figures as one JSON object: p50_wait_s, p95_wait_s, max_wait_s, worker_seconds, "
+        "scale_events and more.",
+    )
+    simulate.add_argument("--trace", required=True, metavar="FILE", help="the trace (CSV)")
+    simulate.add_argument("--policy", required=True, choices=["threshold", "queue-ratio", "aico"])
+    simulate.add_argument(
+        "--concurrency", type=int, default=8, metavar="C", help="slots per worker (default 8)"
+    )
+    simulate.add_argument(
+        "--min", type=int, default=1, dest="minimum", metavar="N", help="fewest workers (default 1)"
+    )
+    simulate.add_argument(
+        "--max", type=int, default=5, dest="maximum", metavar="M", help="most workers (default 5)"
+    )
+    simulate.add_argument(
+        "--startup",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds from asking for a worker until it takes tasks (default 10)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return dev_main()
     if args.command in ("status", "db"):
         return _admin(args)
+    if args.command == "scaler":
+        from aico import scaler
+
+        return scaler.command(args)
     # Until the process installs its own handlers (it drains), a SIGTERM ends it cleanly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     key = (args.command, args.kind) if args.command == "worker" else (args.command,)
