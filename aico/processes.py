@@ -15,8 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def bot(settings: Settings) -> int:
+    import os
+    import socket
+
     from bot.app import create_app
+    from bot.canary import EVERY, WAIT, CanaryPlan
     from bot.serve import serve
+    from core.slack.blocks import context
+    from core.usecases.alerts import AlertDesk
 
     bootstrap.configure_logging(settings, "bot")
     slack, amqp, store = (
@@ -27,10 +33,36 @@ def bot(settings: Settings) -> int:
     intake = bootstrap.intake(settings, amqp, slack, store)
     services = bootstrap.bot_services(settings, intake=intake, amqp=amqp, store=store, slack=slack)
     app = create_app(slack.client, settings.slack_signing_secret, services)
+    metrics = bootstrap.metrics(store, amqp)
     if resumed := intake.relay.resume():
         log.info("re-queueing %d task(s) received before the last stop", resumed)
+
+    def seconds(name: str, default: float) -> float:
+        # TODO(settings): AICO_CANARY_EVERY / AICO_CANARY_WAIT belong in core.config.Settings.
+        raw = os.environ.get(name, "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            value = -1.0
+        if value > 0:
+            return value
+        log.warning("%s=%r is not a positive number of seconds: using %.0f", name, raw, default)
+        return default
+
+    canary = None
+    if settings.alert_channel:  # the Socket Mode canary posts there (the bot is in it)
+        canary = CanaryPlan(
+            channel=settings.alert_channel,
+            post=lambda channel, text, meta: slack.post(channel, text, [context(text)], None, meta),
+            delete=lambda channel, ts: slack.client.chat_delete(channel=channel, ts=ts),
+            alerts=AlertDesk(store, None, settings.alert_channel),  # records; the pm posts
+            me=f"{socket.gethostname()}:{os.getpid()}",
+            every=seconds("AICO_CANARY_EVERY", EVERY),
+            wait=seconds("AICO_CANARY_WAIT", WAIT),
+        )
     try:
-        serve(app, settings.slack_app_token, settings.port, amqp.check)
+        beat = bootstrap.bot_heartbeat(store)
+        serve(app, settings.slack_app_token, settings.port, amqp.check, metrics, beat, canary)
     finally:
         intake.relay.close()
         amqp.close()
@@ -60,7 +92,7 @@ def task_worker(settings: Settings) -> int:
     )
     _on_signals(runtime.stop)
     start_heartbeat(store, handler, breaker, settings.task_concurrency, stopping)
-    runtime.run()
+    runtime.run(drain_timeout=settings.drain_timeout)
     return 0
 
 
@@ -76,7 +108,8 @@ def result_worker(settings: Settings) -> int:
     link = bootstrap.link(settings, "result")
     concurrency = settings.result_concurrency
     runtime = Runtime(link, RESULTS, results, concurrency, ordered=True, stopping=stopping)
-    runtime.also(DEAD_WATCH, DeadLetterHandler(store, results))
+    dead = DeadLetterHandler(store, results, bootstrap.alert_desk(settings, store))
+    runtime.also(DEAD_WATCH, dead)
     _on_signals(runtime.stop)
     runtime.run()
     return 0
@@ -84,15 +117,25 @@ def result_worker(settings: Settings) -> int:
 
 def pm(settings: Settings) -> int:
     from workers.pm import control
-    from workers.pm.supervisor import Supervisor
 
     bootstrap.configure_logging(settings, "pm")
-    supervisor = Supervisor(target=settings.min_workers)
-    link, stop = bootstrap.link(settings, "pm"), threading.Event()
-    sweep = bootstrap.recovery(settings, bootstrap.store(settings), link).sweep
-    jobs = control.scheduler(link, sweep, settings.sweep_every, stop)
+    link, stop, store = bootstrap.link(settings, "pm"), threading.Event(), bootstrap.store(settings)
+    plane = bootstrap.control_plane(settings, store, link)
+    checks = bootstrap.health(settings, store, link, plane)
+    ops = bootstrap.operations(settings, store, link, checks)
+    train, every = plane.scaler.train, settings.train_every
+    jobs = control.scheduler(
+        link, plane.leadership, ops.sweep_now, settings.sweep_every, train, every, stop
+    )
+
+    def tell() -> None:  # alerts recorded by any process, and `/aico recover` asked in Slack
+        ops.alerts.flush()
+        ops.answer_requests()
+
+    control.watch(jobs, plane.leadership, checks.run, settings.check_every, tell)
+    plane.leadership.on_elected = lambda: control.run_now(jobs)
     _on_signals(stop.set)
-    return control.run(supervisor, jobs, link, stop)
+    return control.run(plane, jobs, link, stop)
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
