@@ -126,10 +126,13 @@ class QueueRatioPolicy:
 
     What it models, and the defaults a team gets without tuning:
 
-    - The metric is the queue length as RabbitMQ's management API reports it (`protocol: http`):
-      `messages` = ready + unacknowledged, i.e. queued + busy here (every task in a slot is an
-      unacked delivery). Over AMQP (`protocol: amqp`) KEDA would see the ready messages only and
-      shrink the pool under a full but empty-queued load; we give it the better of the two.
+    - The metric is the queue length as KEDA reads it by default: with an `amqp://` host
+      (`protocol: auto` picks AMQP) it declares the queue passively and counts the messages
+      ready, "ignoring unacked messages" (KEDA's docs), i.e. `queued` here: a task in a slot is an
+      unacked delivery. That is the default a team gets, and its known weakness: a pool that is
+      busy with an empty queue looks idle. `count_unacked=True` models the management API
+      instead (`protocol: http`: ready + unacknowledged = queued + busy); the README compares
+      aico with it too.
     - `value` (the target per replica) = C, the slots of one worker: desired =
       ceil(queue length / C) (an AverageValue target: HPA divides the metric by the target).
     - HPA evaluates every 15 s (`--horizontal-pod-autoscaler-sync-period`); KEDA's metrics server
@@ -156,7 +159,9 @@ class QueueRatioPolicy:
         down_window_s: float = 300.0,
         up_pods: int = 4,
         up_percent: float = 100.0,
+        count_unacked: bool = False,
     ) -> None:
+        self.count_unacked = count_unacked
         self.minimum, self.maximum, self.target_per_worker = minimum, maximum, slots
         self.sync_s, self.tolerance, self.down_window_s = sync_s, tolerance, down_window_s
         self.up_pods, self.up_percent = up_pods, up_percent
@@ -171,7 +176,7 @@ class QueueRatioPolicy:
             reason = self._last.reason if self._last else ""
             return Decision(load.at, self.name, current, current, reason)
         self._synced_at = load.at
-        metric = load.queued + load.busy
+        metric = load.queued + (load.busy if self.count_unacked else 0)
         proposal, why = self._proposal(metric, current)
         stabilised = self._stabilise(load.at, current, proposal)
         target = _clamp(self._rate_limit(load.at, current, stabilised), self.minimum, self.maximum)
@@ -253,7 +258,7 @@ class AicoPolicy:
         maximum: int,
         slots: int,
         drain_s: float = 10.0,
-        wait_s: float = 4.0,
+        wait_s: float = 8.0,
         flow_tolerance: float = 0.5,
         keep_alive_s: float = 3.0,
         headroom: float = 0.0,

@@ -252,9 +252,16 @@ def test_threshold_is_clamped():
     assert not policy.decide(load(100.0, queued=0, workers=1)).changed
 
 
-def test_queue_ratio_wants_the_queue_length_over_the_slots_of_a_worker():
-    # KEDA's QueueLength over the management API: ready + unacked = queued + busy
+def test_queue_ratio_wants_the_ready_messages_over_the_slots_of_a_worker():
+    # KEDA's default, over AMQP: the messages ready; the unacked (busy) ones are not counted
     policy = QueueRatioPolicy(1, 10, 8)
+
+    assert policy.decide(load(0.0, queued=16, busy=8, workers=1)).target == 2
+
+
+def test_queue_ratio_over_the_management_api_counts_the_unacked_too():
+    # protocol: http: ready + unacked = queued + busy
+    policy = QueueRatioPolicy(1, 10, 8, count_unacked=True)
 
     assert policy.decide(load(0.0, queued=16, busy=8, workers=1)).target == 3
 
@@ -268,7 +275,7 @@ def test_queue_ratio_evaluates_every_15_seconds():
 
 
 def test_queue_ratio_scales_up_by_at_most_4_pods_or_100_percent_per_period():
-    policy = QueueRatioPolicy(1, 20, 8)
+    policy = QueueRatioPolicy(1, 20, 8, count_unacked=True)
 
     assert policy.decide(load(0.0, queued=150, busy=8, workers=1)).target == 5
     assert policy.decide(load(15.0, queued=150, busy=40, workers=5)).target == 10
@@ -276,13 +283,13 @@ def test_queue_ratio_scales_up_by_at_most_4_pods_or_100_percent_per_period():
 
 
 def test_queue_ratio_ignores_changes_within_the_10_percent_tolerance():
-    policy = QueueRatioPolicy(1, 10, 8)
+    policy = QueueRatioPolicy(1, 10, 8, count_unacked=True)
 
     assert not policy.decide(load(0.0, queued=1, busy=16, workers=2)).changed  # 17 / 16
 
 
 def test_queue_ratio_scales_down_to_the_highest_recommendation_of_300_seconds():
-    policy = QueueRatioPolicy(1, 10, 8)
+    policy = QueueRatioPolicy(1, 10, 8, count_unacked=True)
     policy.decide(load(0.0, queued=0, busy=32, workers=4))  # recommends 4
 
     for at in (15.0, 150.0, 285.0):
