@@ -8,9 +8,11 @@ from pathlib import Path
 
 from aico import bootstrap
 from core.config import Settings
+from core.domain import pool
 from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.errors import AicoError
+from core.slack.blocks import checks_line
 from core.usecases.status import StatusReport
 
 
@@ -34,11 +36,13 @@ def status_text(report: StatusReport) -> str:
         f"aico status, {when}",
         f"Queues: {_queues(report)}",
         f"Workers: {_workers(report)}",
+        f"Checks: {checks_line(report)}",
         f"Last hour: {_summary(report.hour)}",
         f"Last 24 h: {_summary(report.day)}",
         f"Today (UTC): {report.today.tokens_in:,} in / {report.today.tokens_out:,} out tokens"
         f" · {usd(report.today.cost)} · {report.today.finished:,} task(s) finished",
         f"Top spenders today: {_spenders(report)}",
+        *pool.describe(report.pool, report.at),
     ]
     return "\n".join(lines)
 

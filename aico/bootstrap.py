@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,15 @@ if TYPE_CHECKING:
     from core.adapters.claude import ClaudeModel
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
+    from core.domain.scaling import Policy
     from core.ports import EventStore
+    from core.usecases.alerts import AlertDesk
+    from core.usecases.health import Health
     from core.usecases.intake import Intake
+    from core.usecases.operations import Operations
     from core.usecases.recovery import Recovery
     from core.usecases.status import Status
+    from workers.pm.plane import ControlPlane
 
 
 def configure_logging(settings: Settings, process: str) -> None:
@@ -31,11 +37,14 @@ def configure_logging(settings: Settings, process: str) -> None:
         format=f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("slack_bolt").setLevel(logging.WARNING)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for chatty in ("slack_bolt", "httpx2", "httpx", "httpcore", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # pika logs each failed reconnection as eight ERROR lines; the link says it in one
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    # At DEBUG these log whole requests (prompts, messages, headers): never below INFO, so that
+    # AICO_LOG_LEVEL=DEBUG shows aico's own detail and no one's secrets or prompts.
+    for client in ("anthropic", "slack_sdk", "urllib3", "psycopg", "cheroot"):
+        logging.getLogger(client).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def store(settings: Settings) -> EventStore:
@@ -97,6 +106,8 @@ def bot_services(
     from core.domain.messages import RESULTS
     from core.usecases.control import TaskControl
     from core.usecases.conversations import Conversations
+    from core.usecases.operations import RecoverRequests
+    from core.usecases.scaling import PoolAdmin
 
     return UseCases(
         intake=intake,
@@ -108,6 +119,8 @@ def bot_services(
         admins=settings.admins,
         conversations=Conversations(store, intake, settings.conversations == "channel"),
         tell=slack.ephemeral,
+        pool=PoolAdmin(store),
+        recover=RecoverRequests(store),
     )
 
 
@@ -117,6 +130,108 @@ def status(store: EventStore, amqp: AmqpLink, wait: float) -> Status:
     from core.usecases.status import Status
 
     return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
+
+
+def bot_heartbeat(store: EventStore) -> Callable[[dict[str, Any]], None]:
+    """How the bot tells the store it lives (its mode, its Socket Mode connection)."""
+    import os
+    import socket
+
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    return lambda state: store.heartbeat(f"bot:{me}", {"kind": "bot", "host": me, **state})
+
+
+def metrics(store: EventStore, amqp: AmqpLink) -> Callable[[], bytes]:
+    """`GET /metrics` on the bot's port: the pool and the queues, read when scraped."""
+    import time
+
+    from core.adapters.metrics import PoolCollector, exposition
+    from core.domain.messages import DEAD, RESULTS, TASKS
+
+    depth = lambda queue: amqp.queue_depth(queue).result(2.0)  # noqa: E731
+    return exposition(PoolCollector(store, depth, (TASKS, RESULTS, DEAD), time.time))
+
+
+def control_plane(settings: Settings, store: EventStore, amqp: AmqpLink) -> ControlPlane:
+    """The pm's parts: the lead, the policy with its forecast, and (AICO_POOL=local) the
+    supervisor of this host's task workers."""
+    from core.adapters.forecaster import regressor
+    from core.adapters.system import SystemProbe
+    from core.domain.pool import Host
+    from core.domain.scaling import AicoPolicy
+    from core.usecases.forecast import ArrivalForecast
+    from core.usecases.leadership import Leadership
+    from core.usecases.scaling import PoolScaler
+    from workers.pm.plane import ME, ControlPlane
+    from workers.pm.supervisor import Supervisor
+
+    external = settings.pool == "external"
+    slots = settings.task_concurrency
+
+    def policy(low: int, high: int) -> Policy:
+        if settings.scale_down_after is None:
+            return AicoPolicy(low, high, slots)
+        return AicoPolicy(low, high, slots, keep_alive_s=settings.scale_down_after)
+
+    scaler = PoolScaler(
+        store,
+        Host(ME, settings.min_workers, settings.max_workers, external=external),
+        policy,
+        lambda queue: amqp.queue_depth(queue).result(5),
+        slots,
+        forecast=ArrivalForecast(regressor),
+    )
+    plane = ControlPlane(
+        store,
+        Leadership(amqp, store, ME),
+        scaler,
+        None if external else Supervisor(target=settings.min_workers),
+        SystemProbe(settings.host_cpu_limit, settings.host_memory_limit).read,
+        drain_timeout=settings.drain_timeout + 10,
+        alerts=alert_desk(settings, store),
+    )
+    if plane.supervisor is not None:
+        plane.supervisor.on_crash = plane.crashed
+    return plane
+
+
+def alert_desk(settings: Settings, store: EventStore) -> AlertDesk:
+    from core.usecases.alerts import AlertDesk
+
+    slack = notifier(settings) if settings.alert_channel else None
+    return AlertDesk(store, slack, settings.alert_channel)
+
+
+def operations(settings: Settings, store: EventStore, amqp: AmqpLink, checks: Health) -> Operations:
+    """The recovery sweep, the store's upkeep and `/aico recover`, run by the elected pm."""
+    from core.usecases.operations import Operations
+
+    sweep = recovery(settings, store, amqp).sweep
+    return Operations(store, checks.alerts, checks.run, sweep, notifier(settings))
+
+
+def health(settings: Settings, store: EventStore, amqp: AmqpLink, plane: ControlPlane) -> Health:
+    """The elected pm's checks (core/usecases/probes.py), each through its port."""
+    from core.adapters.system import disk_used, memory_used
+    from core.usecases import probes
+    from core.usecases.health import Health
+
+    def depth(queue: str) -> tuple[int, int]:
+        return amqp.queue_depth(queue).result(5)
+
+    beats = probes.Beats(store)
+    checks = {
+        "broker": probes.broker(amqp, depth),
+        "queues": probes.queues(amqp, depth),
+        "workers": probes.workers(store, beats),
+        "store": probes.store_writable(lambda: plane.last_write),
+        "disk": probes.usage("disk", lambda: disk_used(settings.data_dir), "disk of AICO_DATA_DIR"),
+        "memory": probes.usage("memory", memory_used, "memory"),
+        "breakers": probes.breakers(beats),
+        "slack": probes.slack(notifier(settings).check),
+        "bot": probes.bot(beats),
+    }
+    return Health(store, plane.alerts or alert_desk(settings, store), checks)
 
 
 def recovery(settings: Settings, store: EventStore, amqp: AmqpLink) -> Recovery:

@@ -643,7 +643,7 @@ class Bench:
     def settings(self) -> dict[str, str]:
         return {
             "AICO_MIN_WORKERS": str(self.args.workers),
-            "AICO_MAX_WORKERS": str(max(5, self.args.workers)),
+            "AICO_MAX_WORKERS": str(self.args.workers),  # a fixed pool: the relay is measured
             "AICO_TASK_CONCURRENCY": str(self.args.concurrency),
             "AICO_LOG_LEVEL": self.args.log_level,
             # Every task goes to one channel here; Slack's pace for one channel (1 post/s)

@@ -5,7 +5,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-VERBS = ("task", "help", "status", "history", "show", "cancel", "retry", "budget")
+VERBS = (
+    "task",
+    "help",
+    "status",
+    "history",
+    "show",
+    "cancel",
+    "retry",
+    "budget",
+    "scale",
+    "recover",
+)
 HISTORY_DEFAULT, HISTORY_MAX = 10, 50
 
 
@@ -82,3 +93,16 @@ def _usd(text: str) -> float:
     if not 0 < value < 1_000_000:
         raise ValueError("A budget is a positive amount of US dollars, like `25`.")
     return value
+
+
+def scale_request(args: str) -> int | None:
+    """`/aico scale <n>` -> n; `/aico scale auto` -> None; ValueError for anything else."""
+    word = args.strip().lower()
+    if word == "auto":
+        return None
+    if not word.isdigit():
+        raise ValueError(
+            "Use `/aico scale <n>` to pin the pool to n task workers, "
+            "or `/aico scale auto` to hand it back to the scaling policy."
+        )
+    return int(word)

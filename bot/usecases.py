@@ -10,6 +10,8 @@ from core.usecases.budgets import Budgets
 from core.usecases.control import TaskControl
 from core.usecases.conversations import Conversations
 from core.usecases.intake import Intake
+from core.usecases.operations import RecoverRequests
+from core.usecases.scaling import PoolAdmin
 from core.usecases.status import Status
 
 
@@ -24,3 +26,5 @@ class UseCases:
     admins: frozenset[str] = frozenset()
     conversations: Conversations | None = None
     tell: Callable[[str, str, str, str], None] | None = None  # (channel, user, text, thread_ts)
+    pool: PoolAdmin | None = None
+    recover: RecoverRequests | None = None

@@ -39,6 +39,12 @@ class Settings:
     alert_channel: str = ""
     min_workers: int = 1
     max_workers: int = 5
+    pool: str = "local"  # local: the pm runs the task workers | external: a platform scaler does
+    host_cpu_limit: float = 95.0  # percent: no scale-up on a host this busy (100: no guard)
+    host_memory_limit: float = 90.0
+    scale_down_after: float | None = None  # seconds a smaller pool must suffice; None: the policy's
+    train_every: float = 10 * 60.0  # seconds between trainings of the arrival forecast
+    check_every: float = 10.0  # seconds between two rounds of health checks
     port: int = 3000
     task_concurrency: int = 8
     result_concurrency: int = 8
@@ -54,6 +60,12 @@ class Settings:
     budget_channel_daily: float = 0.0
     conversations: str = "requester"  # who may continue a task's thread: requester | channel
     log_level: str = "INFO"
+
+    @property
+    def drain_timeout(self) -> float:
+        """How long a task worker may take to finish what it holds when it is told to stop: a
+        task's three tries of Claude, and then some."""
+        return 3 * self.claude_timeout + 30.0
 
     @property
     def socket_mode(self) -> bool:
@@ -84,7 +96,17 @@ class Settings:
             admins=frozenset(u.strip() for u in env.get("AICO_ADMINS", "").split(",") if u.strip()),
             alert_channel=env.get("AICO_ALERT_CHANNEL", ""),
             min_workers=_int(env, "AICO_MIN_WORKERS", 1, problems, minimum=0),
-            max_workers=_int(env, "AICO_MAX_WORKERS", 5, problems, minimum=1),
+            max_workers=_int(env, "AICO_MAX_WORKERS", 5, problems, minimum=0),
+            pool=(env.get("AICO_POOL") or "local").strip().lower(),
+            host_cpu_limit=_float(env, "AICO_HOST_CPU_LIMIT", 95.0, problems),
+            host_memory_limit=_float(env, "AICO_HOST_MEMORY_LIMIT", 90.0, problems),
+            scale_down_after=(
+                _float(env, "AICO_SCALE_DOWN_AFTER", 0.0, problems, zero=True)
+                if env.get("AICO_SCALE_DOWN_AFTER", "").strip()
+                else None
+            ),
+            train_every=_float(env, "AICO_TRAIN_EVERY", 10 * 60.0, problems),
+            check_every=_float(env, "AICO_CHECK_EVERY", 10.0, problems),
             port=_int(env, "PORT", 3000, problems, minimum=0),
             task_concurrency=_int(env, "AICO_TASK_CONCURRENCY", 8, problems, minimum=1),
             result_concurrency=_int(env, "AICO_RESULT_CONCURRENCY", 8, problems, minimum=1),
@@ -109,6 +131,8 @@ class Settings:
                 "AICO_DB_URL must be sqlite:///<path> (one host) or "
                 "postgresql://user:pass@host:5432/db (postgres:// works too)"
             )
+        if settings.pool not in ("local", "external"):
+            problems.append("AICO_POOL must be local (the pm runs the task workers) or external")
         if settings.conversations not in ("requester", "channel"):
             problems.append("AICO_CONVERSATIONS must be requester or channel")
         if not settings.amqp_url.startswith(("amqp://", "amqps://")):
@@ -127,6 +151,8 @@ class Settings:
 
     def missing(self, role: str | None) -> list[str]:
         names = list(REQUIRED.get(role or "", ()))
+        if role == "pm" and self.pool == "external":  # it starts no task worker
+            names.remove("ANTHROPIC_API_KEY")
         if role == "bot" and not self.socket_mode:
             names.append("SLACK_SIGNING_SECRET")
         values = {

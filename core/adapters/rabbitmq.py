@@ -161,6 +161,26 @@ class AmqpLink:
 
         return self._ask(ask, done)
 
+    def claim(self, name: str) -> Future[bool]:
+        """Hold the exclusive queue `name` on this connection: True if this connection holds it
+        now (it declared it just now, or before), False if another connection does. RabbitMQ
+        lets one connection at a time declare an exclusive queue, and deletes it the moment that
+        connection ends (a process that dies, at once; a host that vanishes, when heartbeats
+        stop): a lock the broker holds for us, which is how several `aico pm` elect a leader."""
+        done: Future[bool] = Future()
+
+        def ask() -> None:
+            connection = self._connection
+            if not (self.connected.is_set() and connection and connection.is_open):
+                done.set_exception(BrokerUnavailable("not connected to RabbitMQ"))
+                return
+            self._asked.add(done)  # the connection may end first: _lost answers then
+            connection.channel(
+                on_open_callback=lambda channel: self._declare_exclusive(channel, name, done)
+            )
+
+        return self._ask(ask, done)
+
     def publish(self, queue: str, body: bytes, message_id: str) -> Future[None]:
         """Publish persistently; the future resolves when the broker has confirmed it."""
         done: Future[None] = Future()
@@ -328,6 +348,32 @@ class AmqpLink:
         else:
             self._lost(BrokerUnavailable("link closed"))
             self._stop_loop()
+
+    def _declare_exclusive(self, channel: Any, name: str, done: Future[bool]) -> None:
+        """On a channel of its own: the broker closes it (405 RESOURCE_LOCKED) when another
+        connection holds the queue, and aico's own channel must not go with it."""
+
+        def answer(value: bool | BaseException) -> None:
+            self._asked.discard(done)
+            if done.done():
+                return
+            if isinstance(value, BaseException):
+                done.set_exception(value)
+            else:
+                done.set_result(value)
+
+        def closed(_channel: Any, reason: BaseException) -> None:
+            locked = isinstance(reason, pika.exceptions.ChannelClosedByBroker) and (
+                reason.reply_code == 405
+            )
+            answer(False if locked else BrokerUnavailable(f"channel closed: {reason}"))
+
+        def declared(_frame: Any) -> None:
+            answer(True)
+            channel.close()  # the queue belongs to the connection, not to this channel
+
+        channel.add_on_close_callback(closed)
+        channel.queue_declare(name, exclusive=True, auto_delete=True, callback=declared)
 
     # consumers
 

@@ -164,6 +164,10 @@ class SlackNotifier:
             initial_comment=comment,
         )
 
+    def check(self) -> None:
+        """SlackError unless Slack takes the bot token now (`auth.test`)."""
+        self._call(self.client.auth_test)
+
     def respond(self, response_url: str, text: str) -> None:
         """An ephemeral note to the person who ran the command (works 5 times in 30 min)."""
         try:

@@ -21,9 +21,11 @@ from typing import Any, Protocol, TypeVar
 
 from core.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from core.domain.events import Event, TaskView, apply
+from core.domain.pool import SYSTEM as SYSTEM_AGGREGATES
+from core.domain.pool import Record
 from core.domain.projections import COUNTERS, SPEND, STATS, TOTALS, Changes, Replay, budget
 from core.domain.projections import changes as changes_of
-from core.domain.stats import Spender, Summary, slot_of
+from core.domain.stats import Activity, Spender, Summary, slot_of
 from core.domain.task import TaskStatus
 from core.errors import Conflict
 
@@ -278,6 +280,18 @@ class Sql:
             for k, w in who.items()
         }
         self.workers = q("SELECT id, state, seen_at FROM workers WHERE seen_at >= ? ORDER BY id")
+        self.tail = q(
+            "SELECT type, data, at, version FROM events WHERE aggregate_id = ?"
+            " ORDER BY version DESC LIMIT ?"
+        )
+        self.task_counts = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
+        self.forget_workers = q("DELETE FROM workers WHERE seen_at < ?")
+        self.arrivals = q("SELECT created_at FROM tasks WHERE created_at >= ? ORDER BY created_at")
+        # A task's first attempt starts within minutes of its arrival: the window of tasks done
+        # lately is found through the (status, created_at) index, an hour back at most.
+        self.done_since = q(
+            "SELECT state FROM tasks WHERE status = ? AND created_at >= ? AND updated_at >= ?"
+        )
 
 
 # -- inside a write transaction ---------------------------------------------------------------
@@ -328,6 +342,16 @@ def record_budget(db: Connection, sql: Sql, data: dict[str, Any]) -> None:
     event_id = f"{aggregate}:{version}"
     db.execute(sql.record, (event_id, aggregate, version, "budget_set", dumps(data), time.time()))
     db.execute(sql.set_budget, budget(data).row)
+
+
+def record_pool(db: Connection, sql: Sql, aggregate: str, type_: str, payload: str, at: float):
+    """The next event of a system aggregate (core.domain.pool.SYSTEM); returns its version."""
+    if sql.lock:
+        db.execute(sql.lock, (aggregate,))
+    (version,) = db.execute(sql.next_version, (aggregate,)).fetchone()
+    event_id = f"{aggregate}:{version}"
+    db.execute(sql.record, (event_id, aggregate, version, type_, payload, at))
+    return int(version)
 
 
 def rebuild(db: Connection, sql: Sql) -> int:
@@ -444,9 +468,33 @@ class SqlEventStore(ABC):
         data = {"scope": scope, "who": who, "day": day, "usd": usd, "by": by}
         self._transact(lambda db: record_budget(db, self._sql, data))
 
+    def record(self, aggregate_id: str, type_: str, data: dict[str, Any]) -> Record:
+        """The next event of one of the system's aggregates (core.domain.pool.SYSTEM): a leader
+        elected, a scaling decision, a pin, a check's change, an alert; an event like any, but it
+        changes no task."""
+        if not aggregate_id.startswith(SYSTEM_AGGREGATES):
+            raise ValueError(f"{aggregate_id!r} is not one of the system's aggregates")
+        payload, at = dumps(data), time.time()
+        version = self._transact(
+            lambda db: record_pool(db, self._sql, aggregate_id, type_, payload, at)
+        )
+        return Record(aggregate_id, type_, data, at, version)
+
     def heartbeat(self, worker_id: str, state: dict[str, Any]) -> None:
         """A worker's live state (busy slots, breaker); not an event: it is replaced each time."""
         self._execute(self._sql.heartbeat, (worker_id, dumps(state), time.time()))
+
+    def maintain(self, heartbeats_older_than: float) -> dict[str, int]:
+        """Retention: heartbeats not renewed since `heartbeats_older_than` are removed (workers
+        long gone); a backend may do more (SQLite checkpoints its WAL). Events are never
+        removed: they are the history."""
+        removed = self._transact(
+            lambda db: db.execute(self._sql.forget_workers, (heartbeats_older_than,)).rowcount
+        )
+        return {"heartbeats_removed": max(0, int(removed or 0)), **self._housekeep()}
+
+    def _housekeep(self) -> dict[str, int]:
+        return {}
 
     def rebuild(self) -> int:
         """Derive every projection again from the events, in one transaction; returns the number
@@ -501,6 +549,35 @@ class SqlEventStore(ABC):
         decode = self._sql.dialect.decode
         rows = self._rows(self._sql.workers, (seen_since,))
         return [{"id": r[0], **decode(r[1]), "seen_at": r[2]} for r in rows]
+
+    def latest(self, aggregate_id: str) -> Record | None:
+        """The latest event of a system aggregate, or None before its first."""
+        last = self.tail(aggregate_id, 1)
+        return last[0] if last else None
+
+    def tail(self, aggregate_id: str, limit: int) -> list[Record]:
+        """The last `limit` events of a system aggregate, oldest first."""
+        decode = self._sql.dialect.decode
+        rows = self._rows(self._sql.tail, (aggregate_id, limit))
+        return [Record(aggregate_id, r[0], decode(r[1]), r[2], r[3]) for r in reversed(rows)]
+
+    def task_counts(self) -> dict[str, int]:
+        """How many tasks are in each status now (every status named, 0 if none)."""
+        counts = {status.value: 0 for status in TaskStatus}
+        counts.update({str(r[0]): int(r[1]) for r in self._rows(self._sql.task_counts, ())})
+        return counts
+
+    def activity(self, since: float) -> Activity:
+        """Tasks that arrived since `since` (their arrival times, oldest first), and the service
+        times of those done since then: what the scaling policy reads of the load."""
+        arrivals = [float(r[0]) for r in self._rows(self._sql.arrivals, (since,))]
+        done = self._rows(self._sql.done_since, (TaskStatus.DONE.value, since - 3600, since))
+        service = []
+        for (state,) in done:
+            view = load_view(self._sql.dialect, state)
+            if view.started_at and view.finished_at >= view.started_at:
+                service.append(view.finished_at - view.started_at)
+        return Activity(arrivals, service)
 
     def schema_version(self) -> int:
         rows = self._rows(self._sql.version, ())

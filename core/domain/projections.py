@@ -19,6 +19,7 @@ from typing import Any
 
 from core.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from core.domain.events import Event, TaskView, apply
+from core.domain.pool import SYSTEM as SYSTEM_AGGREGATES
 from core.domain.stats import SLOT, Count, count_for, day_of
 
 STATS = "stats"  # key (slot, outcome, bucket, user, channel); amounts (tasks, tokens in, out, cost)
@@ -97,7 +98,9 @@ class Replay:
     def feed(
         self, aggregate_id: str, type_: str, data: dict[str, Any], at: float, version: int, id_: str
     ) -> None:
-        """One recorded event: a task's, or a budget's."""
+        """One recorded event: a task's, a budget's or the system's."""
+        if aggregate_id.startswith(SYSTEM_AGGREGATES):
+            return  # the system's events (core.domain.pool) project nothing of tasks
         if aggregate_id.startswith(BUDGET_AGGREGATE):
             limit = budget(data)
             self.budgets[limit.scope, limit.who, limit.day] = limit

@@ -81,6 +81,23 @@ def count_for(before: TaskView | None, after: TaskView) -> Count | None:
     )
 
 
+@dataclass(frozen=True)
+class Activity:
+    """The recent load: when tasks arrived, and how long the ones done lately took to run."""
+
+    arrivals: list[float]  # arrival times, oldest first
+    service: list[float]  # seconds from start to finish, one per task done
+
+    def rate(self, since: float, now: float) -> float:
+        """Arrivals per second between `since` and `now`."""
+        return sum(1 for a in self.arrivals if a >= since) / max(now - since, 1e-9)
+
+    @property
+    def mean_service(self) -> float:
+        """The mean service time; 0 when nothing was done (unknown)."""
+        return sum(self.service) / len(self.service) if self.service else 0.0
+
+
 @dataclass
 class Summary:
     """Tasks that ended in a window, read back from the counters."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from core.domain import pool
 from core.domain.budget import Limit
 from core.domain.events import Event, TaskView
 from core.domain.pricing import usd
@@ -56,6 +57,20 @@ def parent_message(task: TaskView, status: str | None = None) -> tuple[str, Bloc
 
 CANCEL_ACTION = "aico_cancel"
 RETRY_ACTION = "aico_retry"
+ADMIN_RETRY_ACTION = "aico_admin_retry"  # on a dead letter's alert: admins only
+
+
+def dead_letter_alert(task_id: str, reason: str, prompt: str) -> tuple[str, Blocks]:
+    """The alert-channel message for a dead-lettered task, with an admins' Retry button."""
+    text = (
+        f":skull: Task `{task_id}` was dead-lettered ({escape(reason)}): "
+        f"{escape(preview(prompt, 200))}"
+    )
+    actions = {
+        "type": "actions",
+        "elements": [_button("Retry", ADMIN_RETRY_ACTION, task_id, "primary")],
+    }
+    return text, [section(text), actions]
 
 
 def _buttons(task: TaskView) -> list[dict[str, Any]]:
@@ -176,13 +191,16 @@ def help_text(max_chars: int) -> str:
         "*aico* hands tasks to Claude and answers in a thread.\n"
         "• `/aico task &lt;what to do&gt;`: queue a task (up to "
         f"{max_chars:,} characters). I post the task in this channel and answer in its thread.\n"
-        "• `/aico status`: queues, workers, Claude's circuit breakers, success rate, durations "
-        "and today's spend.\n"
+        "• `/aico status`: queues, workers and the pool's last decision, Claude's circuit "
+        "breakers, success rate, durations and today's spend.\n"
         "• `/aico history [n]`: your latest tasks; `/aico history channel [n]`: this channel's.\n"
         "• `/aico show &lt;id&gt;`: a task's timeline.\n"
         "• `/aico cancel &lt;id&gt;`, `/aico retry &lt;id&gt;`: stop a task, or run a failed or "
         "cancelled one again (yours, or any if you are an admin). Its message has buttons too.\n"
         "• `/aico budget`: what you and this channel spent today, against the daily limits.\n"
+        "• Admins: `/aico scale &lt;n&gt;` pins the pool of task workers, `/aico scale auto` "
+        "hands it back to the scaling policy; `/aico recover` runs the health checks and the "
+        "recovery now and reports.\n"
         "• `/aico help`: this message.\n"
         "Reply in a task's thread to go on with it: I answer with the whole conversation in mind."
     )
@@ -310,6 +328,7 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
     lines = [
         f"*Queues* {_queues_line(report)}",
         f"*Workers* {_workers_line(report)}",
+        f"*Checks* {escape(checks_line(report))}",
         f"*Last hour* {_summary_line(report.hour)}",
         f"*Last 24 h* {_summary_line(report.day)}",
         f"*Today (UTC)* {_spend_line(report.today)}",
@@ -317,7 +336,19 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
     ]
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.at))
     fallback = "aico status: " + " · ".join(line.replace("*", "") for line in lines)
-    return fallback, [section("*aico status*\n" + "\n".join(lines)), context(when)]
+    pool_lines = pool.describe(report.pool, report.at, escape, lambda user: f"<@{user}>")
+    return fallback, [
+        section("*aico status*\n" + "\n".join(lines)),
+        section(preview("*Pool*\n" + "\n".join(f"• {line}" for line in pool_lines), 2900)),
+        context(when),
+    ]
+
+
+def checks_line(report: StatusReport) -> str:
+    """The health checks that are not ok (the elected pm's, as last recorded)."""
+    if not report.failing:
+        return "all ok"
+    return " · ".join(f"{name} {level}: {detail}" for name, level, detail in report.failing)
 
 
 def _queues_line(report: StatusReport) -> str:

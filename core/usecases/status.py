@@ -10,6 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.domain import pool
+from core.domain.health import AGGREGATE as CHECK_AGGREGATE
+from core.domain.health import CHECKS
+from core.domain.pool import Host, PoolState
 from core.domain.stats import Spender, Summary, day_of, start_of_day
 from core.errors import AicoError
 from core.ports import EventStore
@@ -18,6 +22,37 @@ log = logging.getLogger(__name__)
 
 LIVE_WITHIN = 15.0  # seconds: a worker heard from more recently than this is live
 HEARTBEAT_EVERY = 5.0
+PM, BOT = "pm", "bot"  # the kinds of heartbeat besides a task worker's (which has none)
+
+
+def is_pm(beat: dict[str, Any]) -> bool:
+    return beat.get("kind") == PM
+
+
+def is_task_worker(beat: dict[str, Any]) -> bool:
+    return "kind" not in beat
+
+
+def failing_checks(store: EventStore) -> list[tuple[str, str, str]]:
+    """The health checks not ok, as last recorded: (check, level, detail)."""
+    failing = []
+    for name in CHECKS:
+        last = store.latest(CHECK_AGGREGATE + name)
+        if last is not None and last.data.get("level", "ok") != "ok":
+            failing.append((name, str(last.data["level"]), str(last.data.get("detail", ""))))
+    return failing
+
+
+def pool_state(store: EventStore, now: float) -> PoolState:
+    """The pool as the store has it: leader, decision, pin, forecast, and the live pm."""
+    beats = store.workers(seen_since=now - LIVE_WITHIN)
+    return PoolState(
+        leader=store.latest(pool.LEADER),
+        decision=store.latest(pool.DECISION),
+        pin=pool.pin_of(store.latest(pool.PIN)),
+        forecast=store.latest(pool.FORECAST),
+        hosts=[Host.from_heartbeat(b) for b in beats if is_pm(b)],
+    )
 
 
 @dataclass(frozen=True)
@@ -38,6 +73,8 @@ class StatusReport:
     today: Summary = field(default_factory=Summary)
     top_users: list[Spender] = field(default_factory=list)  # today's, most spent first
     top_channels: list[Spender] = field(default_factory=list)
+    pool: PoolState = field(default_factory=PoolState)
+    failing: list[tuple[str, str, str]] = field(default_factory=list)  # (check, level, detail)
 
     @property
     def busy(self) -> int:
@@ -72,11 +109,14 @@ class Status:
     def report(self) -> StatusReport:
         now = self.clock()
         queues, error = self._queues()
+        beats = self.store.workers(seen_since=now - LIVE_WITHIN)
         return StatusReport(
             at=now,
             queues=queues,
             broker_error=error,
-            workers=self.store.workers(seen_since=now - LIVE_WITHIN),
+            workers=[b for b in beats if is_task_worker(b)],
+            pool=pool_state(self.store, now),
+            failing=failing_checks(self.store),
             hour=self.store.summary(now - 3600),
             day=self.store.summary(now - 86400),
             today=self.store.summary(start_of_day(now)),

@@ -17,7 +17,7 @@ import pytest
 from core.adapters.rabbitmq import AmqpLink
 from core.domain.messages import DEAD, DEAD_WATCH, DELIVERY_LIMIT, TASKS
 from core.errors import BrokerUnavailable
-from tests.integration.stack import fresh_vhost
+from tests.integration.stack import fresh_vhost, wait_until
 from tests.twins.broker import MemoryBroker, MemoryNode
 
 WAIT = 10.0
@@ -295,3 +295,22 @@ def test_what_is_asked_of_a_closed_link_fails_at_once(broker):
         with pytest.raises(BrokerUnavailable):
             asked.result(WAIT)
     assert broker.stop_consuming().result(WAIT) is None
+
+
+# -- the leader lock ------------------------------------------------------------------------------
+
+
+def test_one_link_at_a_time_holds_an_exclusive_queue_and_it_passes_on_when_that_link_ends(connect):
+    first, second = connect(), connect()
+
+    assert first.claim("aico.test.lock").result(WAIT) is True
+    assert first.claim("aico.test.lock").result(WAIT) is True  # still ours
+    assert second.claim("aico.test.lock").result(WAIT) is False
+
+    first.close()
+
+    def taken() -> bool:
+        return second.claim("aico.test.lock").result(WAIT)
+
+    assert wait_until(taken, timeout=WAIT)
+    assert second.queue_depth(TASKS).result(WAIT) == (0, 0)  # the refusal broke nothing else

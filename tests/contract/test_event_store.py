@@ -264,3 +264,63 @@ def test_the_days_top_spenders_by_user_and_by_channel(store, reopen):
     assert store.top_spenders("2000-01-01", "user") == []
     store.rebuild()
     assert reopen().top_spenders(today, "user", limit=2) == users
+
+
+# -- the pool ---------------------------------------------------------------------------------
+
+
+def test_the_pools_events_are_versioned_and_the_latest_of_each_is_read_back(store, reopen):
+    from core.domain import pool
+
+    assert store.latest(pool.DECISION) is None
+    store.record(pool.DECISION, pool.SCALED, {"target": 2, "reason": "burst"})
+    store.record(pool.PIN, pool.PINNED, {"workers": 4, "by": "UADMIN"})
+    last = store.record(pool.DECISION, pool.SCALED, {"target": 3, "reason": "more"})
+
+    fresh = reopen()
+    got = fresh.latest(pool.DECISION)
+    assert (got.type, got.data, got.version) == (pool.SCALED, last.data, 2)
+    assert fresh.latest(pool.PIN).data == {"workers": 4, "by": "UADMIN"}
+    assert store.rebuild() == 0  # pool events are in the history, and make no task
+    with pytest.raises(ValueError):
+        store.record("t1", pool.SCALED, {})  # a task's aggregate is not the pool's
+
+
+def test_activity_gives_recent_arrivals_and_the_service_times_of_tasks_done(store):
+    t0 = time.time()
+    for task_id in "abc":
+        submit(store, task_id)
+    store.append("a", events.STARTED, {"worker": "w", "delivery": 1, "generation": 0}, "a:s")
+    time.sleep(0.05)
+    finish(store, "a")
+    finish(store, "b", outcome=events.FAILED, error="no")
+
+    seen = store.activity(t0 - 1)
+
+    assert len(seen.arrivals) == 3 and seen.arrivals == sorted(seen.arrivals)
+    assert len(seen.service) == 1 and 0.04 <= seen.service[0] < 5  # only a's: done, with a start
+    assert store.activity(time.time() + 1).arrivals == []
+
+
+def test_task_counts_name_every_status(store):
+    submit(store, "a")
+    submit(store, "b")
+    finish(store, "b")
+
+    counts = store.task_counts()
+
+    assert counts["submitted"] == 1 and counts["done"] == 1 and counts["failed"] == 0
+
+
+def test_maintenance_forgets_old_heartbeats_and_keeps_every_event(store):
+    store.heartbeat("gone:1", {"busy": 0})
+    submit(store, "a")
+    time.sleep(0.05)
+    cutoff = time.time()
+    store.heartbeat("live:2", {"busy": 1})
+
+    done = store.maintain(heartbeats_older_than=cutoff)
+
+    assert done["heartbeats_removed"] == 1
+    assert [w["id"] for w in store.workers(seen_since=0)] == ["live:2"]
+    assert [e.type for e in store.events("a")] == [events.SUBMITTED]

@@ -86,6 +86,8 @@ class Stack:
             self.env["SLACK_APP_TOKEN"] = APP_TOKEN
             slack.socket_mode_url = socket_mode_url
         self.env.update(settings)
+        if "AICO_MAX_WORKERS" not in settings:  # a fixed pool, unless the test scales it
+            self.env["AICO_MAX_WORKERS"] = self.env["AICO_MIN_WORKERS"]
         self.processes = ProcessGroup(self.env, log_dir=workdir / "logs")
         self.url = f"http://127.0.0.1:{self.port}/slack/events"
         self.sender = SlackSender(self.url, SIGNING_SECRET)

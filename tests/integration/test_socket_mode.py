@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -139,3 +141,15 @@ def test_a_reply_delivered_again_after_its_ack_was_lost_makes_one_turn(socket_st
     ]
     assert len(slack.replies(CHANNEL, parent["ts"])) == 2
     assert slack.ephemerals(CHANNEL) == []
+
+
+def test_in_socket_mode_the_port_still_answers_healthz_and_metrics(socket_stack):
+    stack, *_ = socket_stack
+    stack.wait_healthy(timeout=15)
+    base = f"http://127.0.0.1:{stack.port}"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    assert "aico_workers_live" in text and 'aico_queue_ready{queue="aico.tasks"}' in text
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/slack/events", timeout=5)  # Slack's side is the socket
+    assert refused.value.code == 404

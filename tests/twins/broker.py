@@ -121,6 +121,7 @@ class MemoryNode:
         }
         self.settlements: list[tuple[str, str, str]] = []  # (queue, message_id, action)
         self.errors: list[str] = []
+        self.exclusive: dict[str, MemoryBroker] = {}  # exclusive queues, by the link holding each
         self._tags = itertools.count(1)
         self._cond = threading.Condition(threading.RLock())
         self._version = 0
@@ -214,6 +215,8 @@ class MemoryNode:
                         del queue.out[tag]
                         self._give_back(queue, message)
                 queue.consumers = [c for c in queue.consumers if c.link is not link]
+            for name in [n for n, holder in self.exclusive.items() if holder is link]:
+                del self.exclusive[name]
             self._pump()
 
     def _give_back(self, queue: _Queue, message: Parked) -> None:
@@ -371,6 +374,19 @@ class MemoryBroker:
                 done.set_exception(BrokerUnavailable(f"no queue {queue!r}"))
             else:
                 done.set_result((len(self.node.ready(queue)), self.node.consumers(queue)))
+
+        return self._ask(ask, done)
+
+    def claim(self, name: str) -> Future[bool]:
+        """Hold the exclusive queue `name`: True if this link holds it now, False if another."""
+        done: Future[bool] = Future()
+
+        def ask() -> None:
+            if not self.connected.is_set():
+                done.set_exception(BrokerUnavailable("not connected to RabbitMQ"))
+                return
+            with self.node._cond:
+                done.set_result(self.node.exclusive.setdefault(name, self) is self)
 
         return self._ask(ask, done)
 

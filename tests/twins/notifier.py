@@ -75,6 +75,10 @@ class MemoryNotifier:
             message = self._post(channel, content, thread_ts)
         return message["ts"]
 
+    def check(self) -> None:
+        with self._call("check"):
+            pass
+
     def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
         with self._call("update", channel=channel, ts=ts, text=text):
             message = self._existing(channel, ts)

@@ -1,6 +1,8 @@
-"""The control plane's loop: supervise the task workers of this host and run the scheduled jobs
-(the recovery sweep, at start and every AICO_SWEEP_EVERY seconds) on APScheduler, until told to
-stop, or until the workers cannot start with these settings."""
+"""The control plane's loop: every second, the pm's tick (workers/pm/plane.py: the lead, the
+pool's decision, this host's share); and the scheduled jobs on APScheduler, which only the
+elected pm runs: the recovery sweep (at start and every AICO_SWEEP_EVERY seconds) and the
+training of the arrival forecast. Until told to stop, or until the workers cannot start with
+these settings."""
 
 from __future__ import annotations
 
@@ -14,44 +16,103 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.errors import CONFIG_ERROR, ConfigError
 from core.ports import Broker
-from workers.pm.supervisor import Supervisor
+from core.usecases.leadership import Leadership
+from workers.pm.plane import ControlPlane
 
 log = logging.getLogger(__name__)
+TRAIN_CHECK_EVERY = 60.0  # seconds between the training job's looks at the clock
+SWEEP, TRAINING, CHECKS, FLUSH = "recovery-sweep", "forecast-training", "health-checks", "alerts"
+ALERT_FLUSH_EVERY = 3.0  # seconds: an alert recorded by any process is posted this soon
 
 
 def scheduler(
-    link: Broker, sweep: Callable[[], object], sweep_every: float, stop: threading.Event
+    link: Broker,
+    leadership: Leadership,
+    sweep: Callable[[], object],
+    sweep_every: float,
+    train: Callable[[], object],
+    train_every: float,
+    stop: threading.Event,
 ) -> BackgroundScheduler:
-    """The jobs, each coalesced and never run twice at once."""
+    """The jobs, each coalesced and never run twice at once, each run by the leader only."""
     jobs = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1})
     jobs.add_job(
-        when_connected(link, sweep, stop),
+        when_connected(link, leading(leadership, sweep), stop),
         "interval",
         seconds=sweep_every,
-        next_run_time=datetime.now(),  # at start too: what was stranded while aico was down
-        id="recovery-sweep",
+        id=SWEEP,
+    )
+    jobs.add_job(
+        leading(leadership, every(train, train_every)),
+        "interval",
+        seconds=min(TRAIN_CHECK_EVERY, train_every),
+        id=TRAINING,
     )
     return jobs
 
 
-def run(
-    supervisor: Supervisor, jobs: BackgroundScheduler, link: Broker, stop: threading.Event
-) -> int:
-    log.info("supervising %d task worker(s)", supervisor.target)
+def watch(
+    jobs: BackgroundScheduler,
+    leadership: Leadership,
+    checks: Callable[[], object],
+    check_every: float,
+    flush: Callable[[], object],
+) -> None:
+    """The health checks every `check_every` seconds, and the alerts posted every few, by the
+    leader only (each job coalesced, never twice at once)."""
+    jobs.add_job(leading(leadership, checks), "interval", seconds=check_every, id=CHECKS)
+    jobs.add_job(leading(leadership, flush), "interval", seconds=ALERT_FLUSH_EVERY, id=FLUSH)
+
+
+def run_now(jobs: BackgroundScheduler) -> None:
+    """Every job at once: what a pm does when it is elected (the sweep finds what was stranded
+    while no pm led; the forecast learns)."""
+    for job in (SWEEP, TRAINING, CHECKS, FLUSH):
+        if jobs.get_job(job) is not None:
+            jobs.modify_job(job, next_run_time=datetime.now())
+
+
+def run(plane: ControlPlane, jobs: BackgroundScheduler, link: Broker, stop: threading.Event) -> int:
+    supervisor = plane.supervisor
     jobs.start()
-    while not stop.is_set() and not supervisor.config_error and not _refused(link):
-        supervisor.tick(time.monotonic())
+    while not stop.is_set() and not (supervisor and supervisor.config_error) and not _refused(link):
+        plane.tick(time.monotonic())
         stop.wait(1.0)
     stop.set()  # a job waiting for the broker gives up now
-    log.info("stopping task workers")
+    log.info("stopping")
     jobs.shutdown(wait=False)
-    supervisor.stop()
+    if supervisor is not None:
+        supervisor.stop(plane.drain_timeout)
     link.close()
     link.check()  # refused credentials: the ConfigError says so
-    if supervisor.config_error:
+    if supervisor is not None and supervisor.config_error:
         log.critical("task workers cannot start with these settings (their error is above)")
         return CONFIG_ERROR
     return 0
+
+
+def leading(leadership: Leadership, job: Callable[[], object]) -> Callable[[], object]:
+    """`job`, on the elected pm only."""
+
+    def run() -> object:
+        return job() if leadership.leader else None
+
+    run.__name__ = getattr(job, "__name__", "job")
+    return run
+
+
+def every(job: Callable[[], object], seconds: float) -> Callable[[], object]:
+    """`job`, at most once in `seconds` (a pm that has just been elected runs it at once)."""
+    last = [float("-inf")]
+
+    def run() -> object:
+        if time.monotonic() - last[0] < seconds:
+            return None
+        last[0] = time.monotonic()
+        return job()
+
+    run.__name__ = getattr(job, "__name__", "job")
+    return run
 
 
 def when_connected(

@@ -12,6 +12,8 @@ import time
 from core.domain import events
 from core.domain.messages import DELIVERY_LIMIT, ResultMessage, salvage_route
 from core.ports import Delivery, EventStore
+from core.slack import blocks
+from core.usecases.alerts import AlertDesk
 from workers.result.handler import ResultHandler
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,12 @@ GAVE_UP = (
 
 
 class DeadLetterHandler:
-    def __init__(self, store: EventStore, results: ResultHandler) -> None:
+    def __init__(
+        self, store: EventStore, results: ResultHandler, alerts: AlertDesk | None = None
+    ) -> None:
         self.store = store
         self.results = results
+        self.alerts = alerts  # one alert per dead-lettered task, with an admins' Retry
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
         kind, route = _peek(delivery.body)
@@ -35,6 +40,8 @@ class DeadLetterHandler:
             delivery.message_id or "?",
             delivery.death_reason or "no reason given",
         )
+        if route is not None:
+            self._alert(route[0], delivery)
         if delivery.death_reason != "delivery_limit" or route is None:
             return  # rejected on purpose: its owner was told then
         task = self.store.task(route[0])
@@ -47,6 +54,16 @@ class DeadLetterHandler:
         else:  # its outcome could not be shown in Slack however often it was tried: record it
             error = "its result could not be shown in Slack"
             self.store.append(task.id, events.FAILED, {"error": error}, task.key("failed"))
+
+    def _alert(self, task_id: str, delivery: Delivery) -> None:
+        task = self.store.task(task_id)
+        if self.alerts is None or task is None:
+            return
+        reason = {"delivery_limit": "no attempt finished", "rejected": "it failed for good"}.get(
+            delivery.death_reason, delivery.death_reason or "no reason given"
+        )
+        text, body = blocks.dead_letter_alert(task.id, reason, task.prompt)
+        self.alerts.say(f"dead:{task.id}:{task.generation}", text, body)
 
 
 def _peek(raw: bytes) -> tuple[str, tuple[str, str, str] | None]:

@@ -1,5 +1,6 @@
-from bot.listeners.actions import task_buttons
+from bot.listeners.actions import alert_buttons, task_buttons
 
 
 def register(app, services):
     task_buttons.register(app, services)
+    alert_buttons.register(app, services)

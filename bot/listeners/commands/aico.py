@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.parsing import budget_change, history_query, parse
+from bot.parsing import budget_change, history_query, parse, scale_request
 from bot.usecases import UseCases
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
@@ -28,6 +28,10 @@ def make_handler(services: UseCases):
             ack(**_show(services, parsed.args))
         elif parsed.verb == "budget":
             ack(text=_budget(services, command, parsed.args), response_type="ephemeral")
+        elif parsed.verb == "recover":
+            ack(text=_recover(services, command), response_type="ephemeral")
+        elif parsed.verb == "scale":
+            ack(text=_scale(services, command["user_id"], parsed.args), response_type="ephemeral")
         elif parsed.verb in ("cancel", "retry"):
             ack(text=control(services, parsed.verb, parsed.args, command["user_id"]))
         elif parsed.verb == "help":
@@ -105,6 +109,33 @@ def _budget(services: UseCases, command: dict[str, Any], args: str) -> str:
         return blocks.refused(str(exc))
     log.info("budget of %s %s set to %.2f USD for today by %s", change.scope, who, change.usd, user)
     return blocks.budget_standing([limit])
+
+
+def _recover(services: UseCases, command: dict[str, Any]) -> str:
+    user = command["user_id"]
+    if user not in services.admins:
+        return blocks.refused("Only admins (`AICO_ADMINS`) can run the recovery.")
+    if services.recover is None:
+        return blocks.refused("Recovery is not run from here.")
+    log.info("/aico recover by %s", user)
+    return services.recover.ask(user, command.get("response_url", ""))
+
+
+def _scale(services: UseCases, user: str, args: str) -> str:
+    if user not in services.admins:
+        return blocks.refused("Only admins (`AICO_ADMINS`) can scale the pool.")
+    if services.pool is None:
+        return blocks.refused("The pool is not run from here.")
+    try:
+        workers = scale_request(args)
+        if workers is None:
+            answer = services.pool.auto(by=user)
+        else:
+            answer = services.pool.pin(workers, by=user)
+    except (ValueError, InvalidInput) as exc:
+        return blocks.refused(str(exc))
+    log.info("pool: /aico scale %s by %s", args.strip(), user)
+    return answer
 
 
 def register(app: Any, services: UseCases) -> None:

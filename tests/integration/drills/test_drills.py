@@ -11,6 +11,7 @@ import psutil
 
 from aico.fakes.signing import slash_command_body
 from core.domain.messages import DELIVERY_LIMIT
+from core.usecases.status import is_task_worker
 from tests.integration.drills.conftest import assert_nothing_lost_or_twice, event_store
 from tests.integration.stack import wait_until
 from tests.integration.test_e2e import parent_of
@@ -153,7 +154,8 @@ def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(led
 
     def settled_watching_the_breakers() -> bool:
         with event_store(stack) as store:  # the task workers' heartbeats come every 5 s
-            states = [w["breaker"]["state"] for w in store.workers(time.time() - 6)]
+            beats = store.workers(time.time() - 6)
+            states = [w["breaker"]["state"] for w in beats if is_task_worker(w)]
             breakers_seen.update(states)
             if states and set(states) == {"open"} and time.monotonic() < outage_ends:
                 attempts_while_open.append(sum(store.task(t).attempts for t in ids))

@@ -26,7 +26,9 @@ from core.usecases.budgets import Budgets
 from core.usecases.control import TaskControl
 from core.usecases.conversations import Conversations
 from core.usecases.intake import Intake
+from core.usecases.operations import RecoverRequests
 from core.usecases.relay import OutboxRelay
+from core.usecases.scaling import PoolAdmin
 from core.usecases.status import Status
 
 OWNER, STRANGER, ADMIN = "U0OWNER", "U0STRANGER", "U0ADMIN"
@@ -306,6 +308,8 @@ def make_world(
         admins=admins,
         conversations=Spy("conversations", conversations, log),
         tell=slack.tell,
+        pool=Spy("pool", PoolAdmin(store), log),
+        recover=Spy("recover", RecoverRequests(store), log),
     )
     world = World(store, slack, broker, intake, budgets, services, log)
     listeners.register(world.app, services)

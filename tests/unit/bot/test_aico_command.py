@@ -48,7 +48,7 @@ def text_of(answer: dict[str, Any]) -> str:
 
 def test_register_wires_the_aico_command_the_buttons_and_the_thread_events(world) -> None:
     assert set(world.app.commands) == {"/aico"}
-    assert set(world.app.actions) == {"aico_cancel", "aico_retry"}
+    assert set(world.app.actions) == {"aico_cancel", "aico_retry", "aico_admin_retry"}
     assert set(world.app.events) == {"message", "app_mention"}
 
 
@@ -434,3 +434,81 @@ def test_budget_where_budgets_are_not_kept(world) -> None:
     ack = Answer("ack", world.log)
     app.commands["/aico"](ack=ack, command=slash_command_fields("budget", user_id=ADMIN))
     assert ack.only()["text"] == ":warning: Budgets are not kept here."
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def test_an_admin_pins_the_pool_and_hands_it_back_to_the_policy(world) -> None:
+    from core.domain import pool
+
+    # Given a pm that runs 1 to 5 task workers
+    beat = {"kind": "pm", "pm": "h1:1", "min": 1, "max": 5, "workers": 1}
+    world.store.heartbeat("pm:h1:1", beat)
+
+    # When an admin pins the pool to 3
+    text = aico(world, "scale 3", user=ADMIN).only()["text"]
+
+    # Then the pin is an event the pm follows, and the admin is told so
+    assert world.store.latest(pool.PIN).data == {"workers": 3, "by": ADMIN}
+    assert text.startswith("The pool is pinned to 3 task worker(s): the pm applies it")
+
+    # And beyond the hosts' bounds the admin is told what will run
+    text = aico(world, "scale 9", user=ADMIN).only()["text"]
+    assert "the hosts allow 1 to 5" in text and "so 5 will run" in text
+
+    # And `auto` hands it back
+    assert aico(world, "scale auto", user=ADMIN).only()["text"] == (
+        "The pool follows the scaling policy again."
+    )
+    assert world.store.latest(pool.PIN).type == pool.UNPINNED
+
+
+def test_a_non_admin_cannot_scale_the_pool(world) -> None:
+    from core.domain import pool
+
+    text = aico(world, "scale 4").only()["text"]
+
+    assert text == ":warning: Only admins (`AICO_ADMINS`) can scale the pool."
+    assert world.store.latest(pool.PIN) is None
+
+
+@pytest.mark.parametrize("args", ["", "lots", "-1", "2.5", "1001"])
+def test_a_scale_that_is_not_a_count_gets_a_clear_answer(world, args: str) -> None:
+    from core.domain import pool
+
+    text = aico(world, f"scale {args}", user=ADMIN).only()["text"]
+
+    assert text.startswith(":warning:") and ("/aico scale" in text or "0 to 1000" in text)
+    assert world.store.latest(pool.PIN) is None
+
+
+def test_status_shows_the_pool_its_target_and_last_decision(world) -> None:
+    from core.domain import pool
+
+    beat = {"kind": "pm", "pm": "h1:1", "min": 1, "max": 5, "workers": 2, "leader": True}
+    world.store.heartbeat("pm:h1:1", beat)
+    data = {"target": 2, "current": 1, "policy": "aico", "reason": "burst of 12 queued"}
+    world.store.record(pool.DECISION, pool.SCALED, data)
+
+    shown = text_of(aico(world, "status").only())
+
+    assert "h1:1 (leader) runs 2" in shown
+    assert "Target 2 task worker(s) (aico)" in shown and "1 → 2, burst of 12 queued" in shown
+
+
+# --------------------------------------------------------------------------- recover
+
+
+def test_recover_is_for_admins_and_is_asked_of_the_elected_pm(world) -> None:
+    from core.usecases.operations import ASKED, REQUESTS
+
+    refused = aico(world, "recover").only()["text"]
+    assert refused == ":warning: Only admins (`AICO_ADMINS`) can run the recovery."
+    assert world.store.latest(REQUESTS) is None
+
+    told = aico(world, "recover", user=ADMIN).only()["text"]
+
+    assert told.startswith("Running the health checks, the recovery sweep")
+    asked = world.store.latest(REQUESTS)
+    assert (asked.type, asked.data["by"]) == (ASKED, ADMIN)

@@ -18,13 +18,13 @@ def test_socket_mode_needs_no_signing_secret():
 
 
 def test_bad_numbers_are_reported_together_with_missing_names():
-    env = {"AICO_MIN_WORKERS": "two", "AICO_MAX_WORKERS": "0"}
+    env = {"AICO_MIN_WORKERS": "two", "AICO_MAX_WORKERS": "-1"}
     with pytest.raises(ConfigError) as err:
         Settings.from_env("task", env=env)
     message = str(err.value)
     assert "ANTHROPIC_API_KEY is required" in message
     assert "AICO_MIN_WORKERS must be a whole number" in message
-    assert "AICO_MAX_WORKERS must be at least 1" in message
+    assert "AICO_MAX_WORKERS must be at least 0" in message
 
 
 def test_defaults_follow_the_design():

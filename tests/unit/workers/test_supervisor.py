@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -74,3 +75,49 @@ def test_a_worker_that_cannot_start_with_its_settings_is_not_started_again():
 
     # Then it says so instead of starting one more
     assert sup.config_error and sup.workers == []
+
+
+# A worker that drains as a task worker does: on SIGTERM it finishes "its task" (0.5 s), then exits.
+DRAINER = (
+    sys.executable,
+    "-c",
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\n"
+    "time.sleep(60)",
+)
+
+
+def test_scaling_down_drains_the_least_busy_worker_and_does_not_replace_it():
+    sup = Supervisor(target=3, command=DRAINER)
+    try:
+        sup.tick(now=0.0)
+        busy_one, idle, other_busy = sup.workers
+        time.sleep(0.3)  # the children have their SIGTERM handlers
+
+        # When the target drops by one, with heartbeats saying who is busy
+        sup.target = 2
+        sup.tick(now=1.0, busy={busy_one.pid: 1, idle.pid: 0, other_busy.pid: 2})
+
+        # Then the idle one drains (SIGTERM, not killed), and nothing replaces it
+        assert sup.draining == [idle] and idle not in sup.workers
+        assert idle.wait(timeout=5) == 0  # it finished and exited cleanly
+        sup.tick(now=2.0)
+        assert (sup.draining, len(sup.workers), sup.restarts) == ([], 2, 0)
+        assert all(w.poll() is None for w in sup.workers)
+    finally:
+        sup.stop(timeout=5)
+
+
+def test_a_draining_worker_is_never_killed_while_it_finishes():
+    slow = (sys.executable, "-c", DRAINER[2].replace("time.sleep(0.5)", "time.sleep(2)"))
+    sup = Supervisor(target=1, command=slow)
+    try:
+        sup.tick(now=0.0)
+        [worker] = sup.workers
+        time.sleep(0.3)
+        sup.target = 0
+        for now in (1.0, 2.0, 3.0):  # ticks while it drains
+            sup.tick(now=now)
+        assert worker.wait(timeout=5) == 0  # it exited on its own, not by SIGKILL
+    finally:
+        sup.stop(timeout=5)
