@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from core.config import Settings
 
 if TYPE_CHECKING:
+    from bot.canary import CanaryPlan
     from bot.usecases import UseCases
     from core.adapters.claude import ClaudeModel
     from core.adapters.rabbitmq import AmqpLink
@@ -130,6 +131,28 @@ def status(store: EventStore, amqp: AmqpLink, wait: float) -> Status:
     from core.usecases.status import Status
 
     return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
+
+
+def canary(settings: Settings, slack: SlackNotifier, store: EventStore) -> CanaryPlan | None:
+    """The Socket Mode canary, posting in the alert channel (None without one)."""
+    import os
+    import socket
+
+    from bot.canary import CanaryPlan
+    from core.slack.blocks import context
+    from core.usecases.alerts import AlertDesk
+
+    if not settings.alert_channel:
+        return None
+    return CanaryPlan(
+        channel=settings.alert_channel,
+        post=lambda channel, text, meta: slack.post(channel, text, [context(text)], None, meta),
+        delete=slack.delete,
+        alerts=AlertDesk(store, None, settings.alert_channel),  # records; the elected pm posts
+        me=f"{socket.gethostname()}:{os.getpid()}",
+        every=settings.canary_every,
+        wait=settings.canary_wait,
+    )
 
 
 def bot_heartbeat(store: EventStore) -> Callable[[dict[str, Any]], None]:

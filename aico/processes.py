@@ -15,14 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def bot(settings: Settings) -> int:
-    import os
-    import socket
-
     from bot.app import create_app
-    from bot.canary import EVERY, WAIT, CanaryPlan
     from bot.serve import serve
-    from core.slack.blocks import context
-    from core.usecases.alerts import AlertDesk
 
     bootstrap.configure_logging(settings, "bot")
     slack, amqp, store = (
@@ -37,29 +31,7 @@ def bot(settings: Settings) -> int:
     if resumed := intake.relay.resume():
         log.info("re-queueing %d task(s) received before the last stop", resumed)
 
-    def seconds(name: str, default: float) -> float:
-        # TODO(settings): AICO_CANARY_EVERY / AICO_CANARY_WAIT belong in core.config.Settings.
-        raw = os.environ.get(name, "").strip()
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            value = -1.0
-        if value > 0:
-            return value
-        log.warning("%s=%r is not a positive number of seconds: using %.0f", name, raw, default)
-        return default
-
-    canary = None
-    if settings.alert_channel:  # the Socket Mode canary posts there (the bot is in it)
-        canary = CanaryPlan(
-            channel=settings.alert_channel,
-            post=lambda channel, text, meta: slack.post(channel, text, [context(text)], None, meta),
-            delete=lambda channel, ts: slack.client.chat_delete(channel=channel, ts=ts),
-            alerts=AlertDesk(store, None, settings.alert_channel),  # records; the pm posts
-            me=f"{socket.gethostname()}:{os.getpid()}",
-            every=seconds("AICO_CANARY_EVERY", EVERY),
-            wait=seconds("AICO_CANARY_WAIT", WAIT),
-        )
+    canary = bootstrap.canary(settings, slack, store)
     try:
         beat = bootstrap.bot_heartbeat(store)
         serve(app, settings.slack_app_token, settings.port, amqp.check, metrics, beat, canary)

@@ -45,6 +45,8 @@ class Settings:
     scale_down_after: float | None = None  # seconds a smaller pool must suffice; None: the policy's
     train_every: float = 10 * 60.0  # seconds between trainings of the arrival forecast
     check_every: float = 10.0  # seconds between two rounds of health checks
+    canary_every: float = 120.0  # seconds between two canaries of the bot's Socket Mode socket
+    canary_wait: float = 60.0  # seconds a canary may take to come back before the socket is mute
     port: int = 3000
     task_concurrency: int = 8
     result_concurrency: int = 8
@@ -107,6 +109,8 @@ class Settings:
             ),
             train_every=_float(env, "AICO_TRAIN_EVERY", 10 * 60.0, problems),
             check_every=_float(env, "AICO_CHECK_EVERY", 10.0, problems),
+            canary_every=_float(env, "AICO_CANARY_EVERY", 120.0, problems),
+            canary_wait=_float(env, "AICO_CANARY_WAIT", 60.0, problems),
             port=_int(env, "PORT", 3000, problems, minimum=0),
             task_concurrency=_int(env, "AICO_TASK_CONCURRENCY", 8, problems, minimum=1),
             result_concurrency=_int(env, "AICO_RESULT_CONCURRENCY", 8, problems, minimum=1),

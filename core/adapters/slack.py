@@ -164,6 +164,10 @@ class SlackNotifier:
             initial_comment=comment,
         )
 
+    def delete(self, channel: str, ts: str) -> None:
+        """Delete one of aico's own messages (`chat.delete`)."""
+        self._call(self.client.chat_delete, channel=channel, ts=ts)
+
     def check(self) -> None:
         """SlackError unless Slack takes the bot token now (`auth.test`)."""
         self._call(self.client.auth_test)
