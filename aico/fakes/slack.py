@@ -13,7 +13,8 @@ Routes served:
 Where the fake is stricter than a plain echo server, it follows Slack; each rule names its source:
 message metadata only on request, the blocks' total text, threads rooted at their parent, files
 shared some time after files.completeUploadExternal, rate limits (when turned on), response_urls
-that expire, the app's own posts and deletions sent back to it as ``message`` events
+that expire, ``views.publish``'s rules for a Home (:func:`view_problem`), the app's own posts and
+deletions sent back to it as ``message`` events
 (:attr:`FakeSlack.on_event`). Time for those rules is the fake's own clock
 (:meth:`FakeSlack.now`), which a test moves on with :meth:`FakeSlack.advance` instead of waiting.
 """
@@ -67,14 +68,17 @@ FILE_SHARE_DELAY = 1.0
 # minute", a token bucket of 50 that refills at 50 a minute. (requests a second, burst, per channel)
 POST_RATE = (1.0, 5, True)
 TIER_3 = (50 / 60, 50, False)
+# views.publish is in Tier 4, "100+ per minute" (its reference page on docs.slack.dev).
+TIER_4 = (100 / 60, 100, False)
 RATE_LIMITS: dict[str, tuple[float, int, bool]] = {
     "chat.postMessage": POST_RATE,
     "chat.update": TIER_3,
     "chat.delete": TIER_3,
     "conversations.history": TIER_3,
     "conversations.replies": TIER_3,
+    "views.publish": TIER_4,
 }
-JSON_PARAMS = ("blocks", "attachments", "files", "metadata")
+JSON_PARAMS = ("blocks", "attachments", "files", "metadata", "view")
 TS_BASE_US = 1_700_000_000 * 1_000_000
 TS_STEP_US = 100
 
@@ -108,6 +112,22 @@ EVENT_FIELDS = (
     "team",
 )
 APP_EVENT = "app_event"  # an Events API event for the app: goes to on_event, not on_change
+
+# views.publish (docs.slack.dev: the method's reference and "Home tab views"): a `home` view of at
+# most 100 blocks, private_metadata up to 3,000 characters, callback_id up to 255; a view over
+# 250 kb is view_too_large; a `home` view of an app whose Home tab is off is not_enabled. A
+# malformed argument is invalid_arguments with the reason in response_metadata.messages, in the
+# form Slack gives it ("[ERROR] no more than 100 items allowed [json-pointer:/view/blocks]",
+# quoted in github.com/grafana/oncall pull 210; "invalid `user_id`" in the method's docs).
+# Buttons: text up to 75 characters, value up to 2,000, 25 elements an actions block (Block Kit
+# reference).
+MAX_VIEW_BLOCKS = 100
+MAX_VIEW_BYTES = 250_000
+MAX_PRIVATE_METADATA = 3_000
+MAX_CALLBACK_ID = 255
+MAX_ACTIONS_ELEMENTS = 25
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2_000
 
 JSON_CT = "application/json; charset=utf-8"
 TEXT_CT = "text/plain; charset=utf-8"
@@ -174,11 +194,13 @@ class _Bucket:
 
 
 class ApiError(Exception):
-    """Raised inside a method handler to answer ``{"ok": false, "error": ...}``."""
+    """Raised inside a method handler to answer ``{"ok": false, "error": ...}`` (with
+    ``response_metadata.messages`` when there are ``messages``)."""
 
-    def __init__(self, error: str):
+    def __init__(self, error: str, *messages: str):
         super().__init__(error)
         self.error = error
+        self.messages = list(messages)
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -223,6 +245,57 @@ def bearer_token(headers: dict[str, str], params: dict[str, Any]) -> str | None:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return params.get("token") or None
+
+
+def _schema_error(pointer: str, what: str) -> str:
+    return f"[ERROR] {what} [json-pointer:{pointer}]"
+
+
+def view_problem(view: dict) -> str | None:
+    """What views.publish says is wrong with a ``home`` view's content (None if nothing):
+    Slack's message for the first rule broken, with its JSON pointer."""
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        return _schema_error("/view/blocks", "must be an array of blocks")
+    if len(blocks) > MAX_VIEW_BLOCKS:
+        return _schema_error("/view/blocks", f"no more than {MAX_VIEW_BLOCKS} items allowed")
+    if len(str(view.get("private_metadata") or "")) > MAX_PRIVATE_METADATA:
+        return _schema_error("/view/private_metadata", "must be less than 3001 characters")
+    if len(str(view.get("callback_id") or "")) > MAX_CALLBACK_ID:
+        return _schema_error("/view/callback_id", "must be less than 256 characters")
+    for i, block in enumerate(blocks):
+        if problem := _view_block_problem(block):
+            return _schema_error(f"/view/blocks/{i}{problem[0]}", problem[1])
+    return None
+
+
+def _view_block_problem(block: Any) -> tuple[str, str] | None:
+    """(pointer below the block, message) for a block a view may not hold."""
+    if isinstance(block, dict) and _text_len(block.get("text")) > MAX_SECTION_TEXT:
+        return "/text/text", f"must be less than {MAX_SECTION_TEXT + 1} characters"
+    if isinstance(block, dict) and block.get("type") == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 0 < len(elements) <= MAX_ACTIONS_ELEMENTS:
+            return "/elements", f"must hold 1 to {MAX_ACTIONS_ELEMENTS} elements"
+        for j, element in enumerate(elements):
+            if problem := _button_problem(element):
+                return f"/elements/{j}{problem[0]}", problem[1]
+    accessory = block.get("accessory") if isinstance(block, dict) else None
+    if problem := _button_problem(accessory):
+        return f"/accessory{problem[0]}", problem[1]
+    if _block_invalid(block):
+        return "", "invalid block"
+    return None
+
+
+def _button_problem(element: Any) -> tuple[str, str] | None:
+    if not isinstance(element, dict) or element.get("type") != "button":
+        return None
+    if _text_len(element.get("text")) > MAX_BUTTON_TEXT:
+        return "/text/text", f"must be less than {MAX_BUTTON_TEXT + 1} characters"
+    if len(str(element.get("value") or "")) > MAX_BUTTON_VALUE:
+        return "/value", f"must be less than {MAX_BUTTON_VALUE + 1} characters"
+    return None
 
 
 def _text_len(obj: Any) -> int:
@@ -561,11 +634,13 @@ class FakeSlack:
         team_domain: str = "aico-test",
         rate_limits: bool = False,
         file_share_delay: float = FILE_SHARE_DELAY,
+        home_tab_enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.host, self.port = host, port
         self.enforce_rate_limits = rate_limits
         self.file_share_delay = file_share_delay
+        self.home_tab_enabled = home_tab_enabled
         self._clock = clock
         self._advanced = 0.0
         self.bot_token, self.app_token = bot_token, app_token
@@ -603,6 +678,8 @@ class FakeSlack:
         for timer in getattr(self, "_timers", []):
             timer.cancel()
         self._timers: list[threading.Timer] = []
+        self._views: dict[str, dict] = {}  # user -> their published Home
+        self._published: list[dict] = []  # every accepted views.publish, oldest first
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -711,6 +788,17 @@ class FakeSlack:
         """Completed uploads whose message is not in its channel yet."""
         with self._lock:
             return len(self._shares)
+
+    def home_view(self, user: str) -> dict | None:
+        """The Home ``user`` sees now (the last view published for them), as Slack stores it."""
+        with self._lock:
+            return copy.deepcopy(self._views.get(user))
+
+    def published_views(self, user: str | None = None) -> list[dict]:
+        """Every view accepted by views.publish (for ``user``), oldest first, with its
+        ``user_id``."""
+        with self._lock:
+            return copy.deepcopy([v for v in self._published if user in (None, v["user_id"])])
 
     def ephemerals(self, channel: str | None = None) -> list[dict]:
         with self._lock:
@@ -911,7 +999,10 @@ class FakeSlack:
             self._check_token(method, token)
             return _json(200, {"ok": True, **handler(params, events)})
         except ApiError as exc:
-            return _json(200, {"ok": False, "error": exc.error})
+            answer: dict[str, Any] = {"ok": False, "error": exc.error}
+            if exc.messages:
+                answer["response_metadata"] = {"messages": exc.messages}
+            return _json(200, answer)
 
     def _check_token(self, method: str, token: str | None) -> None:
         wants_app = method == "apps.connections.open"
@@ -944,6 +1035,7 @@ class FakeSlack:
             "reactions.add": self._reaction_add,
             "reactions.remove": self._reaction_remove,
             "users.info": self._users_info,
+            "views.publish": self._views_publish,
         }
 
     # ---- Events API: what the app hears of its own messages
@@ -1261,6 +1353,49 @@ class FakeSlack:
         if content is None:
             return _text(404, "file_not_found")
         return 200, content, {"Content-Type": "application/octet-stream"}
+
+    # ---- views (the App Home)
+
+    def _views_publish(self, params: dict, events: list[Event]) -> dict:
+        user = str(params.get("user_id") or "")
+        if user[:1] not in ("U", "W") or not user[1:].isalnum():
+            raise ApiError("invalid_arguments", "invalid `user_id`")
+        view = params.get("view")
+        if not isinstance(view, dict):
+            raise ApiError("invalid_arguments", _schema_error("/view", "a view object required"))
+        if len(json.dumps(view, separators=(",", ":")).encode()) > MAX_VIEW_BYTES:
+            raise ApiError("view_too_large")
+        if view.get("type") != "home":
+            raise ApiError("invalid_arguments", _schema_error("/view/type", "must be home"))
+        if not self.home_tab_enabled:
+            raise ApiError("not_enabled")
+        if problem := view_problem(view):
+            raise ApiError("invalid_arguments", problem)
+        current = self._views.get(user)
+        if params.get("hash") and (current is None or params["hash"] != current["hash"]):
+            raise ApiError("hash_conflict")
+        stored = self._stored_view(user, view, current)
+        self._views[user] = stored
+        self._published.append({**copy.deepcopy(stored), "user_id": user})
+        return {"view": copy.deepcopy(stored)}
+
+    def _stored_view(self, user: str, view: dict, current: dict | None) -> dict:
+        view_id = current["id"] if current else f"V0{next(self._ids):08d}"
+        return {
+            "id": view_id,
+            "team_id": self.team_id,
+            "type": "home",
+            "blocks": copy.deepcopy(view.get("blocks") or []),
+            "private_metadata": str(view.get("private_metadata") or ""),
+            "callback_id": str(view.get("callback_id") or ""),
+            "external_id": str(view.get("external_id") or ""),
+            "state": {"values": {}},
+            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+        }
 
     # ---- misc
 

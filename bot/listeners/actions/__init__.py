@@ -1,6 +1,7 @@
-from bot.listeners.actions import alert_buttons, task_buttons
+from bot.listeners.actions import alert_buttons, home_buttons, task_buttons
 
 
 def register(app, services):
     task_buttons.register(app, services)
     alert_buttons.register(app, services)
+    home_buttons.register(app, services)

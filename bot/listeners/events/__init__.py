@@ -1,5 +1,6 @@
-from bot.listeners.events import thread_replies
+from bot.listeners.events import app_home, thread_replies
 
 
 def register(app, services):
     thread_replies.register(app, services)
+    app_home.register(app, services)
