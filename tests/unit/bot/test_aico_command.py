@@ -46,10 +46,20 @@ def text_of(answer: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def test_register_wires_the_aico_command_the_buttons_and_the_thread_events(world) -> None:
+def test_register_wires_the_aico_command_the_buttons_and_the_events(world) -> None:
     assert set(world.app.commands) == {"/aico"}
-    assert set(world.app.actions) == {"aico_cancel", "aico_retry", "aico_admin_retry"}
-    assert set(world.app.events) == {"message", "app_mention"}
+    assert set(world.app.actions) == {
+        "aico_cancel",
+        "aico_retry",
+        "aico_admin_retry",
+        "aico_home_scale_up",
+        "aico_home_scale_down",
+        "aico_home_scale_auto",
+        "aico_home_recover",
+        "aico_home_retry",
+        "aico_home_refresh",
+    }
+    assert set(world.app.events) == {"message", "app_mention", "app_home_opened"}
 
 
 # --------------------------------------------------------------------------- task
