@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
     from core.domain.scaling import Policy
-    from core.ports import EventStore
+    from core.ports import EventStore, Regressor
     from core.usecases.alerts import AlertDesk
     from core.usecases.health import Health
     from core.usecases.intake import Intake
@@ -178,7 +178,6 @@ def metrics(store: EventStore, amqp: AmqpLink) -> Callable[[], bytes]:
 def control_plane(settings: Settings, store: EventStore, amqp: AmqpLink) -> ControlPlane:
     """The pm's parts: the lead, the policy with its forecast, and (AICO_POOL=local) the
     supervisor of this host's task workers."""
-    from core.adapters.forecaster import regressor
     from core.adapters.system import SystemProbe
     from core.domain.pool import Host
     from core.domain.scaling import AicoPolicy
@@ -202,7 +201,7 @@ def control_plane(settings: Settings, store: EventStore, amqp: AmqpLink) -> Cont
         policy,
         lambda queue: amqp.queue_depth(queue).result(5),
         slots,
-        forecast=ArrivalForecast(regressor),
+        forecast=ArrivalForecast(_regressor),
     )
     plane = ControlPlane(
         store,
@@ -216,6 +215,14 @@ def control_plane(settings: Settings, store: EventStore, amqp: AmqpLink) -> Cont
     if plane.supervisor is not None:
         plane.supervisor.on_crash = plane.crashed
     return plane
+
+
+def _regressor() -> Regressor:
+    """The forecast's model, scikit-learn's: imported the first time there is history enough to
+    train one (scikit-learn and numpy are some 90 MiB of the pm's memory)."""
+    from core.adapters.forecaster import regressor
+
+    return regressor()
 
 
 def alert_desk(settings: Settings, store: EventStore) -> AlertDesk:
