@@ -326,8 +326,8 @@ def budget_standing(limits: list[Limit]) -> str:
 def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
     """`/aico status`: the broker, the workers, the last hour and day, and today's spend."""
     lines = [
-        f"*Queues* {_queues_line(report)}",
-        f"*Workers* {_workers_line(report)}",
+        f"*Queues* {queues_line(report)}",
+        f"*Workers* {workers_line(report)}",
         f"*Checks* {escape(checks_line(report))}",
         f"*Last hour* {_summary_line(report.hour)}",
         f"*Last 24 h* {_summary_line(report.day)}",
@@ -351,7 +351,7 @@ def checks_line(report: StatusReport) -> str:
     return " · ".join(f"{name} {level}: {detail}" for name, level, detail in report.failing)
 
 
-def _queues_line(report: StatusReport) -> str:
+def queues_line(report: StatusReport) -> str:
     if report.broker_error:
         return f":warning: RabbitMQ cannot be read: {escape(preview(report.broker_error, 200))}"
     parts = []
@@ -361,7 +361,7 @@ def _queues_line(report: StatusReport) -> str:
     return " · ".join(parts)
 
 
-def _workers_line(report: StatusReport) -> str:
+def workers_line(report: StatusReport) -> str:
     if not report.workers:
         return ":warning: no task worker has reported in the last 15 s"
     breakers = ", ".join(f"{n} {state}" for state, n in sorted(report.breakers().items()))

@@ -19,7 +19,7 @@ from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.domain.task import TaskStatus
 from core.domain.text import SECTION_LIMIT, escape, preview, split
-from core.slack.blocks import Blocks, context, section, status_line
+from core.slack.blocks import Blocks, context, queues_line, section, status_line, workers_line
 
 if TYPE_CHECKING:
     from core.usecases.status import StatusReport
@@ -75,7 +75,7 @@ def admin_home(picture: AdminPicture, notice: str = "") -> dict[str, Any]:
     report = picture.report
     body: Blocks = [_header("aico · ops console")]
     body += _notice(notice)
-    body.append(section(_fit(f"*Queues* {_queues(report)}\n*Workers* {_workers(report)}")))
+    body.append(section(_fit(f"*Queues* {queues_line(report)}\n*Workers* {workers_line(report)}")))
     pool_lines = pool.describe(report.pool, report.at, escape, lambda user: f"<@{user}>")
     body.append(section(_fit("*Pool*\n" + "\n".join(f"• {line}" for line in pool_lines))))
     body.append(section(_fit(f"*Checks* {_checks(report)}\n*Today (UTC)* {_today(report)}")))
@@ -113,29 +113,6 @@ def notice_at(text: str, at: float) -> str:
 
 
 # -- the admin's parts -------------------------------------------------------------------------
-
-
-def _queues(report: StatusReport) -> str:
-    if report.broker_error:
-        return f":warning: RabbitMQ cannot be read: {escape(preview(report.broker_error, 200))}"
-    if not report.queues:
-        return "none read"
-    return " · ".join(
-        f"{q.name.removeprefix('aico.')}: {q.ready:,} ready, {q.consumers} consumer(s)"
-        for q in report.queues
-    )
-
-
-def _workers(report: StatusReport) -> str:
-    if not report.workers:
-        return ":warning: no task worker has reported in the last 15 s"
-    breakers = report.breakers()
-    alarm = ":rotating_light: " if "open" in breakers else ""
-    states = ", ".join(f"{n} {escape(state)}" for state, n in sorted(breakers.items()))
-    return (
-        f"{len(report.workers)} live, {report.busy} of {report.capacity} slots busy"
-        f" · {alarm}Claude breakers: {states}"
-    )
 
 
 def _checks(report: StatusReport) -> str:

@@ -178,7 +178,7 @@ def test_an_admin_sees_the_live_picture_with_retry_for_a_dead_letter(world, clie
     # the failing check, the failure with its error, the dead letter with a Retry, today's cost
     shown = text_of(view)
     assert view["type"] == "home"
-    assert "tasks: 3 ready, 2 consumer(s)" in shown
+    assert "tasks: 3 waiting, 2 consumer(s)" in shown
     assert "host-a:11 (leader) runs 2 (target 2" in shown
     assert "3 waiting for 2 slots" in shown
     assert "broker down: connection refused" in shown
