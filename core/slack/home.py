@@ -201,7 +201,10 @@ def _budget(limit: Limit | None) -> str:
 
 def _view(body: Blocks, at: float) -> dict[str, Any]:
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
-    footer = context(f"As of {when} · refreshed when you open this tab or press a button")
+    footer = context(
+        f"As of {when} · refreshed when you open this tab, press a button,"
+        " or (for admins) it changes"
+    )
     if len(body) >= MAX_BLOCKS:
         body = [*body[: MAX_BLOCKS - 2], context("_(more than fits on this page left out)_")]
     return {"type": "home", "callback_id": "aico_home", "blocks": [*body, footer]}

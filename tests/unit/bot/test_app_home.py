@@ -433,3 +433,34 @@ def test_through_bolt_an_opened_home_is_published_and_its_buttons_answer(slack, 
     slack.wait_for(lambda: slack.home_view(STRANGER))
     assert "Only admins" in text_of(slack.home_view(STRANGER))
     assert world.store.latest(pool.PIN) is None
+
+
+# -- kept fresh ---------------------------------------------------------------------------------
+
+
+def test_an_open_admin_home_is_published_again_when_what_it_shows_changes_only(world, client):
+    from bot.listeners.events.app_home import WATCH_FOR, Watcher
+
+    now = [0.0]
+    watcher = Watcher(world.services, clock=lambda: now[0])
+    watcher._thread = threading.current_thread()  # looks are driven by the test, not a thread
+    view = opened(world, client, ADMIN)
+    watcher.opened(ADMIN, client, view)
+    watcher.opened(OWNER, client, view)  # not an admin: their Home is not watched
+
+    # Nothing changed: nothing published
+    now[0] += 15
+    assert watcher.refresh() == 0
+
+    # When the pool is pinned, the admin's Home shows it once
+    world.store.record(pool.PIN, pool.PINNED, {"workers": 3, "by": ADMIN})
+    now[0] += 15
+    assert watcher.refresh() == 1
+    (who, fresh) = client.views[-1]
+    assert who == ADMIN and "Pinned to 3" in json.dumps(fresh)
+    assert watcher.refresh() == 0
+
+    # And a Home not opened for a while is left alone
+    world.store.record(pool.PIN, pool.UNPINNED, {"by": ADMIN})
+    now[0] += WATCH_FOR + 1
+    assert watcher.refresh() == 0
