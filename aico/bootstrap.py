@@ -237,7 +237,14 @@ def operations(settings: Settings, store: EventStore, amqp: AmqpLink, checks: He
     from core.usecases.operations import Operations
 
     sweep = recovery(settings, store, amqp).sweep
-    return Operations(store, checks.alerts, checks.run, sweep, notifier(settings))
+    return Operations(
+        store,
+        checks.alerts,
+        checks.run,
+        sweep,
+        notifier(settings),
+        stats_days=settings.stats_retention_days,
+    )
 
 
 def health(settings: Settings, store: EventStore, amqp: AmqpLink, plane: ControlPlane) -> Health:

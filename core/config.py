@@ -47,6 +47,7 @@ class Settings:
     check_every: float = 10.0  # seconds between two rounds of health checks
     canary_every: float = 120.0  # seconds between two canaries of the bot's Socket Mode socket
     canary_wait: float = 60.0  # seconds a canary may take to come back before the socket is mute
+    stats_retention_days: float = 400.0  # days of statistics counters kept (0: all)
     port: int = 3000
     task_concurrency: int = 8
     result_concurrency: int = 8
@@ -111,6 +112,9 @@ class Settings:
             check_every=_float(env, "AICO_CHECK_EVERY", 10.0, problems),
             canary_every=_float(env, "AICO_CANARY_EVERY", 120.0, problems),
             canary_wait=_float(env, "AICO_CANARY_WAIT", 60.0, problems),
+            stats_retention_days=_float(
+                env, "AICO_STATS_RETENTION_DAYS", 400.0, problems, zero=True
+            ),
             port=_int(env, "PORT", 3000, problems, minimum=0),
             task_concurrency=_int(env, "AICO_TASK_CONCURRENCY", 8, problems, minimum=1),
             result_concurrency=_int(env, "AICO_RESULT_CONCURRENCY", 8, problems, minimum=1),

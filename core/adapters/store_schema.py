@@ -25,7 +25,7 @@ from core.domain.pool import SYSTEM as SYSTEM_AGGREGATES
 from core.domain.pool import Record
 from core.domain.projections import COUNTERS, SPEND, STATS, TOTALS, Changes, Replay, budget
 from core.domain.projections import changes as changes_of
-from core.domain.stats import Activity, Spender, Summary, slot_of
+from core.domain.stats import Activity, Spender, Summary, day_of, slot_of
 from core.domain.task import TaskStatus
 from core.errors import Conflict
 
@@ -286,6 +286,9 @@ class Sql:
         )
         self.task_counts = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
         self.forget_workers = q("DELETE FROM workers WHERE seen_at < ?")
+        # statistics: the 5-minute counters older than a slot, and the days older than a day
+        self.forget_stats = [q(f"DELETE FROM {t} WHERE slot < ?") for t in ("stats", "stats_all")]
+        self.forget_spend = q("DELETE FROM spend WHERE day < ?")
         self.arrivals = q("SELECT created_at FROM tasks WHERE created_at >= ? ORDER BY created_at")
         # A task's first attempt starts within minutes of its arrival: the window of tasks done
         # lately is found through the (status, created_at) index, an hour back at most.
@@ -484,14 +487,28 @@ class SqlEventStore(ABC):
         """A worker's live state (busy slots, breaker); not an event: it is replaced each time."""
         self._execute(self._sql.heartbeat, (worker_id, dumps(state), time.time()))
 
-    def maintain(self, heartbeats_older_than: float) -> dict[str, int]:
+    def maintain(
+        self, heartbeats_older_than: float, stats_older_than: float = 0.0
+    ) -> dict[str, int]:
         """Retention: heartbeats not renewed since `heartbeats_older_than` are removed (workers
-        long gone); a backend may do more (SQLite checkpoints its WAL). Events are never
-        removed: they are the history."""
-        removed = self._transact(
-            lambda db: db.execute(self._sql.forget_workers, (heartbeats_older_than,)).rowcount
-        )
-        return {"heartbeats_removed": max(0, int(removed or 0)), **self._housekeep()}
+        long gone), and the statistics counters of before `stats_older_than` (0: all kept); a
+        backend may do more (SQLite checkpoints its WAL). Events are never removed: they are
+        the history, and `aico db rebuild` derives every counter again from them."""
+
+        def forget(db: Any) -> dict[str, int]:
+            gone = {
+                "heartbeats_removed": db.execute(
+                    self._sql.forget_workers, (heartbeats_older_than,)
+                ).rowcount
+            }
+            if stats_older_than > 0:
+                slot, day = slot_of(stats_older_than), day_of(stats_older_than)
+                rows = sum(db.execute(sql, (slot,)).rowcount for sql in self._sql.forget_stats)
+                rows += db.execute(self._sql.forget_spend, (day,)).rowcount
+                gone["statistics_rows_removed"] = rows
+            return {k: max(0, int(v or 0)) for k, v in gone.items()}
+
+        return {**self._transact(forget), **self._housekeep()}
 
     def _housekeep(self) -> dict[str, int]:
         return {}

@@ -52,12 +52,15 @@ class Operations:
     sweep: Callable[[], Sequence[str]]
     notifier: Notifier | None = None
     clock: Callable[[], float] = time.time
+    stats_days: float = 0.0  # AICO_STATS_RETENTION_DAYS: days of statistics kept (0: all)
 
     def run(self, by: str = "") -> str:
         """The sweep and the upkeep (and, asked by an admin, the checks); a report of it."""
         probes = list(self.checks()) if by else []
         swept = list(self.sweep())
-        kept = self.store.maintain(heartbeats_older_than=self.clock() - HEARTBEATS_KEPT)
+        now = self.clock()
+        stats_before = now - self.stats_days * 86400 if self.stats_days else 0.0
+        kept = self.store.maintain(now - HEARTBEATS_KEPT, stats_older_than=stats_before)
         data: dict[str, Any] = {"by": by or "schedule", "requeued": swept, **kept}
         data["checks"] = {p.check: p.level.value for p in probes}
         record = self.store.record(ACTIONS, RAN, data)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from core.domain import events
-from core.domain.stats import SLOT
+from core.domain.stats import SLOT, day_of
 from core.domain.task import TaskStatus
 from core.errors import Conflict
 
@@ -324,3 +324,20 @@ def test_maintenance_forgets_old_heartbeats_and_keeps_every_event(store):
     assert done["heartbeats_removed"] == 1
     assert [w["id"] for w in store.workers(seen_since=0)] == ["live:2"]
     assert [e.type for e in store.events("a")] == [events.SUBMITTED]
+
+
+def test_maintenance_forgets_statistics_older_than_asked_and_a_rebuild_brings_them_back(store):
+    submit(store, "a")
+    finish(store, "a", cost_usd=0.5)
+    assert store.summary(time.time() - 60).done == 1
+
+    kept = store.maintain(heartbeats_older_than=0, stats_older_than=time.time() - 3600)
+    assert kept["statistics_rows_removed"] == 0 and store.summary(time.time() - 60).done == 1
+
+    gone = store.maintain(heartbeats_older_than=0, stats_older_than=time.time() + 86400)
+    assert gone["statistics_rows_removed"] >= 3  # its user's, everyone's, its day's spend
+    assert store.summary(0).done == 0 and store.top_spenders(day_of(time.time()), "user") == []
+    assert store.task("a").status is TaskStatus.DONE  # the task and its events stay
+
+    store.rebuild()
+    assert store.summary(0).done == 1
