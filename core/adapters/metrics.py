@@ -50,6 +50,7 @@ DURATION_BUCKETS = tuple(
     bucket(s) for s in (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 )
 DURATIONS = "aico_task_duration_seconds"
+CLAUDE_TIMES = "aico_claude_seconds"
 
 
 class PoolCollector(Collector):
@@ -75,6 +76,10 @@ class PoolCollector(Collector):
             *(scrape.read(STORE, lambda: self._workers(now)) or []),
             *(scrape.read(STORE, self._tasks) or []),
             *(scrape.read(STORE, lambda: _today(self.store.summary(start_of_day(now)))) or []),
+            *(
+                scrape.read(STORE, lambda: [_claude(self.store.claude_times(start_of_day(now)))])
+                or []
+            ),
             *(scrape.read(STORE, self._checks) or []),
             *self._queues(scrape),
         ]
@@ -186,6 +191,22 @@ def _durations(day: Summary) -> HistogramMetricFamily:
         buckets=[*buckets, ("+Inf", float(day.done))],
     )
     family.samples.append(Sample(DURATIONS + "_count", {}, float(day.done)))
+    return family
+
+
+def _claude(times: dict[int, int]) -> HistogramMetricFamily:
+    """Today's done tasks by Claude's time for their answer, on the same exact buckets."""
+    total = float(sum(times.values()))
+    buckets = [
+        (floatToGoString(bucket_seconds(k)), float(sum(n for i, n in times.items() if i <= k)))
+        for k in DURATION_BUCKETS
+    ]
+    family = HistogramMetricFamily(
+        CLAUDE_TIMES,
+        "Seconds Claude took to answer, for the tasks done today (UTC); starts again at midnight",
+        buckets=[*buckets, ("+Inf", total)],
+    )
+    family.samples.append(Sample(CLAUDE_TIMES + "_count", {}, total))
     return family
 
 

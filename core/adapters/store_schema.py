@@ -23,7 +23,16 @@ from core.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from core.domain.events import Event, TaskView, apply
 from core.domain.pool import SYSTEM as SYSTEM_AGGREGATES
 from core.domain.pool import Record
-from core.domain.projections import COUNTERS, SPEND, STATS, TOTALS, Changes, Replay, budget
+from core.domain.projections import (
+    CLAUDE,
+    COUNTERS,
+    SPEND,
+    STATS,
+    TOTALS,
+    Changes,
+    Replay,
+    budget,
+)
 from core.domain.projections import changes as changes_of
 from core.domain.stats import Activity, Spender, Summary, day_of, slot_of
 from core.domain.task import TaskStatus
@@ -160,6 +169,15 @@ CREATE TABLE spend (
     PRIMARY KEY (day, scope, who)
 ){without_rowid};
 """
+# Done tasks by the bucket of Claude's time for their answer: the Claude latency of /metrics.
+_V7 = """
+CREATE TABLE claude_all (
+    slot {bigint} NOT NULL,
+    bucket INTEGER NOT NULL,
+    tasks {bigint} NOT NULL,
+    PRIMARY KEY (slot, bucket)
+){without_rowid};
+"""
 # (version, statements, rebuild the projections afterwards); the same numbers on every backend
 MIGRATIONS: list[tuple[int, str, bool]] = [
     (1, _V1, False),
@@ -168,6 +186,7 @@ MIGRATIONS: list[tuple[int, str, bool]] = [
     (4, _V4, True),
     (5, _V5, False),
     (6, _V6, True),
+    (7, _V7, True),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 PROJECTIONS = ("tasks", *COUNTERS, "budgets")  # what a rebuild derives again
@@ -238,6 +257,11 @@ class Sql:
                 " ON CONFLICT (day, scope, who) DO UPDATE SET"
                 " tasks = spend.tasks + excluded.tasks, cost = spend.cost + excluded.cost"
             ),
+            CLAUDE: q(
+                "INSERT INTO claude_all (slot, bucket, tasks) VALUES (?, ?, ?)"
+                " ON CONFLICT (slot, bucket) DO UPDATE SET"
+                " tasks = claude_all.tasks + excluded.tasks"
+            ),
         }
         self.set_budget = q(
             "INSERT INTO budgets (scope, who, day, usd) VALUES (?, ?, ?, ?)"
@@ -287,7 +311,13 @@ class Sql:
         self.task_counts = "SELECT status, COUNT(*) FROM tasks GROUP BY status"
         self.forget_workers = q("DELETE FROM workers WHERE seen_at < ?")
         # statistics: the 5-minute counters older than a slot, and the days older than a day
-        self.forget_stats = [q(f"DELETE FROM {t} WHERE slot < ?") for t in ("stats", "stats_all")]
+        self.forget_stats = [
+            q(f"DELETE FROM {t} WHERE slot < ?") for t in ("stats", "stats_all", "claude_all")
+        ]
+        self.claude_times = q(
+            "SELECT bucket, CAST(SUM(tasks) AS BIGINT) FROM claude_all WHERE slot >= ?"
+            " GROUP BY bucket"
+        )
         self.forget_spend = q("DELETE FROM spend WHERE day < ?")
         self.arrivals = q("SELECT created_at FROM tasks WHERE created_at >= ? ORDER BY created_at")
         # A task's first attempt starts within minutes of its arrival: the window of tasks done
@@ -577,6 +607,12 @@ class SqlEventStore(ABC):
         decode = self._sql.dialect.decode
         rows = self._rows(self._sql.tail, (aggregate_id, limit))
         return [Record(aggregate_id, r[0], decode(r[1]), r[2], r[3]) for r in reversed(rows)]
+
+    def claude_times(self, since: float) -> dict[int, int]:
+        """Done tasks since `since` by the bucket of Claude's time for their answer (bucket ->
+        tasks; core.domain.stats.bucket_seconds gives a bucket's upper bound)."""
+        rows = self._rows(self._sql.claude_times, (slot_of(since),))
+        return {int(r[0]): int(r[1]) for r in rows}
 
     def task_counts(self) -> dict[str, int]:
         """How many tasks are in each status now (every status named, 0 if none)."""

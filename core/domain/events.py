@@ -81,6 +81,7 @@ class TaskView:
     cost: float = 0.0  # USD, from the price table when it was answered
     cancelled_by: str = ""
     conversation: str = ""  # the task whose thread this one continues; "" for a thread's first
+    claude_ms: float = 0.0  # Claude's time for the answer, once answered
 
     def key(self, what: str) -> str:
         """The event id of `what` for this generation of the task: recorded once per attempt
@@ -160,7 +161,8 @@ def _changes(view: TaskView, event: Event) -> dict[str, Any]:
         case "started":
             return {"started_at": view.started_at or event.at, "attempts": view.attempts + 1}
         case "answered":
-            return {"answered": True, "usage": data.get("usage", {})}
+            claude_ms = float(data.get("claude_ms", 0.0) or 0.0)
+            return {"answered": True, "usage": data.get("usage", {}), "claude_ms": claude_ms}
         case "requeued":
             return {"generation": data["generation"]}
         case "reply_pending":
@@ -176,5 +178,6 @@ def _changes(view: TaskView, event: Event) -> dict[str, Any]:
                 "error": data.get("error", ""),
                 "usage": data.get("usage") or view.usage,
                 "cost": data.get("cost_usd") or view.cost,
+                "claude_ms": float(data.get("claude_ms") or 0.0) or view.claude_ms,
             }
     return {}

@@ -8,8 +8,9 @@ The projections: the task's row (its latest view), and three tables of counters 
 each row keyed as named below, added to when a task has just ended: `stats` (per 5-minute slot,
 outcome, duration bucket, user and channel), `stats_all` (the same rolled up over users and
 channels: what /aico status reads) and `spend` (per UTC day, user or channel: tasks and cost, the
-top spenders). Budgets are the limits admins set, one `budget_set` event each; the last one set
-for a day is the one.
+top spenders), and `claude_all` (per slot, the done tasks by the bucket of Claude's time for
+the answer: the Claude latency histogram of /metrics). Budgets are the limits admins set, one
+`budget_set` event each; the last one set for a day is the one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from core.domain.stats import SLOT, Count, count_for, day_of
 STATS = "stats"  # key (slot, outcome, bucket, user, channel); amounts (tasks, tokens in, out, cost)
 TOTALS = "stats_all"  # key (slot, outcome, bucket); amounts (tasks, tokens in, tokens out, cost)
 SPEND = "spend"  # key (day, "user" or "channel", who); amounts (tasks, cost)
-COUNTERS = (STATS, TOTALS, SPEND)
+CLAUDE = "claude_all"  # key (slot, bucket of Claude's time); amounts (done tasks,)
+COUNTERS = (STATS, TOTALS, SPEND, CLAUDE)
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,13 @@ def increments(c: Count) -> tuple[Increment, ...]:
     """What one ended task adds to each table of counters."""
     amounts = (1, c.tokens_in, c.tokens_out, c.cost)
     day = day_of(c.slot * SLOT)
+    claude = (Increment(CLAUDE, (c.slot, c.claude_bucket), (1,)),) if c.claude_bucket >= 0 else ()
     return (
         Increment(STATS, (c.slot, c.outcome, c.bucket, c.user, c.channel), amounts),
         Increment(TOTALS, (c.slot, c.outcome, c.bucket), amounts),
         Increment(SPEND, (day, "user", c.user), (1, c.cost)),
         Increment(SPEND, (day, "channel", c.channel), (1, c.cost)),
+        *claude,
     )
 
 

@@ -44,6 +44,7 @@ class Count:
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float = 0.0
+    claude_bucket: int = -1  # Claude's time for a done task's answer, in a bucket; -1: none
 
 
 def bucket(seconds: float) -> int:
@@ -78,6 +79,11 @@ def count_for(before: TaskView | None, after: TaskView) -> Count | None:
         tokens_in=int(after.usage.get("input_tokens", 0) or 0),
         tokens_out=int(after.usage.get("output_tokens", 0) or 0),
         cost=after.cost,
+        claude_bucket=(
+            bucket(after.claude_ms / 1000)
+            if after.status is TaskStatus.DONE and after.claude_ms > 0
+            else -1
+        ),
     )
 
 

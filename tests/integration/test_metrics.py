@@ -75,6 +75,7 @@ def test_metrics_match_what_the_stack_did(rabbit, tmp_path, slack, claude):
         )
         assert fig(got, "aico_task_duration_seconds_bucket", le="+Inf") == 3
         assert fig(got, "aico_task_duration_seconds_count") == 3
+        assert fig(got, "aico_claude_seconds_count") == 3  # Claude answered each of them
         assert fig(got, "aico_tasks_finished_today", outcome="done") == 3
         assert fig(got, "aico_tasks_finished_today", outcome="failed") == 0
         assert {fig(got, "aico_tasks", status=s) for s in ("queued", "running", "failed")} == {0}

@@ -252,3 +252,27 @@ def test_one_queue_missing_leaves_only_that_queue_out(store):
     assert fig(got, "aico_queue_ready", queue=RESULTS) == 5
     assert ("aico_queue_ready", (("queue", DEAD),)) not in got
     assert fig(got, "aico_source_up", source="broker") == 0
+
+
+def test_claudes_time_for_todays_done_answers_is_a_histogram(store, broker):
+    for task_id, claude_ms in (("a", 1500.0), ("b", 30000.0)):
+        store.append(task_id, events.SUBMITTED, {"user": "U", "channel": "C", "prompt": "p"})
+        store.append(task_id, events.ANSWERED, {"usage": {}, "claude_ms": claude_ms})
+        store.append(task_id, events.COMPLETED, {"claude_ms": claude_ms})
+    store.append("c", events.SUBMITTED, {"user": "U", "channel": "C", "prompt": "p"})
+    store.append("c", events.FAILED, {"error": "no"})  # no answer: not in it
+
+    got = figures(collector(store, broker))
+
+    buckets = {
+        float(dict(labels)["le"]): value
+        for (name, labels), value in got.items()
+        if name == "aico_claude_seconds_bucket"
+    }
+    assert buckets[float("inf")] == 2 == fig(got, "aico_claude_seconds_count")
+    assert all(buckets[le] == sum(s <= le for s in (1.5, 30.0)) for le in buckets if le < 1e9)
+    assert store.rebuild() == 3  # and the histogram is derived again from the events
+    again = figures(collector(store, broker))
+    assert {k: v for k, v in again.items() if k[0].startswith("aico_claude")} == {
+        k: v for k, v in got.items() if k[0].startswith("aico_claude")
+    }
