@@ -29,10 +29,10 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from core.domain import pool
-from core.domain.health import AGGREGATE, CHANGED, CHECKS, Level
+from core.domain.health import CHECKS, Level
 from core.domain.stats import Summary, bucket, bucket_seconds, start_of_day
 from core.ports import EventStore
-from core.usecases.status import LIVE_WITHIN, is_pm, is_task_worker
+from core.usecases.status import LIVE_WITHIN, check_levels, is_pm, is_task_worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,7 +43,6 @@ SLOW = 1.0  # seconds: a source this slow to fail is away; it is not asked again
 CHECK_UP = {Level.OK: 1.0, Level.DEGRADED: 0.5, Level.DOWN: 0.0}
 LEVELS = {level.value for level in Level}
 BREAKER_STATES = ("closed", "open", "half_open")
-CHECK_LOOK_BACK = 10  # events of a check's aggregate searched for its latest change
 # The duration histogram's `le` bounds are the store's own buckets (10% apart) nearest above
 # these seconds, so every count in it is exact (the label is the bucket's bound as it is).
 DURATION_BUCKETS = tuple(
@@ -119,8 +118,8 @@ class PoolCollector(Collector):
         return [family]
 
     def _checks(self) -> list[Metric]:
-        levels = {name: self._level(name) for name in self.checks}
-        known = {name: level for name, level in levels.items() if level is not None}
+        levels = check_levels(self.store, self.checks)
+        known = {name: Level(lv) for name, (lv, _) in levels.items() if lv in LEVELS}
         up = GaugeMetricFamily(
             "aico_check_up",
             "A health check's level: 1 ok, 0.5 degraded, 0 down (as the elected pm last judged)",
@@ -134,15 +133,6 @@ class PoolCollector(Collector):
             sum(level is not Level.OK for level in known.values()),
         )
         return [up, firing]
-
-    def _level(self, check: str) -> Level | None:
-        """A check's level as its last change recorded it; ok before any; None if unknown."""
-        records = self.store.tail(AGGREGATE + check, CHECK_LOOK_BACK)
-        if not records:
-            return Level.OK
-        change = next((r for r in reversed(records) if r.type == CHANGED), None)
-        level = str(change.data.get("level")) if change else ""
-        return Level(level) if level in LEVELS else None
 
     def _queues(self, scrape: _Scrape) -> list[Metric]:
         ready = GaugeMetricFamily("aico_queue_ready", "Messages ready in a queue", labels=["queue"])

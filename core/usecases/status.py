@@ -33,19 +33,29 @@ def is_task_worker(beat: dict[str, Any]) -> bool:
     return "kind" not in beat
 
 
+def check_levels(store: EventStore, names: Sequence[str] = CHECKS) -> dict[str, tuple[str, str]]:
+    """Each health check's level and detail as its last change recorded them ("ok" before
+    any): what /aico status, the Home and /metrics show."""
+    levels = {}
+    for name in names:
+        last = store.latest(CHECK_AGGREGATE + name)
+        data = last.data if last is not None else {}
+        levels[name] = (str(data.get("level", "ok")), str(data.get("detail", "")))
+    return levels
+
+
 def failing_checks(store: EventStore) -> list[tuple[str, str, str]]:
     """The health checks not ok, as last recorded: (check, level, detail)."""
-    failing = []
-    for name in CHECKS:
-        last = store.latest(CHECK_AGGREGATE + name)
-        if last is not None and last.data.get("level", "ok") != "ok":
-            failing.append((name, str(last.data["level"]), str(last.data.get("detail", ""))))
-    return failing
+    return [(n, lv, d) for n, (lv, d) in check_levels(store).items() if lv != "ok"]
 
 
-def pool_state(store: EventStore, now: float) -> PoolState:
-    """The pool as the store has it: leader, decision, pin, forecast, and the live pm."""
-    beats = store.workers(seen_since=now - LIVE_WITHIN)
+def pool_state(
+    store: EventStore, now: float, beats: list[dict[str, Any]] | None = None
+) -> PoolState:
+    """The pool as the store has it: leader, decision, pin, forecast, and the live pm (from
+    `beats`, the live heartbeats, when the caller has read them already)."""
+    if beats is None:
+        beats = store.workers(seen_since=now - LIVE_WITHIN)
     return PoolState(
         leader=store.latest(pool.LEADER),
         decision=store.latest(pool.DECISION),
@@ -115,7 +125,7 @@ class Status:
             queues=queues,
             broker_error=error,
             workers=[b for b in beats if is_task_worker(b)],
-            pool=pool_state(self.store, now),
+            pool=pool_state(self.store, now, beats),
             failing=failing_checks(self.store),
             hour=self.store.summary(now - 3600),
             day=self.store.summary(now - 86400),
