@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
-import time
 
 import pytest
 
@@ -78,21 +78,33 @@ def test_a_worker_that_cannot_start_with_its_settings_is_not_started_again():
 
 
 # A worker that drains as a task worker does: on SIGTERM it finishes "its task" (0.5 s), then exits.
+# It says "ready" once its handler is in place.
 DRAINER = (
     sys.executable,
     "-c",
     "import signal, sys, time\n"
     "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\n"
+    "print('ready', flush=True)\n"
     "time.sleep(60)",
 )
 
 
+def spawn_listening(command):
+    """The supervisor's spawn, with the child's stdout a pipe the test reads "ready" from."""
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def ready(*workers) -> None:
+    for worker in workers:
+        assert worker.stdout.readline().strip() == "ready"
+
+
 def test_scaling_down_drains_the_least_busy_worker_and_does_not_replace_it():
-    sup = Supervisor(target=3, command=DRAINER)
+    sup = Supervisor(target=3, command=DRAINER, spawn=spawn_listening)
     try:
         sup.tick(now=0.0)
         busy_one, idle, other_busy = sup.workers
-        time.sleep(0.3)  # the children have their SIGTERM handlers
+        ready(busy_one, idle, other_busy)
 
         # When the target drops by one, with heartbeats saying who is busy
         sup.target = 2
@@ -110,11 +122,11 @@ def test_scaling_down_drains_the_least_busy_worker_and_does_not_replace_it():
 
 def test_a_draining_worker_is_never_killed_while_it_finishes():
     slow = (sys.executable, "-c", DRAINER[2].replace("time.sleep(0.5)", "time.sleep(2)"))
-    sup = Supervisor(target=1, command=slow)
+    sup = Supervisor(target=1, command=slow, spawn=spawn_listening)
     try:
         sup.tick(now=0.0)
         [worker] = sup.workers
-        time.sleep(0.3)
+        ready(worker)
         sup.target = 0
         for now in (1.0, 2.0, 3.0):  # ticks while it drains
             sup.tick(now=now)
