@@ -149,6 +149,29 @@ class Stack:
         )
         return self.sender.command(text, **fields)
 
+    def press(
+        self, channel: str, message: dict, action_id: str, value: str, user: str, block_id: str = ""
+    ) -> list:
+        """Press a button of `message` in `channel` as Slack sends it (a signed block_actions
+        with a working response_url); the answers that came back through that URL."""
+        url = self.slack.new_response_url(channel=channel, message_ts=message["ts"])
+        action = {"type": "button", "action_id": action_id, "value": value, "action_ts": "1.1"}
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user},
+            "api_app_id": "A0AICO",
+            "team": {"id": "T0AICO"},
+            "channel": {"id": channel},
+            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel},
+            "message": message,
+            "response_url": url,
+            "trigger_id": "1.2.3",
+            "actions": [{**action, "block_id": block_id} if block_id else action],
+        }
+        status, _, elapsed = self.sender.action(payload)
+        assert status == 200 and elapsed < 3.0
+        return self.slack.wait_for(lambda: self.slack.responses_for(url), 10)
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {n}\n{self.processes.log(n)[-4000:]}" for n in self.processes.commands

@@ -104,26 +104,6 @@ def test_a_stopped_broker_makes_one_alert_and_its_return_one_recovery_notice(
             stack.stop()
 
 
-def press(stack: Stack, slack: FakeSlack, message: dict, action_id: str, value: str, user: str):
-    """Press a button on a message of the alert channel, as Slack sends it."""
-    url = slack.new_response_url(channel=ALERTS, message_ts=message["ts"])
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user},
-        "api_app_id": "A0AICO",
-        "team": {"id": "T0AICO"},
-        "channel": {"id": ALERTS},
-        "container": {"type": "message", "message_ts": message["ts"], "channel_id": ALERTS},
-        "message": message,
-        "response_url": url,
-        "trigger_id": "1.2.3",
-        "actions": [{"type": "button", "action_id": action_id, "value": value}],
-    }
-    status, _, _ = stack.sender.action(payload)
-    assert status == 200
-    return slack.wait_for(lambda: slack.responses_for(url), 10)
-
-
 def test_a_dead_lettered_task_makes_one_alert_whose_retry_works_for_admins_only(
     rabbit, tmp_path, slack
 ):
@@ -145,9 +125,9 @@ def test_a_dead_lettered_task_makes_one_alert_whose_retry_works_for_admins_only(
             assert "dead-lettered" in alert["text"] and "aico_admin_retry" in shown(alert)
 
             # And the button refuses anyone but an admin, and retries the task for an admin
-            (refusal,) = press(stack, slack, alert, "aico_admin_retry", task_id, "U0USER1")
+            (refusal,) = stack.press(ALERTS, alert, "aico_admin_retry", task_id, "U0USER1")
             assert "Only admins" in refusal.payload["text"]
-            (retried,) = press(stack, slack, alert, "aico_admin_retry", task_id, admin)
+            (retried,) = stack.press(ALERTS, alert, "aico_admin_retry", task_id, admin)
             assert task_id in retried.payload["text"]
             wait_for_answer(slack, task_id)  # Done: answered this time
             assert len(alerts(slack, task_id)) == 1

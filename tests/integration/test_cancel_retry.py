@@ -105,30 +105,7 @@ def test_a_task_that_is_done_cannot_be_retried_or_cancelled(stack, slack):
 def click(stack, slack, task_id: str, action_id: str, user: str) -> list:
     """Press a button on the task's parent message, as Slack would send it."""
     parent = parent_of(slack, task_id)
-    url = slack.new_response_url(channel=CHANNEL, message_ts=parent["ts"])
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user},
-        "api_app_id": "A0AICO",
-        "team": {"id": "T0AICO"},
-        "channel": {"id": CHANNEL},
-        "container": {"type": "message", "message_ts": parent["ts"], "channel_id": CHANNEL},
-        "message": parent,
-        "response_url": url,
-        "trigger_id": "1.2.3",
-        "actions": [
-            {
-                "type": "button",
-                "action_id": action_id,
-                "block_id": f"task:{task_id}",
-                "value": task_id,
-                "action_ts": "1.1",
-            }
-        ],
-    }
-    status, _, elapsed = stack.sender.action(payload)
-    assert status == 200 and elapsed < 3.0
-    return slack.wait_for(lambda: slack.responses_for(url), 10)
+    return stack.press(CHANNEL, parent, action_id, task_id, user, block_id=f"task:{task_id}")
 
 
 def test_the_buttons_cancel_and_retry_for_their_owner_only(stack, slack, claude):
