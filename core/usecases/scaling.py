@@ -23,7 +23,7 @@ from core.domain.scaling import RATE_WINDOW_S, Decision, Load, Policy
 from core.errors import InvalidInput
 from core.ports import EventStore
 from core.usecases.forecast import ArrivalForecast
-from core.usecases.status import LIVE_WITHIN, is_task_worker, pool_state
+from core.usecases.status import LIVE_WITHIN, is_pm, is_task_worker, pool_state
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,17 @@ class PoolScaler:
 
     # -- the elected pm ---------------------------------------------------------------------
 
-    def decide(self, hosts: list[Host]) -> Record | None:
-        """The cluster's target now, recorded if it changes anything; the latest decision."""
+    def decide(self, hosts: list[Host] | None = None) -> Record | None:
+        """The cluster's target now, recorded if it changes anything; the latest decision.
+        `hosts`: the other pm, as their heartbeats (read here when not given) describe them."""
         now = self.clock()
+        beats = self.store.workers(seen_since=now - LIVE_WITHIN)
+        if hosts is None:
+            hosts = [Host.from_heartbeat(b) for b in beats if is_pm(b)]
         hosts = [h for h in hosts if h.id != self.me.id] + [self.me]
         low, high = self._cluster_bounds(hosts)
         last = self._last or self.store.latest(pool.DECISION)
-        load = self._load(hosts, now, last)
+        load = self._load(hosts, beats, now, last)
         pin = pool.pin_of(self.store.latest(pool.PIN))
         if pin is not None:
             target = max(low, min(high, pin.workers))
@@ -83,8 +87,7 @@ class PoolScaler:
         }
         return self.store.record(pool.FORECAST, pool.FORECAST_TRAINED, data)
 
-    def _load(self, hosts: list[Host], now: float, last: Record | None) -> Load:
-        beats = self.store.workers(seen_since=now - LIVE_WITHIN)
+    def _load(self, hosts: list[Host], beats: list[dict], now: float, last: Record | None) -> Load:
         task_workers = [b for b in beats if is_task_worker(b)]
         queued, _consumers = self.depth(TASKS)
         window = max(RATE_WINDOW_S, self.forecast.lookback_s if self.forecast else 0.0)

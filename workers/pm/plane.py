@@ -13,12 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.domain.health import span
-from core.domain.pool import Host
 from core.ports import EventStore
 from core.usecases.alerts import AlertDesk
 from core.usecases.leadership import Leadership
 from core.usecases.scaling import PoolScaler
-from core.usecases.status import HEARTBEAT_EVERY, LIVE_WITHIN, PM, is_pm, is_task_worker
+from core.usecases.status import HEARTBEAT_EVERY, LIVE_WITHIN, PM, is_task_worker
 from workers.pm.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class ControlPlane:
             self._next_decision = now + DECIDE_EVERY
             self._refresh_me()
             if leader:
-                self._step("decide", lambda: self.scaler.decide(self._hosts()))
+                self._step("decide", self.scaler.decide)
         if (sup := self.supervisor) is not None:
             share = self._step("share", lambda: self.scaler.share(sup.target))
             sup.target = sup.target if share is None else share
@@ -106,10 +105,6 @@ class ControlPlane:
             saturated=reading.saturated() if sup else "",
             host_load=reading.describe(),
         )
-
-    def _hosts(self) -> list[Host]:
-        beats = self.store.workers(seen_since=self.scaler.clock() - LIVE_WITHIN)
-        return [Host.from_heartbeat(b) for b in beats if is_pm(b)]
 
     def _busy(self) -> dict[int, int]:
         """Busy slots of this host's task workers, by pid, from their heartbeats."""
