@@ -124,6 +124,19 @@ class Completion:
     stop_reason: str = "end_turn"
 
 
+@dataclass(frozen=True)
+class ToolAnswer:
+    """Claude's call of a tool it was made to use: the tool's input (a JSON object), with the
+    model, tokens and time, as a Completion has them."""
+
+    name: str
+    input: dict[str, Any]
+    model: str
+    usage: dict[str, Any] = field(default_factory=dict)
+    ms: float = 0.0
+    stop_reason: str = "tool_use"
+
+
 class Model(Protocol):
     def check(self) -> str: ...  # ConfigError for a model that cannot be used
     def complete(
@@ -132,6 +145,13 @@ class Model(Protocol):
         history: Sequence[tuple[str, str]] = (),
         on_text: Callable[[list[str]], None] | None = None,
     ) -> Completion: ...
+    def use_tool(
+        self,
+        prompt: str,
+        tool: dict[str, Any],
+        history: Sequence[dict[str, Any]] = (),
+        system: str = "",
+    ) -> ToolAnswer: ...  # the tool forced with tool_choice; history: earlier messages as sent
 
 
 class Regressor(Protocol):
