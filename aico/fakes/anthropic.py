@@ -13,14 +13,63 @@ of its answer is sent, so once a client has its answer, `calls` has it too. Chec
 a body over `max_request_bytes` (default 32 MB, as the API) gets 413 `request_too_large` unread
 and unparsed, before anything else (the API's 413 comes from its edge); no key in `x-api-key` or,
 as the 2.x SDK sends it, `Authorization: Bearer` -> 401 (with `api_key`, any other key too);
-no `anthropic-version` -> 400; a bad `model` / `max_tokens` / `messages` / `stream` /
-`temperature` -> 400 naming the field; a `model` that is in `retired` or not in `models` -> 404
+no `anthropic-version` -> 400; a bad `model` / `max_tokens` / `messages` (and their content
+blocks) / `tools` / `tool_choice` / `stream` / `temperature` -> 400 naming the field (see
+"Content blocks" and "Tools" below); a `model` that is in `retired` or not in `models` -> 404
 `not_found_error` with the message `"model: <id>"`, as the API answers; on the strict-sampling
 families (`STRICT_SAMPLING`: every id starting with claude-sonnet-5, claude-opus-5,
 claude-haiku-5, claude-fable-5 or claude-mythos-5) a `temperature` other than 1, any `top_p`,
 any `top_k`, or `thinking: {"type": "enabled"}` -> 400 naming the field. Other models accept
 them. `models` (default `CURRENT_MODELS`) and `retired` (default `RETIRED_MODELS`) may be
 replaced while running.
+
+Content blocks. A message's `content` is a string or a non-empty list of blocks (only a final
+assistant message may be empty), each checked as the API checks it, 400 naming the field
+(`messages.<i>.content.<j>.<type>...`) otherwise: `text` (a non-empty string); `image` (user;
+`source` base64 with `media_type` image/jpeg, png, gif or webp, `data` valid base64 whose
+bytes start as that type does, and at most `MAX_IMAGE_BYTES` (5 MiB) of base64 text, which is
+what the API measures: "image exceeds 5 MB maximum: N bytes > 5242880 bytes"; or `source` url);
+`document` (user; base64 `application/pdf` whose bytes start with %PDF-, text `text/plain`,
+url, or content; at most `MAX_PDF_PAGES` (100) pages in the request, pages counted as
+`/Type /Page` objects; the 32 MB of a request is `max_request_bytes`); `tool_use` (assistant;
+`id` matching `TOOL_USE_ID_PATTERN`, `name`, `input` an object); `tool_result` (user;
+`tool_use_id`, `content` a string or text / image / document blocks, `is_error` a boolean);
+`thinking` and `redacted_thinking` (assistant). Another type, or a block in the wrong role's
+message, is a 400. The API's pairing rule holds: every `tool_use` of an assistant message must
+be answered by `tool_result` blocks at the start of the next message ("`tool_use` ids were
+found without `tool_result` blocks immediately after: ..."), and a `tool_result` must answer a
+`tool_use` of the message just before it ("unexpected `tool_use_id` found in `tool_result`
+blocks: ..."); a request holding either kind of block must define `tools`. "Answer to: ..."
+quotes the last user message's text blocks and its tool results' text, joined by newlines.
+
+Tools. `tools` is a list of custom tools: `name` matching `TOOL_NAME_PATTERN`
+(^[a-zA-Z0-9_-]{1,64}$), optional `description`, `input_schema` an object schema (`"type":
+"object"`), no keys the API does not know (e.g. OpenAI's `parameters`), names unique ("tools:
+Tool names must be unique."). `tool_choice` is {"type": "auto" | "any" | "tool" | "none"},
+`name` required for and only for "tool" and naming one of the tools, optional
+`disable_parallel_tool_use` (a boolean; not on "none"); a `tool_choice` without tools, or one
+that forces a tool ("any", "tool") while `thinking` is enabled or adaptive, is a 400. The
+answer calls a tool when `tool_choice` is "tool" (that one), "any" (the first scripted tool,
+else the first tool) or "auto" / absent with a scripted tool (the first): one `tool_use` block
+{"type", "id": "toolu_<24 letters and digits>", "name", "input"} with `stop_reason:
+"tool_use"`; streamed, `content_block_start` carries the block with `input: {}`, then
+`content_block_delta`s of `input_json_delta` carry the input's JSON in `partial_json` pieces
+of a few words. Otherwise the answer is text, as above. The input is scripted by the test in
+`tool_answers`, keyed by tool name: a dict (every call), a list of dicts (one per answered call,
+the last one repeating; a stream that breaks off with "error_event" or "cut" does not use its
+item up, so the retry gets it) or `f(request_body) -> dict`; a script that raises or gives no
+object makes the request a 500 that says so. Scripted inputs are sent as they are, valid for the
+schema or not, so a test can make Claude wrong. Unscripted, the input is the smallest one the
+fake finds valid for `input_schema`: required properties only, one item per array, an enum's
+first value, a number's minimum (or 1), `true`, and for strings "Answer to: <last user text>"
+(the `responder`'s text and the `label` when set), local `$ref`s followed, `anyOf` / `oneOf`
+by their first choice. The output tokens of a tool call are the words of its input's JSON; an
+input longer than `max_tokens` words is cut there with `stop_reason: "max_tokens"` (a JSON
+answer then shows `input: {}`, a stream the pieces before the cut), and the "refusal" and
+"max_tokens" faults cut it after `after_deltas` pieces the same way. Input tokens also count
+the words of the tool inputs in the messages and of the `tools` as JSON. Every `Call` keeps the
+`tools` offered, the `tool_choice` and the `tool_use` answered (its input whole);
+`tool_inputs(name)` lists the inputs of the complete, clean calls of a tool.
 
 Models. `GET /v1/models/{id}` (the SDK's `models.retrieve`) answers the model object (`type`,
 `id`, `display_name`, `created_at` in RFC 3339, `lifecycle`, `line`, `deprecated_at`,
@@ -69,6 +118,8 @@ error_event, cut or refusal stream is still a 200. `prompts()`, `answered(prompt
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import itertools
 import json
@@ -76,6 +127,7 @@ import random
 import re
 import select
 import socket
+import string
 import threading
 import time
 from collections import deque
@@ -163,8 +215,44 @@ REFUSAL_DETAILS = {
     "category": "general_harms",
     "explanation": "This request was declined (a refusal injected by FakeClaude).",
 }
+# Tool use, as the Messages API checks it (docs: "Tool use", "Vision", "PDF support").
+TOOL_NAME_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
+TOOL_USE_ID_PATTERN = "^[a-zA-Z0-9_-]+$"
+TOOL_CHOICE_TYPES = ("auto", "any", "tool", "none")
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # of an image's base64 text, which is what the API measures
+MAX_PDF_PAGES = 100  # in one request, all documents together
+_TOOL_KEYS = frozenset(
+    {
+        "type",
+        "name",
+        "description",
+        "input_schema",
+        "cache_control",
+        "strict",
+        "input_examples",
+        "defer_loading",
+        "allowed_callers",
+        "eager_input_streaming",
+    }
+)
+_BLOCK_ROLES = {
+    "text": ("user", "assistant"),
+    "image": ("user",),
+    "document": ("user",),
+    "tool_use": ("assistant",),
+    "tool_result": ("user",),
+    "thinking": ("assistant",),
+    "redacted_thinking": ("assistant",),
+}
+_TOOL_RESULT_BLOCKS = ("text", "image", "document")
+_FORCING_CHOICES = ("any", "tool")
+_ID_ALPHABET = string.ascii_letters + string.digits
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 
 Responder = Callable[[dict[str, Any]], str]
+# What `tool_answers` maps a tool's name to: the input, a list of inputs, or a function of the body.
+ToolScript = Callable[[dict[str, Any]], dict[str, Any]] | dict[str, Any] | list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -175,7 +263,10 @@ class Call:
     the answer, or `NOT_ANSWERED` (0) when a "cut" fault closed a JSON request's connection
     before any answer. `fault` is the fault injected into it (a `FAULT_KINDS` kind, or the
     status of `fail_next` / `fail_for` as a string), None when none was. `path` is the
-    request's path (Models API requests are in `FakeClaude.model_calls`).
+    request's path (Models API requests are in `FakeClaude.model_calls`). `tool_use` is the
+    `tool_use` block answered (`id`, `name`, `input`, the input whole even when `max_tokens` or a
+    fault cut what the client got), None for a text answer; `tools` and `tool_choice` are what
+    the request offered.
     """
 
     body: dict[str, Any]
@@ -184,6 +275,20 @@ class Call:
     status: int
     fault: str | None = None
     path: str = "/v1/messages"
+    tool_use: dict[str, Any] | None = None
+
+    @property
+    def tools(self) -> list[str]:
+        """The names of the tools the request offered, in order."""
+        tools = self.body.get("tools")
+        return (
+            [t.get("name") for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+        )
+
+    @property
+    def tool_choice(self) -> dict[str, Any] | None:
+        choice = self.body.get("tool_choice")
+        return choice if isinstance(choice, dict) else None
 
 
 class _ApiError(Exception):
@@ -228,7 +333,8 @@ class FakeClaude:
     `responder(request_body) -> str` replaces the default answer; `label`, when set, prefixes
     every answer (the default one or the responder's) to show which fake answered. With
     `api_key`, any other `x-api-key` gets a 401. `latency`, `models`, `retired`,
-    `retry_after` and `max_request_bytes` may be changed while running.
+    `retry_after`, `max_request_bytes` and `tool_answers` (see the module docstring) may be
+    changed while running.
     """
 
     def __init__(
@@ -253,6 +359,7 @@ class FakeClaude:
         self.retired = retired
         self.retry_after = retry_after
         self.max_request_bytes = max_request_bytes
+        self.tool_answers: dict[str, ToolScript] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self._calls: list[Call] = []
@@ -261,6 +368,7 @@ class FakeClaude:
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
+        self._tool_ids = random.Random()
         self._server = _Server((host, port), _Handler, self)
         self._thread: threading.Thread | None = None
 
@@ -304,6 +412,14 @@ class FakeClaude:
     def requests(self, prompt: str) -> int:
         """How many calls (answered or not, retries included) had `prompt` as last user message."""
         return sum(1 for call in self.calls if _last_user_text(call.body) == prompt)
+
+    def tool_inputs(self, name: str) -> list[dict[str, Any]]:
+        """The inputs of the calls of tool `name` answered completely and cleanly, in order."""
+        return [
+            call.tool_use["input"]
+            for call in self.calls
+            if _clean(call) and call.tool_use is not None and call.tool_use["name"] == name
+        ]
 
     def start(self) -> FakeClaude:
         self._thread = threading.Thread(
@@ -389,6 +505,51 @@ class FakeClaude:
         else:
             text = f"Answer to: {_last_user_text(body)}"
         return f"{self.label} {text}" if self.label else text
+
+    def _chosen_tool(self, body: dict[str, Any]) -> str | None:
+        """The tool the answer calls, None for a text answer: the one `tool_choice` names; for
+        "any" the first scripted tool, else the first tool; for "auto" (the default) the first
+        scripted tool, else none."""
+        names = [tool["name"] for tool in body.get("tools") or []]
+        choice = body.get("tool_choice") or {"type": "auto"}
+        if not names or choice["type"] == "none":
+            return None
+        if choice["type"] == "tool":
+            return str(choice["name"])
+        scripted = [name for name in names if name in self.tool_answers]
+        if choice["type"] == "any":
+            return (scripted or names)[0]
+        return scripted[0] if scripted else None
+
+    def _tool_input(self, body: dict[str, Any], name: str, consume: bool) -> dict[str, Any]:
+        """The input of the call of `name`: scripted by `tool_answers` (a list gives its first
+        item, removed when `consume` unless it is the last), else the smallest input valid for
+        the tool's `input_schema`. A script that fails or gives no JSON object is a 500."""
+        script = self.tool_answers.get(name)
+        if script is None or (isinstance(script, list) and not script):
+            tool = next(tool for tool in body["tools"] if tool["name"] == name)
+            schema = tool["input_schema"]
+            return _minimal(schema, self._answer(body), schema)
+        try:
+            if callable(script):
+                value: Any = script(body)
+            elif isinstance(script, list):
+                with self._changed:
+                    value = script.pop(0) if consume and len(script) > 1 else script[0]
+            else:
+                value = script
+            value = json.loads(json.dumps(value))  # a copy, and proof that it is JSON
+        except Exception as err:  # the test's own script failed: say so in the answer
+            raise _ApiError(500, f"tool_answers[{name!r}] failed: {err!r}") from err
+        if not isinstance(value, dict):
+            raise _ApiError(
+                500, f"tool_answers[{name!r}] gave {type(value).__name__}, not an object"
+            )
+        return value
+
+    def _tool_use_id(self) -> str:
+        with self._changed:
+            return "toolu_" + "".join(self._tool_ids.choices(_ID_ALPHABET, k=24))
 
     def _lifecycle(self, model: str) -> str | None:
         """The model's lifecycle stage; None for a model the fake does not know."""
@@ -529,6 +690,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._messages = messages
         self._body: dict[str, Any] = {}
         self._fault: str | None = None
+        self._tool_use: dict[str, Any] | None = None
         self._recorded = False
 
     def _record(self, status: int) -> None:
@@ -538,7 +700,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._recorded = True
         headers = {name.lower(): value for name, value in self.headers.items()}
         path = self.path.split("?")[0]
-        call = Call(self._body, headers, self._arrived, status, self._fault, path)
+        call = Call(self._body, headers, self._arrived, status, self._fault, path, self._tool_use)
         if self._messages:
             self.server.fake._request_finished(call)
         else:
@@ -593,6 +755,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._cut(NOT_ANSWERED)
             return
         reply = _Reply.build(fake, body, injected)
+        self._tool_use = reply.tool_use
         if stream:
             self._stream(fake, reply, injected)
         else:
@@ -716,7 +879,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @dataclass(frozen=True)
 class _Reply:
-    """The answer to one valid request, as a JSON message or as stream events."""
+    """The answer to one valid request, as a JSON message or as stream events: a text block, or
+    a `tool_use` block whose input is sent as JSON (`text` is what is sent of either)."""
 
     id: str
     request_id: str
@@ -726,13 +890,21 @@ class _Reply:
     input_tokens: int
     output_tokens: int
     stop_details: dict[str, Any] | None = None
+    tool_use: dict[str, Any] | None = None
 
     @classmethod
     def build(cls, fake: FakeClaude, body: dict[str, Any], injected: _Injected) -> _Reply:
-        text = fake._answer(body)
+        tool_use, text, stop_reason = None, "", "end_turn"
+        tool = fake._chosen_tool(body)
+        if tool is None:
+            text = fake._answer(body)
+        else:  # a broken stream is no answer: a scripted list keeps its item for the retry
+            tool_input = fake._tool_input(body, tool, consume=injected.kind not in _STREAM_FAULTS)
+            tool_use = {"id": fake._tool_use_id(), "name": tool, "input": tool_input}
+            text, stop_reason = json.dumps(tool_input), "tool_use"
         words = re.findall(r"\s*\S+", text)
         max_tokens = body["max_tokens"]
-        stop_reason, stop_details = "end_turn", None
+        stop_details = None
         if len(words) > max_tokens:
             text, stop_reason = "".join(words[:max_tokens]), "max_tokens"
         if injected.kind in _STOP_FAULTS:
@@ -749,19 +921,21 @@ class _Reply:
             input_tokens=_count_input_words(body),
             output_tokens=max(1, len(text.split())),
             stop_details=stop_details,
+            tool_use=tool_use,
         )
 
     def message(self) -> dict[str, Any]:
         return {
             **self._envelope(),
-            "content": [{"type": "text", "text": self.text}],
+            "content": [self._block(whole=True)],
             "stop_reason": self.stop_reason,
             "stop_details": self.stop_details,
             "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens},
         }
 
     def deltas(self) -> list[str]:
-        """The text cut into deltas of a few words; joined they give back the text exactly."""
+        """The text (or the input's JSON) cut into deltas of a few words; joined they give back
+        the text exactly."""
         return _deltas(self.text)
 
     def opening(self) -> Iterator[dict[str, Any]]:
@@ -775,17 +949,15 @@ class _Reply:
                 "usage": start_usage,
             },
         }
-        yield {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "text", "text": ""},
-        }
+        yield {"type": "content_block_start", "index": 0, "content_block": self._block(whole=False)}
         yield {"type": "ping"}
 
-    @staticmethod
-    def delta_events(deltas: list[str]) -> Iterator[dict[str, Any]]:
+    def delta_events(self, deltas: list[str]) -> Iterator[dict[str, Any]]:
         for text in deltas:
-            delta = {"type": "text_delta", "text": text}
+            if self.tool_use is None:
+                delta = {"type": "text_delta", "text": text}
+            else:
+                delta = {"type": "input_json_delta", "partial_json": text}
             yield {"type": "content_block_delta", "index": 0, "delta": delta}
 
     def closing(self) -> Iterator[dict[str, Any]]:
@@ -799,6 +971,19 @@ class _Reply:
             "usage": {"output_tokens": self.output_tokens},
         }
         yield {"type": "message_stop"}
+
+    def _block(self, whole: bool) -> dict[str, Any]:
+        """The content block: whole in a JSON answer, empty where a stream starts it. A tool's
+        input cut short (max_tokens, refusal) is no JSON object: a JSON answer shows {}."""
+        if self.tool_use is None:
+            return {"type": "text", "text": self.text if whole else ""}
+        complete = whole and self.stop_reason == "tool_use"
+        return {
+            "type": "tool_use",
+            "id": self.tool_use["id"],
+            "name": self.tool_use["name"],
+            "input": self.tool_use["input"] if complete else {},
+        }
 
     def _envelope(self) -> dict[str, Any]:
         return {
@@ -955,6 +1140,9 @@ def _validate(body: dict[str, Any]) -> None:
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise _ApiError(400, "max_tokens: Input should be an integer greater than or equal to 1")
     _validate_messages(body.get("messages"))
+    names = _validate_tools(body.get("tools"))
+    _validate_tool_choice(body.get("tool_choice"), names, body.get("thinking"))
+    _validate_content(body["messages"], has_tools=bool(names))
     if not isinstance(body.get("stream", False), bool):
         raise _ApiError(400, "stream: Input should be a valid boolean")
     temperature = body.get("temperature", 1)
@@ -995,14 +1183,433 @@ def _validate_messages(messages: Any) -> None:
         raise _ApiError(400, 'messages: first message must use the "user" role')
 
 
+def _validate_tools(tools: Any) -> list[str]:
+    """The names of the request's tools, each checked as the API checks a custom tool."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _ApiError(400, "tools: Input should be a valid list")
+    names = [_validate_tool(tool, f"tools.{index}") for index, tool in enumerate(tools)]
+    if len(set(names)) != len(names):
+        raise _ApiError(400, "tools: Tool names must be unique.")
+    return names
+
+
+def _validate_tool(tool: Any, where: str) -> str:
+    if not isinstance(tool, dict):
+        raise _ApiError(400, f"{where}: Input should be a valid dictionary or object")
+    kind = tool.get("type", "custom")
+    if kind not in (None, "custom"):  # server tools (web search, bash, ...) run at Anthropic
+        raise _ApiError(400, f"{where}.type: FakeClaude knows only custom tools, not {kind!r}")
+    where += ".custom"
+    extra = sorted(set(tool) - _TOOL_KEYS)
+    if extra:
+        raise _ApiError(400, f"{where}.{extra[0]}: Extra inputs are not permitted")
+    name = tool.get("name")
+    if name is None:
+        raise _ApiError(400, f"{where}.name: Field required")
+    if not isinstance(name, str) or not re.fullmatch(TOOL_NAME_PATTERN[1:-1], name):
+        raise _ApiError(400, f"{where}.name: String should match pattern '{TOOL_NAME_PATTERN}'")
+    if not isinstance(tool.get("description", ""), str):
+        raise _ApiError(400, f"{where}.description: Input should be a valid string")
+    schema = tool.get("input_schema")
+    if schema is None:
+        raise _ApiError(400, f"{where}.input_schema: Field required")
+    if not isinstance(schema, dict):
+        raise _ApiError(400, f"{where}.input_schema: Input should be a valid dictionary")
+    if schema.get("type") != "object":
+        raise _ApiError(400, f"{where}.input_schema.type: Input should be 'object'")
+    return name
+
+
+def _validate_tool_choice(choice: Any, names: list[str], thinking: Any) -> None:
+    if choice is None:
+        return
+    if not names:
+        raise _ApiError(400, "tool_choice: tool_choice may only be specified while providing tools")
+    if not isinstance(choice, dict):
+        raise _ApiError(400, "tool_choice: Input should be a valid dictionary or object")
+    kind = choice.get("type")
+    if kind not in TOOL_CHOICE_TYPES:
+        raise _ApiError(
+            400,
+            f"tool_choice: Input tag {kind!r} found using 'type' does not match "
+            "any of the expected tags: 'auto', 'any', 'tool', 'none'",
+        )
+    allowed = {"type"} | ({"name"} if kind == "tool" else set())
+    allowed |= set() if kind == "none" else {"disable_parallel_tool_use"}
+    extra = sorted(set(choice) - allowed)
+    if extra:
+        raise _ApiError(400, f"tool_choice.{kind}.{extra[0]}: Extra inputs are not permitted")
+    if kind == "tool" and "name" not in choice:
+        raise _ApiError(400, "tool_choice.tool.name: Field required")
+    if kind == "tool" and choice["name"] not in names:
+        raise _ApiError(400, f"tool_choice.tool.name: no tool named {choice['name']!r} in tools")
+    if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
+        raise _ApiError(
+            400, f"tool_choice.{kind}.disable_parallel_tool_use: Input should be a valid boolean"
+        )
+    thinks = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    if thinks and kind in _FORCING_CHOICES:
+        raise _ApiError(400, "Thinking may not be enabled when tool_choice forces tool use.")
+
+
+@dataclass
+class _Seen:
+    """What the content check found across the whole request."""
+
+    pdf_pages: int = 0
+    tool_blocks: bool = False
+
+
+def _validate_content(messages: list[dict[str, Any]], has_tools: bool) -> None:
+    """Every content block checked as the API checks it, then the pairing of tool calls with
+    their results."""
+    seen = _Seen()
+    last = len(messages) - 1
+    for index, message in enumerate(messages):
+        content = message["content"]
+        if isinstance(content, str):
+            continue
+        if not content and not (index == last and message["role"] == "assistant"):
+            raise _ApiError(
+                400,
+                f"messages.{index}: all messages must have non-empty content except for the "
+                "optional final assistant message",
+            )
+        for number, block in enumerate(content):
+            _validate_block(block, f"messages.{index}.content.{number}", message["role"], seen)
+    if seen.pdf_pages > MAX_PDF_PAGES:
+        raise _ApiError(400, f"A maximum of {MAX_PDF_PAGES} PDF pages may be provided.")
+    if seen.tool_blocks and not has_tools:
+        raise _ApiError(
+            400, "Requests which include `tool_use` or `tool_result` blocks must define tools."
+        )
+    _check_tool_pairing(messages)
+
+
+def _validate_block(block: Any, where: str, role: str, seen: _Seen) -> None:
+    if not isinstance(block, dict):
+        raise _ApiError(400, f"{where}: Input should be a valid dictionary or object")
+    kind = block.get("type")
+    if kind not in _BLOCK_ROLES:
+        expected = ", ".join(f"'{name}'" for name in _BLOCK_ROLES)
+        raise _ApiError(
+            400,
+            f"{where}: Input tag {kind!r} found using 'type' does not match any of the "
+            f"expected tags: {expected}",
+        )
+    if role not in _BLOCK_ROLES[kind]:
+        raise _ApiError(400, f"{where}.{kind}: `{kind}` blocks are not allowed in {role} messages")
+    seen.tool_blocks |= kind in ("tool_use", "tool_result")
+    _BLOCK_CHECKS[kind](block, f"{where}.{kind}", seen)
+
+
+def _check_text(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise _ApiError(400, f"{where}.text: Input should be a valid string")
+    if not text:
+        raise _ApiError(400, "messages: text content blocks must be non-empty")
+
+
+def _check_image(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    source = _source(block, where, ("base64", "url"))
+    where = f"{where}.source.{source['type']}"
+    if source["type"] == "url":
+        _check_url(source, where)
+        return
+    media_type = source.get("media_type")
+    if media_type not in IMAGE_MEDIA_TYPES:
+        raise _ApiError(
+            400,
+            f"{where}.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or "
+            "'image/webp'",
+        )
+    data = source.get("data")
+    if isinstance(data, str) and len(data) > MAX_IMAGE_BYTES:
+        raise _ApiError(
+            400,
+            f"{where}: image exceeds 5 MB maximum: {len(data)} bytes > {MAX_IMAGE_BYTES} bytes",
+        )
+    if not _looks_like(media_type, _decoded(data, f"{where}.data")):
+        raise _ApiError(
+            400, f"{where}.data: Image does not match the provided media type {media_type}"
+        )
+
+
+def _check_document(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    source = _source(block, where, ("base64", "text", "url", "content"))
+    kind = source["type"]
+    where = f"{where}.source.{kind}"
+    if kind == "url":
+        _check_url(source, where)
+    elif kind == "content":
+        content = source.get("content")
+        if isinstance(content, list):
+            for number, inner in enumerate(content):
+                _validate_block(inner, f"{where}.content.{number}", "user", seen)
+        elif not isinstance(content, str):
+            raise _ApiError(400, f"{where}.content: Input should be a valid string or list")
+    elif kind == "text":
+        if source.get("media_type") != "text/plain":
+            raise _ApiError(400, f"{where}.media_type: Input should be 'text/plain'")
+        if not isinstance(source.get("data"), str):
+            raise _ApiError(400, f"{where}.data: Input should be a valid string")
+    else:
+        if source.get("media_type") != "application/pdf":
+            raise _ApiError(400, f"{where}.media_type: Input should be 'application/pdf'")
+        pdf = _decoded(source.get("data"), f"{where}.data")
+        if not pdf.startswith(b"%PDF-"):
+            raise _ApiError(400, f"{where}.data: The PDF specified was not valid.")
+        seen.pdf_pages += max(1, len(_PDF_PAGE.findall(pdf)))
+
+
+def _check_tool_use(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    _check_tool_use_id(block.get("id"), f"{where}.id")
+    if not isinstance(block.get("name"), str) or not block["name"]:
+        raise _ApiError(400, f"{where}.name: Input should be a non-empty string")
+    if not isinstance(block.get("input"), dict):
+        raise _ApiError(400, f"{where}.input: Input should be a valid dictionary")
+
+
+def _check_tool_result(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    _check_tool_use_id(block.get("tool_use_id"), f"{where}.tool_use_id")
+    content = block.get("content", "")
+    if isinstance(content, list):
+        for number, inner in enumerate(content):
+            inner_where = f"{where}.content.{number}"
+            if isinstance(inner, dict) and inner.get("type") not in _TOOL_RESULT_BLOCKS:
+                raise _ApiError(
+                    400, f"{inner_where}: a tool_result holds only text, image or document blocks"
+                )
+            _validate_block(inner, inner_where, "user", seen)
+    elif not isinstance(content, str):
+        raise _ApiError(400, f"{where}.content: Input should be a valid string or list")
+    if not isinstance(block.get("is_error", False), bool):
+        raise _ApiError(400, f"{where}.is_error: Input should be a valid boolean")
+
+
+def _check_thinking(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    for key in ("thinking", "signature"):
+        if not isinstance(block.get(key), str):
+            raise _ApiError(400, f"{where}.{key}: Input should be a valid string")
+
+
+def _check_redacted_thinking(block: dict[str, Any], where: str, seen: _Seen) -> None:
+    if not isinstance(block.get("data"), str):
+        raise _ApiError(400, f"{where}.data: Input should be a valid string")
+
+
+_BLOCK_CHECKS: dict[str, Callable[[dict[str, Any], str, _Seen], None]] = {
+    "text": _check_text,
+    "image": _check_image,
+    "document": _check_document,
+    "tool_use": _check_tool_use,
+    "tool_result": _check_tool_result,
+    "thinking": _check_thinking,
+    "redacted_thinking": _check_redacted_thinking,
+}
+
+
+def _source(block: dict[str, Any], where: str, kinds: tuple[str, ...]) -> dict[str, Any]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise _ApiError(400, f"{where}.source: Field required")
+    if source.get("type") not in kinds:
+        expected = ", ".join(f"'{kind}'" for kind in kinds)
+        raise _ApiError(
+            400,
+            f"{where}.source: Input tag {source.get('type')!r} found using 'type' does not "
+            f"match any of the expected tags: {expected}",
+        )
+    return source
+
+
+def _check_url(source: dict[str, Any], where: str) -> None:
+    url = source.get("url")
+    if not isinstance(url, str) or not re.match(r"https?://[^\s/]+", url):
+        raise _ApiError(400, f"{where}.url: Input should be a valid URL")
+
+
+def _check_tool_use_id(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(TOOL_USE_ID_PATTERN[1:-1], value):
+        raise _ApiError(400, f"{where}: String should match pattern '{TOOL_USE_ID_PATTERN}'")
+
+
+def _decoded(data: Any, where: str) -> bytes:
+    if not isinstance(data, str):
+        raise _ApiError(400, f"{where}: Input should be a valid string")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise _ApiError(400, f"{where}: invalid base64 data") from err
+
+
+def _looks_like(media_type: str, data: bytes) -> bool:
+    """Whether the bytes start as an image of that type does (its magic number)."""
+    if media_type == "image/webp":
+        return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    magic = {
+        "image/jpeg": (b"\xff\xd8\xff",),
+        "image/png": (b"\x89PNG\r\n\x1a\n",),
+        "image/gif": (b"GIF87a", b"GIF89a"),
+    }
+    return data.startswith(magic[media_type])
+
+
+def _check_tool_pairing(messages: list[dict[str, Any]]) -> None:
+    """The API's rule: each `tool_use` of an assistant message is answered by a `tool_result`
+    at the start of the next message, and each `tool_result` answers a `tool_use` of the
+    message just before it."""
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            following = messages[index + 1] if index + 1 < len(messages) else None
+            answered = _leading_results(following) if following is not None else set()
+            missing = [id_ for id_ in _tool_use_ids(message) if id_ not in answered]
+            if missing:
+                raise _ApiError(
+                    400,
+                    f"messages.{index}: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(missing)}. Each `tool_use` block must have "
+                    "a corresponding `tool_result` block in the next message.",
+                )
+            continue
+        previous = messages[index - 1] if index > 0 else None
+        known = set(_tool_use_ids(previous)) if previous is not None else set()
+        for number, block in enumerate(_blocks(message)):
+            if block.get("type") == "tool_result" and block["tool_use_id"] not in known:
+                raise _ApiError(
+                    400,
+                    f"messages.{index}.content.{number}: unexpected `tool_use_id` found in "
+                    f"`tool_result` blocks: {block['tool_use_id']}. Each `tool_result` block "
+                    "must have a corresponding `tool_use` block in the previous message.",
+                )
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    return (
+        [block for block in content if isinstance(block, dict)] if isinstance(content, list) else []
+    )
+
+
+def _tool_use_ids(message: dict[str, Any]) -> list[str]:
+    if message.get("role") != "assistant":
+        return []
+    return [block["id"] for block in _blocks(message) if block.get("type") == "tool_use"]
+
+
+def _leading_results(message: dict[str, Any]) -> set[str]:
+    """The ids answered by the `tool_result` blocks a user message starts with."""
+    if message.get("role") != "user":
+        return set()
+    ids = set()
+    for block in _blocks(message):
+        if block.get("type") != "tool_result":
+            break
+        ids.add(block["tool_use_id"])
+    return ids
+
+
+def _minimal(schema: Any, text: str, root: dict[str, Any], depth: int = 0) -> Any:
+    """The smallest value valid for a JSON schema, as far as the fake reads schemas: required
+    properties only, one item per array, an enum's first value, a number's minimum (or 1),
+    and `text` for strings; local `$ref`s are followed, `anyOf` / `oneOf` take their first."""
+    if not isinstance(schema, dict) or depth > 32:
+        return text
+    if isinstance(schema.get("$ref"), str):
+        return _minimal(_resolve(root, schema["$ref"]), text, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _minimal(schema[key][0], text, root, depth + 1)
+    if schema.get("allOf"):
+        return _minimal(_merged(schema, root), text, root, depth + 1)
+    kind = schema.get("type") or _implied_type(schema)
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {
+            name: _minimal(properties.get(name, {}), text, root, depth + 1)
+            for name in schema.get("required") or []
+        }
+    if kind == "array":
+        count = max(1, schema.get("minItems", 0))
+        if schema.get("maxItems") == 0:
+            count = 0
+        return [_minimal(schema.get("items", {}), text, root, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        return _minimal_number(schema, kind == "integer")
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    value = text[: schema["maxLength"]] if "maxLength" in schema else text
+    return value + "x" * max(0, schema.get("minLength", 0) - len(value))
+
+
+def _implied_type(schema: dict[str, Any]) -> str:
+    if "properties" in schema or "required" in schema:
+        return "object"
+    return "array" if "items" in schema else "string"
+
+
+def _minimal_number(schema: dict[str, Any], integer: bool) -> int | float:
+    value: int | float = 1
+    if "minimum" in schema:
+        value = schema["minimum"]
+    elif "exclusiveMinimum" in schema:
+        value = schema["exclusiveMinimum"] + 1
+    if "maximum" in schema and value > schema["maximum"]:
+        value = schema["maximum"]
+    return int(value) if integer and value == int(value) else value
+
+
+def _merged(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """An `allOf` as one object schema: the parts' properties and required names together."""
+    merged: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+    for part in [schema, *schema["allOf"]]:
+        if isinstance(part, dict) and isinstance(part.get("$ref"), str):
+            part = _resolve(root, part["$ref"])
+        if not isinstance(part, dict):
+            continue
+        merged["properties"].update(part.get("properties") or {})
+        merged["required"] += [n for n in part.get("required") or [] if n not in merged["required"]]
+    return merged
+
+
+def _resolve(root: dict[str, Any], ref: str) -> Any:
+    """A local JSON pointer (`#/$defs/step`); anything else resolves to {} (a string)."""
+    if not ref.startswith("#"):
+        return {}
+    node: Any = root
+    for part in filter(None, ref[1:].split("/")):
+        key = part.replace("~1", "/").replace("~0", "~")
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
 def _content_text(content: Any) -> str:
-    """The text of a message `content` or `system`: a string or a list of content blocks."""
+    """The text of a message `content` or `system`: a string, or the text of its text blocks
+    and of its `tool_result` blocks' content."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = (block.get("text", "") for block in content if isinstance(block, dict))
+        texts = (_block_text(block) for block in content if isinstance(block, dict))
         return "\n".join(text for text in texts if text)
     return ""
+
+
+def _block_text(block: dict[str, Any]) -> str:
+    if block.get("type") == "tool_result":
+        return _content_text(block.get("content"))
+    text = block.get("text")
+    return text if isinstance(text, str) else ""
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
@@ -1013,6 +1620,16 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 
 def _count_input_words(body: dict[str, Any]) -> int:
+    """Words of the messages' text, of the tool inputs in them, of `system` and of the tools'
+    definitions (as JSON): the fake's tokens."""
     texts = [_content_text(m.get("content")) for m in body["messages"]]
+    texts += [
+        json.dumps(block["input"])
+        for message in body["messages"]
+        for block in _blocks(message)
+        if block.get("type") == "tool_use"
+    ]
     texts.append(_content_text(body.get("system")))
+    if body.get("tools"):
+        texts.append(json.dumps(body["tools"]))
     return sum(len(text.split()) for text in texts)
