@@ -8,6 +8,12 @@ Errors are classified by what Claude says they are (`error.type`), not by HTTP s
 `overloaded_error` can arrive as an SSE event after a 200, and reaches us as an APIStatusError
 whose status is 200. A stream that ends without `message_stop`, or whose connection breaks, is an
 answer that broke off: transient, like an overloaded or rate-limited Claude.
+
+Structured output (code changes, plans) comes through tool use: `use_tool` makes Claude call the
+one tool it is given (`tool_choice` names it), and the tool's input is the answer, as data that
+its `input_schema` shaped, never parsed out of prose. An answer without that call, or one whose
+input was cut at `max_tokens`, or a refusal, is a permanent ModelError: the same request would
+get the same answer.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 import anthropic
 import httpx2
 
 from core.errors import ConfigError, ModelError
-from core.ports import Completion
+from core.ports import Completion, ToolAnswer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,11 @@ PERMANENT = frozenset(
     }
 )
 MODEL_CHECK_TIMEOUT = 10.0
+
+T = TypeVar("T")
+# What a user message's content may be: text, or content blocks (text, images, documents, tool
+# results) as the Messages API takes them.
+Content = str | list[dict[str, Any]]
 
 
 class ClaudeModel:
@@ -114,14 +125,15 @@ class ClaudeModel:
 
     def complete(
         self,
-        prompt: str,
+        prompt: Content,
         history: Sequence[tuple[str, str]] = (),
         on_text: Callable[[list[str]], None] | None = None,
     ) -> Completion:
-        """Claude's answer to `prompt`, after the earlier turns of its conversation (`history`:
-        (what was asked, what Claude answered), oldest first). With `on_text`, the answer is
-        streamed and `on_text` gets its pieces so far as they come (an exception it raises stops
-        the stream and goes up as it is)."""
+        """Claude's answer to `prompt` (text, or content blocks for files: images, documents,
+        text), after the earlier turns of its conversation (`history`: (what was asked, what
+        Claude answered), oldest first). With `on_text`, the answer is streamed and `on_text`
+        gets its pieces so far as they come (an exception it raises stops the stream and goes up
+        as it is)."""
         started = time.perf_counter()
         messages = [
             {"role": role, "content": text}
@@ -134,11 +146,44 @@ class ClaudeModel:
             "system": SYSTEM_PROMPT,
             "messages": [*messages, {"role": "user", "content": prompt}],
         }
+        if on_text is None:
+            answer = self._call(lambda: _Answer.of(self._client.messages.create(**request)))
+        else:
+            answer = self._call(lambda: self._stream(request, on_text))
+        ms = (time.perf_counter() - started) * 1000
+        return Completion(answer.text, answer.model, answer.usage, ms, answer.stop_reason)
+
+    def use_tool(
+        self,
+        prompt: Content,
+        tool: dict[str, Any],
+        history: Sequence[dict[str, Any]] = (),
+        system: str = "",
+    ) -> ToolAnswer:
+        """Claude made to call `tool` (a tool definition: `name`, `description`,
+        `input_schema`) about `prompt`, after `history` (earlier messages as the API takes
+        them, e.g. Claude's `tool_use` and then, in `prompt`, a `tool_result` saying what was
+        wrong with it); `system` replaces aico's system prompt. One request, not streamed. The
+        input comes back as Claude sent it: whether it fits the schema is the caller's to
+        check."""
+        started = time.perf_counter()
+        name = str(tool.get("name", ""))
+        request: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": system or SYSTEM_PROMPT,
+            "messages": [*history, {"role": "user", "content": prompt}],
+            "tools": [tool],
+            "tool_choice": {"type": "tool", "name": name},
+        }
+        message: Any = self._call(lambda: self._client.messages.create(**request))
+        ms = (time.perf_counter() - started) * 1000
+        return _tool_answer(message, name, ms)
+
+    def _call(self, send: Callable[[], T]) -> T:
+        """`send()`, with the SDK's errors translated into ModelErrors by what they are."""
         try:
-            if on_text is None:
-                answer = _Answer.of(self._client.messages.create(**request))
-            else:
-                answer = self._stream(request, on_text)
+            return send()
         except anthropic.APIStatusError as exc:  # an error event mid-stream included
             raise _status_error(exc) from exc
         except anthropic.APITimeoutError as exc:
@@ -147,8 +192,6 @@ class ClaudeModel:
             raise ModelError("Claude could not be reached", transient=True) from exc
         except httpx2.TransportError as exc:  # the connection broke in the middle of the stream
             raise ModelError(f"Claude's answer broke off: {exc}", transient=True) from exc
-        ms = (time.perf_counter() - started) * 1000
-        return Completion(answer.text, answer.model, answer.usage, ms, answer.stop_reason)
 
     def _stream(self, request: dict[str, Any], on_text: Callable[[list[str]], None]) -> _Answer:
         """The raw event stream, folded here. (The SDK's MessageStream rebuilds a snapshot of the
@@ -186,6 +229,32 @@ class _Answer:
     def of(cls, message: Any) -> _Answer:
         text = "".join(block.text for block in message.content if block.type == "text")
         return cls(message.model, text, message.stop_reason or "", _usage(message.usage), True)
+
+
+def _tool_answer(message: Any, name: str, ms: float) -> ToolAnswer:
+    """The input of Claude's call of `name`; a ModelError when there is no whole call to use."""
+    stop_reason = message.stop_reason or ""
+    if stop_reason == "refusal":
+        category = getattr(getattr(message, "stop_details", None), "category", None)
+        why = f" ({category})" if category else ""
+        raise ModelError(f"Claude declined to call {name}{why}", transient=False)
+    if stop_reason == "max_tokens":
+        raise ModelError(
+            f"Claude's call of {name} was cut at max_tokens: its input is incomplete, and the "
+            "same request would be cut again",
+            transient=False,
+        )
+    call = next(
+        (b for b in message.content if b.type == "tool_use" and b.name == name),
+        None,
+    )
+    if call is None or not isinstance(call.input, dict):
+        raise ModelError(
+            f"Claude's answer has no call of {name} (it stopped with {stop_reason or 'no reason'}):"
+            " no tool input to use",
+            transient=False,
+        )
+    return ToolAnswer(name, dict(call.input), message.model, _usage(message.usage), ms, stop_reason)
 
 
 def _usage(usage: Any) -> dict[str, Any]:

@@ -1,17 +1,21 @@
 """The Claude adapter against the fake Messages API, through the real anthropic SDK: errors are
-classified by what Claude says they are, how Claude stopped is kept, and the configured model is
-checked before any task is taken."""
+classified by what Claude says they are, how Claude stopped is kept, the configured model is
+checked before any task is taken, a forced tool call comes back as data, and files go as
+content blocks."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import date, timedelta
 
+import anthropic
+import jsonschema
 import pytest
 from anthropic._data import DEPRECATED_MODELS
 
-from aico.fakes.anthropic import FakeClaude
-from core.adapters.claude import ClaudeModel, _end_of_life
+from aico.fakes.anthropic import MAX_IMAGE_BYTES, FakeClaude
+from core.adapters.claude import SYSTEM_PROMPT, ClaudeModel, _end_of_life, _tool_answer
 from core.errors import ConfigError, ModelError
 
 KEY = "sk-ant-test"
@@ -164,3 +168,150 @@ def test_requests_carry_nothing_current_models_reject(fake):
     (call,) = fake.calls
     rejected = {"temperature", "top_p", "top_k", "thinking"}
     assert not rejected & set(call.body), call.body
+
+
+# -- tool use: structured answers ----------------------------------------------------------
+
+PLAN_TOOL = {
+    "name": "make_plan",
+    "description": "The plan for a project: its steps in order",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"title": {"type": "string"}},
+                    "required": ["title"],
+                },
+            }
+        },
+        "required": ["steps"],
+    },
+}
+A_PLAN = {"steps": [{"title": "write the tests"}, {"title": "ship"}]}
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+def png_block(data: bytes = PNG) -> dict:
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(data).decode()}
+    return {"type": "image", "source": source}
+
+
+def test_a_forced_tool_call_returns_its_scripted_input_as_data(fake):
+    fake.tool_answers["make_plan"] = A_PLAN
+    answer = model(fake).use_tool("plan the release", PLAN_TOOL)
+    assert (answer.name, answer.input, answer.stop_reason) == ("make_plan", A_PLAN, "tool_use")
+    assert answer.model == CURRENT and answer.usage["output_tokens"] > 0 and answer.ms > 0
+    (call,) = fake.calls
+    assert call.tools == ["make_plan"]
+    assert call.tool_choice == {"type": "tool", "name": "make_plan"}
+    assert call.body["system"] == SYSTEM_PROMPT and not call.body.get("stream")
+
+
+def test_an_unscripted_tool_call_still_fits_the_schema(fake):
+    answer = model(fake).use_tool("plan the release", PLAN_TOOL, system="You plan projects.")
+    jsonschema.validate(answer.input, PLAN_TOOL["input_schema"])
+    assert fake.calls[0].body["system"] == "You plan projects."
+
+
+def test_a_wrong_call_sent_back_with_a_tool_result_round_trips(fake):
+    fake.tool_answers["make_plan"] = [{"steps": []}, A_PLAN]
+    claude = model(fake)
+    first = claude.use_tool("plan the release", PLAN_TOOL)
+    history = [
+        {"role": "user", "content": "plan the release"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_try1", "name": first.name, "input": first.input}
+            ],
+        },
+    ]
+    retry = [
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_try1",
+            "content": "steps is empty",
+            "is_error": True,
+        },
+        {"type": "text", "text": "Give at least one step."},
+    ]
+    second = claude.use_tool(retry, PLAN_TOOL, history=history)
+    assert second.input == A_PLAN
+    assert fake.prompts() == ["plan the release", "steps is empty\nGive at least one step."]
+
+
+def test_a_tool_call_sent_back_without_its_result_is_a_permanent_error(fake):
+    history = [
+        {"role": "user", "content": "plan the release"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_try1", "name": "make_plan", "input": {}}],
+        },
+    ]
+    with pytest.raises(ModelError, match="without `tool_result` blocks") as failed:
+        model(fake).use_tool("try again", PLAN_TOOL, history=history)
+    assert not failed.value.transient and failed.value.status == 400
+    assert [c.status for c in fake.calls] == [400], "a refused request is not retried"
+
+
+def test_an_overloaded_claude_on_a_tool_call_is_transient(fake):
+    fake.fault_next("529", count=3)
+    with pytest.raises(ModelError) as failed:
+        model(fake).use_tool("plan the release", PLAN_TOOL)
+    assert failed.value.transient and failed.value.status == 529
+
+
+def test_a_tool_input_cut_at_max_tokens_is_an_error_that_says_so(fake):
+    fake.tool_answers["make_plan"] = A_PLAN
+    with pytest.raises(ModelError, match="cut at max_tokens") as failed:
+        model(fake, max_tokens=3).use_tool("plan the release", PLAN_TOOL)
+    assert not failed.value.transient
+
+
+def test_a_refused_tool_call_is_permanent(fake):
+    fake.fault_next("refusal", after_deltas=1)
+    with pytest.raises(ModelError, match="declined to call make_plan") as failed:
+        model(fake).use_tool("plan the release", PLAN_TOOL)
+    assert not failed.value.transient
+
+
+def test_an_answer_without_the_tool_call_is_an_error_that_says_so():
+    # A forced tool_choice always gets a call from the API (and the fake); a reply in prose,
+    # or calling another tool, is what this guards against.
+    message = _message_without_tool(CURRENT)
+    with pytest.raises(ModelError, match="no call of make_plan") as failed:
+        _tool_answer(message, "make_plan", 1.0)
+    assert not failed.value.transient
+
+
+def _message_without_tool(model_id: str) -> anthropic.types.Message:
+    return anthropic.types.Message.model_validate(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": model_id,
+            "content": [{"type": "text", "text": "Here is a plan: ..."}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 5},
+        }
+    )
+
+
+# -- files as content blocks ---------------------------------------------------------------
+
+
+def test_content_blocks_with_an_image_go_as_the_user_message(fake):
+    answer = model(fake).complete([png_block(), {"type": "text", "text": "what is this"}])
+    assert answer.text == "Answer to: what is this"
+    assert fake.calls[0].body["messages"][-1]["content"][0]["type"] == "image"
+
+
+def test_an_image_too_big_is_a_permanent_error(fake):
+    too_big = PNG + b"\x00" * (MAX_IMAGE_BYTES * 3 // 4)
+    with pytest.raises(ModelError, match="image exceeds 5 MB maximum") as failed:
+        stream(model(fake), [png_block(too_big), {"type": "text", "text": "what is this"}])
+    assert not failed.value.transient and failed.value.status == 400
