@@ -1,0 +1,311 @@
+"""Code retrieval, the pure part: identifiers split into words, files cut into chunks, file ranks
+from chunk ranks, and the best chunks fitted into a prompt's budget.
+
+A task's question speaks of "the heartbeat reader" while the code says `read_heartbeats`: the
+tokenizer keeps the whole identifier and its parts, so both meet. Python files are chunked along
+their functions, classes and methods (`ast`), so a hit points at a definition rather than at an
+arbitrary window; other files, and Python that does not parse, get overlapping line windows.
+Stemming is left to the adapter (the stemmer is a C library).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+WINDOW_LINES = 40
+WINDOW_OVERLAP = 10
+LARGE_CLASS_LINES = 80  # a longer class is chunked as its header, its methods apart
+CHARS_PER_TOKEN = 4
+
+
+def _words_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+ENGLISH_STOPWORDS = _words_set(
+    "a about above after again against all am an and any are as at be because been before being "
+    "below between both but by can could did do does doing down during each few for from further "
+    "had has have having he her here hers herself him himself his how i if in into is it its "
+    "itself just me more most my myself no nor not now of off on once only or other our ours "
+    "ourselves out "
+    "over own same she should so some such than that the their theirs them themselves then there "
+    "these they this those through to too under until up very was we were what when where which "
+    "while who whom why will with would you your yours yourself yourselves also one two it's its "
+    "s t via per may might must shall us"
+)
+CODE_STOPWORDS = _words_set(
+    "def class return import from as self cls none true false null nil pass yield lambda elif else "
+    "try except finally raise with async await global nonlocal del assert is in not and or if for "
+    "while break continue var let const function new this typeof instanceof void public private "
+    "protected static final int str bool float dict list tuple set any object args kwargs "
+    "py js ts rs go sh md txt json yaml yml toml cfg ini http https www com org"
+)
+STOPWORDS = ENGLISH_STOPWORDS | CODE_STOPWORDS
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_PYTHON = (".py", ".pyi")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of one file (1-based lines, inclusive) that retrieval ranks and a prompt quotes."""
+
+    path: str
+    start: int
+    end: int
+    kind: str  # "function" | "class" | "method" | "module" | "window"
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+
+
+@dataclass(frozen=True)
+class FileHit:
+    path: str
+    score: float
+    best: Chunk
+
+
+@dataclass(frozen=True)
+class Results:
+    chunks: list[Hit]
+    files: list[FileHit]
+
+
+# --- words -------------------------------------------------------------------------------------
+
+
+def split_identifier(word: str) -> list[str]:
+    """`parseHTTPResponse` -> parsehttpresponse, parse, http, response; `read_beats` -> read_beats,
+    read, beats. The whole identifier comes first, lowercased; its parts follow when it has more
+    than one."""
+    return list(_split(word))
+
+
+@lru_cache(maxsize=200_000)
+def _split(word: str) -> tuple[str, ...]:
+    whole = word.strip("_").lower()
+    if not whole:
+        return ()
+    parts = [p.lower() for piece in word.split("_") for p in _PART.findall(piece)]
+    return (whole, *parts) if len(parts) > 1 else (whole,)
+
+
+def tokenize(text: str) -> list[str]:
+    """The words of `text` for BM25: identifiers split (and kept whole), lowercased; English and
+    code-keyword stopwords, one-letter words and numbers of more than 4 digits (ids, timestamps,
+    data) dropped."""
+    tokens: list[str] = []
+    for word in _WORD.findall(text):
+        tokens.extend(_kept(word))
+    return tokens
+
+
+@lru_cache(maxsize=200_000)
+def _kept(word: str) -> tuple[str, ...]:
+    if word.isdigit() and len(word) > 4:
+        return ()
+    return tuple(t for t in _split(word) if len(t) > 1 and t not in STOPWORDS)
+
+
+def path_words(path: str) -> str:
+    """A path as text for the tokenizer: `core/adapters/sqlite_store.py` -> `core adapters
+    sqlite_store py`, so a file is found by the words of its name."""
+    return re.sub(r"[/\\.\-]+", " ", path)
+
+
+# --- chunks ------------------------------------------------------------------------------------
+
+
+def chunk_file(path: str, text: str) -> list[Chunk]:
+    """The chunks of one file: definitions for Python that parses, line windows otherwise."""
+    if path.endswith(_PYTHON):
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError):
+            return windows(path, text)
+        return _python_chunks(path, text.splitlines(), tree)
+    return windows(path, text)
+
+
+def windows(
+    path: str, text: str, size: int = WINDOW_LINES, overlap: int = WINDOW_OVERLAP
+) -> list[Chunk]:
+    """Fixed windows of `size` lines, each overlapping the previous one by `overlap` lines."""
+    lines = text.splitlines()
+    step = max(1, size - overlap)
+    chunks = []
+    for first in range(0, max(1, len(lines) - overlap), step):
+        last = min(len(lines), first + size)
+        body = "\n".join(lines[first:last])
+        if body.strip():
+            chunks.append(Chunk(path, first + 1, last, "window", _basename(path), body))
+        if last == len(lines):
+            break
+    return chunks
+
+
+def _python_chunks(path: str, lines: list[str], tree: ast.Module) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    covered: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            chunks.append(_span(path, lines, node, "function", node.name))
+        elif isinstance(node, ast.ClassDef):
+            chunks.extend(_class_chunks(path, lines, node))
+        else:
+            continue
+        covered.update(range(_first_line(node), _last_line(node) + 1))
+    return _module_chunks(path, lines, covered) + chunks
+
+
+def _class_chunks(path: str, lines: list[str], node: ast.ClassDef) -> list[Chunk]:
+    methods = [n for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    whole = _span(path, lines, node, "class", node.name)
+    if methods and whole.end - whole.start + 1 > LARGE_CLASS_LINES:
+        header_end = _first_line(methods[0]) - 1
+        whole = _cut(lines, whole, header_end)
+    named = (_span(path, lines, m, "method", f"{node.name}.{m.name}") for m in methods)
+    return [whole, *named]
+
+
+def _module_chunks(path: str, lines: list[str], covered: set[int]) -> list[Chunk]:
+    """The lines outside every top-level definition (imports, docstring, globals): one chunk
+    per contiguous run that holds code."""
+    chunks, run = [], []
+    for number in range(1, len(lines) + 2):
+        if number <= len(lines) and number not in covered:
+            run.append(number)
+            continue
+        if run and any(lines[n - 1].strip() for n in run):
+            first, last = _trim(lines, run[0], run[-1])
+            body = "\n".join(lines[first - 1 : last])
+            chunks.append(Chunk(path, first, last, "module", _module_name(path), body))
+        run = []
+    return chunks
+
+
+def _span(path: str, lines: list[str], node: ast.stmt, kind: str, name: str) -> Chunk:
+    first, last = _first_line(node), _last_line(node)
+    return Chunk(path, first, last, kind, name, "\n".join(lines[first - 1 : last]))
+
+
+def _cut(lines: list[str], chunk: Chunk, end: int) -> Chunk:
+    _, end = _trim(lines, chunk.start, max(chunk.start, end))
+    return replace(chunk, end=end, text="\n".join(lines[chunk.start - 1 : end]))
+
+
+def _trim(lines: list[str], first: int, last: int) -> tuple[int, int]:
+    while first < last and not lines[first - 1].strip():
+        first += 1
+    while last > first and not lines[last - 1].strip():
+        last -= 1
+    return first, last
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def _last_line(node: ast.stmt) -> int:
+    return node.end_lineno or node.lineno
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _module_name(path: str) -> str:
+    return _basename(path).rsplit(".", 1)[0]
+
+
+# --- ranks -------------------------------------------------------------------------------------
+
+
+def file_scores(hits: Iterable[Hit], share: float = 0.3, depth: int = 3) -> dict[str, float]:
+    """A file's score from its chunks: the best chunk's score plus `share` of each of the next
+    `depth - 1` (a file with several matching definitions beats one lucky chunk)."""
+    by_file: dict[str, list[float]] = {}
+    for hit in hits:
+        by_file.setdefault(hit.chunk.path, []).append(hit.score)
+    return {path: _aggregate(sorted(s, reverse=True), share, depth) for path, s in by_file.items()}
+
+
+def _aggregate(scores: list[float], share: float, depth: int) -> float:
+    return scores[0] + share * sum(scores[1:depth])
+
+
+def fuse(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60
+) -> dict[str, float]:
+    """Weighted reciprocal-rank fusion: each ranking gives an item `weight / (k + rank)`; rank
+    fusion needs no common scale across scorers as unlike as chunk BM25 and commit subjects."""
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
+    return fused
+
+
+def ranked(scores: Mapping[str, float], limit: int | None = None) -> list[str]:
+    """The keys of `scores`, best first (ties by name, so results are stable)."""
+    order = sorted(scores, key=lambda key: (-scores[key], key))
+    return order if limit is None else order[:limit]
+
+
+# --- budget ------------------------------------------------------------------------------------
+
+
+def tokens_of(text: str) -> int:
+    """The rough token count a model sees for `text` (characters / 4)."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def within_budget(hits: Sequence[Hit], max_tokens: int) -> list[Hit]:
+    """The best chunks that fit `max_tokens`, in rank order: a chunk overlapping one already
+    taken from its file is skipped; one that does not fit is skipped for a smaller one; only the
+    first is cut (to its first lines that fit), so a prompt never comes back empty."""
+    taken: list[Hit] = []
+    left = max_tokens
+    for hit in hits:
+        if left <= 0:
+            break
+        if any(_overlaps(hit.chunk, t.chunk) for t in taken):
+            continue
+        if not taken and tokens_of(hit.chunk.text) > left:
+            hit = Hit(_head(hit.chunk, left * CHARS_PER_TOKEN), hit.score)
+        cost = tokens_of(hit.chunk.text)
+        if cost <= left:
+            taken.append(hit)
+            left -= cost
+    return taken
+
+
+def _overlaps(a: Chunk, b: Chunk) -> bool:
+    return a.path == b.path and a.start <= b.end and b.start <= a.end
+
+
+def _head(chunk: Chunk, chars: int) -> Chunk:
+    """The first whole lines of `chunk` within `chars` characters (or its first characters when
+    even the first line is longer)."""
+    kept: list[str] = []
+    size = 0
+    for line in chunk.text.split("\n"):
+        if size + len(line) + (1 if kept else 0) > chars:
+            break
+        size += len(line) + (1 if kept else 0)
+        kept.append(line)
+    if not kept:
+        return replace(chunk, end=chunk.start, text=chunk.text[:chars])
+    return replace(chunk, end=chunk.start + len(kept) - 1, text="\n".join(kept))

@@ -1,0 +1,169 @@
+"""The code index on a real git repository made in tmp_path: the right file for known queries,
+refresh after a commit, save and load, a corrupt index refused."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import git
+import pytest
+
+from core.adapters.index import CodeIndex, Tuning
+
+FILES = {
+    "core/heartbeat.py": '''"""Worker heartbeats."""
+
+
+def read_heartbeats(store):
+    """The last beat of every worker."""
+    return store.rows("beats")
+
+
+class HeartbeatWriter:
+    def beat(self, worker_id):
+        self.store.write("beats", worker_id)
+''',
+    "core/breaker.py": '''"""The circuit breaker around Claude calls."""
+
+
+class CircuitBreaker:
+    def trip(self):
+        self.state = "open"
+
+    def reset_after_cooldown(self):
+        self.state = "half-open"
+''',
+    "web/parseResponse.js": "function parseHTTPResponse(body) {\n  return JSON.parse(body);\n}\n",
+    "README.md": "# demo\n\nA demo repository for the index.\n",
+    "node_modules/dep/index.js": "function heartbeat() {}\n",
+    "poetry.lock": "heartbeat = 1\n",
+    "logo.png": "\x89PNG\x00\x00heartbeat",
+}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> git.Repo:
+    root = tmp_path / "repo"
+    for path, text in FILES.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    repository = git.Repo.init(root)
+    _commit(repository, ["core/heartbeat.py"], "Workers write a heartbeat every second")
+    _commit(repository, list(FILES), "The breaker opens after five failures")
+    return repository
+
+
+def _commit(repository: git.Repo, paths: list[str], message: str) -> None:
+    repository.index.add(paths)
+    actor = git.Actor("Test", "test@example.invalid")
+    repository.index.commit(message, author=actor, committer=actor)
+
+
+def _root(repository: git.Repo) -> Path:
+    return Path(repository.working_tree_dir or "")
+
+
+def test_known_queries_find_their_file(repo):
+    index = CodeIndex.build(_root(repo))
+
+    assert index.search("read the heartbeats of the workers").files[0].path == "core/heartbeat.py"
+    assert index.search("circuit breaker reset cooldown").files[0].path == "core/breaker.py"
+    assert index.search("parse HTTP response").files[0].path == "web/parseResponse.js"
+    best = index.search("breaker reset after cooldown").chunks[0].chunk
+    assert (best.path, best.kind, best.name) == (
+        "core/breaker.py",
+        "method",
+        "CircuitBreaker.reset_after_cooldown",
+    )
+    assert (best.start, best.end) == (8, 9)
+
+
+def test_vendored_lock_and_binary_files_are_not_indexed(repo):
+    index = CodeIndex.build(_root(repo))
+
+    assert index.files == 4
+    found = {f.path for f in index.search("heartbeat", k=20).files}
+    assert found == {"core/heartbeat.py"}
+
+
+def test_refresh_after_a_commit_reads_only_the_changed_files(repo):
+    root = _root(repo)
+    index = CodeIndex.build(root)
+    assert index.reads == 4
+
+    (root / "core/breaker.py").unlink()
+    (root / "core/scaler.py").write_text("def autoscale_workers(queue_depth):\n    return 2\n")
+    (root / "README.md").write_text("# demo\n\nNow with an autoscaler.\n")
+    repo.index.remove(["core/breaker.py"])
+    _commit(repo, ["core/scaler.py", "README.md"], "An autoscaler")
+    changed = repo.git.diff("--name-only", "HEAD~1", "HEAD").split()
+
+    assert index.refresh(root, changed) == 2  # the new and the changed file; the deleted one goes
+    assert index.reads == 6
+    assert index.search("autoscale workers").files[0].path == "core/scaler.py"
+    assert "core/breaker.py" not in {f.path for f in index.search("circuit breaker").files}
+    assert index.files == 4
+
+
+def test_without_history_a_plain_directory_is_indexed(tmp_path):
+    (tmp_path / "tool.py").write_text("def compress_archive(path):\n    pass\n")
+    index = CodeIndex.build(tmp_path, history=False)
+
+    assert index.search("compress the archive").files[0].path == "tool.py"
+    assert CodeIndex.build(tmp_path).files == 1  # history asked for, no repository: none
+
+
+def test_history_votes_for_the_files_earlier_similar_commits_touched(repo):
+    index = CodeIndex.build(_root(repo), tuning=Tuning(history_weight=1.0, file_weight=0.0))
+    index.tuning = Tuning(chunk_weight=0.0, file_weight=0.0, history_weight=1.0)
+
+    assert index.search("heartbeat every second").files[0].path == "core/heartbeat.py"
+
+
+def test_a_saved_index_loads_with_the_same_answers(repo, tmp_path):
+    index = CodeIndex.build(_root(repo))
+    index.revision = "abc123"
+    index.save(tmp_path / "saved")
+
+    loaded = CodeIndex.load(tmp_path / "saved")
+
+    assert (loaded.revision, loaded.files, loaded.chunks) == ("abc123", index.files, index.chunks)
+    query = "circuit breaker trip"
+    assert loaded.search(query) == index.search(query)
+    assert list((tmp_path / "saved").iterdir()) == [tmp_path / "saved" / "index.json.gz"]
+
+
+def test_saving_again_replaces_the_index_whole(repo, tmp_path):
+    index = CodeIndex.build(_root(repo))
+    index.save(tmp_path / "saved")
+    index.revision = "second"
+    index.save(tmp_path / "saved")
+
+    assert CodeIndex.load(tmp_path / "saved").revision == "second"
+
+
+def test_an_absent_index_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        CodeIndex.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not gzip at all", gzip.compress(b"{not json"), gzip.compress(b'{"format": 99}')],
+)
+def test_a_corrupt_index_is_refused(repo, tmp_path, content):
+    CodeIndex.build(_root(repo)).save(tmp_path / "saved")
+    (tmp_path / "saved" / "index.json.gz").write_bytes(content)
+
+    with pytest.raises(ValueError, match="corrupt"):
+        CodeIndex.load(tmp_path / "saved")
+
+
+def test_a_truncated_index_is_refused(repo, tmp_path):
+    CodeIndex.build(_root(repo)).save(tmp_path / "saved")
+    target = tmp_path / "saved" / "index.json.gz"
+    target.write_bytes(target.read_bytes()[:-20])
+
+    with pytest.raises(ValueError, match="corrupt"):
+        CodeIndex.load(tmp_path / "saved")

@@ -1,0 +1,156 @@
+"""The pure part of code retrieval: words, chunks, file ranks and the prompt's budget."""
+
+from __future__ import annotations
+
+from core.domain.retrieval import (
+    Chunk,
+    Hit,
+    chunk_file,
+    file_scores,
+    fuse,
+    ranked,
+    split_identifier,
+    tokenize,
+    windows,
+    within_budget,
+)
+
+MODULE = '''"""Heartbeats of the workers."""
+
+import time
+
+LIMIT = 30
+
+
+@cache
+@other(1)
+def read_heartbeats(store):
+    """Every worker's last beat."""
+
+    def newest(rows):
+        return max(rows)
+
+    return newest(store.rows())
+
+
+class Beat:
+    """One beat."""
+
+    size = 3
+
+    def age(self, now):
+        return now - self.at
+
+    @property
+    def late(self):
+        return self.age(time.time()) > LIMIT
+
+
+TAIL = "end"
+'''
+
+
+def test_an_identifier_is_kept_whole_and_split_on_case_and_underscores():
+    expected = ["parsehttpresponse", "parse", "http", "response"]
+    assert split_identifier("parseHTTPResponse") == expected
+    assert split_identifier("read_heartbeats") == ["read_heartbeats", "read", "heartbeats"]
+    assert split_identifier("HTTPServer2") == ["httpserver2", "http", "server", "2"]
+    assert split_identifier("plain") == ["plain"]
+    assert split_identifier("__init__") == ["init"]
+
+
+def test_tokenize_drops_english_and_keyword_stopwords_and_long_numbers():
+    words = tokenize("def get_the_value(self): return the 429 of 1700000000 in x")
+    assert words == ["get_the_value", "get", "value", "429"]
+
+
+def test_python_is_chunked_along_its_definitions_with_decorators_and_docstrings():
+    chunks = {c.name: c for c in chunk_file("core/beats.py", MODULE)}
+
+    function = chunks["read_heartbeats"]
+    assert function.kind == "function"
+    assert function.text.splitlines()[0] == "@cache"
+    assert '"""Every worker\'s last beat."""' in function.text
+    assert "def newest" in function.text and "newest" not in chunks  # nested stays inside
+    assert (function.start, function.end) == (8, 16)
+    assert MODULE.splitlines()[function.start - 1 : function.end] == function.text.splitlines()
+
+
+def test_a_class_is_a_chunk_and_so_is_each_of_its_methods():
+    chunks = {c.name: c for c in chunk_file("core/beats.py", MODULE)}
+
+    assert chunks["Beat"].kind == "class" and "def late" in chunks["Beat"].text
+    assert chunks["Beat.age"].kind == "method"
+    assert chunks["Beat.late"].text.startswith("    @property")
+
+
+def test_the_module_level_lines_are_chunks_of_their_own():
+    modules = [c for c in chunk_file("core/beats.py", MODULE) if c.kind == "module"]
+
+    assert modules[0].start == 1 and "import time" in modules[0].text and "LIMIT" in modules[0].text
+    assert modules[-1].text == 'TAIL = "end"'
+    assert all("def " not in c.text for c in modules)
+
+
+def test_a_large_class_is_its_header_and_its_methods():
+    methods = "".join(f"    def m{i}(self):\n" + "        x = 1\n" * 8 for i in range(12))
+    text = 'class Big:\n    """Docs."""\n\n    size = 1\n\n' + methods
+    chunks = chunk_file("big.py", text)
+
+    header = next(c for c in chunks if c.kind == "class")
+    assert (header.start, header.end) == (1, 4)
+    assert sum(c.kind == "method" for c in chunks) == 12
+
+
+def test_python_that_does_not_parse_and_other_languages_get_overlapping_windows():
+    text = "\n".join(f"line {n}" for n in range(1, 101))
+    for path, body in (("a.js", text), ("broken.py", "def (:\n" + text)):
+        chunks = chunk_file(path, body)
+        assert all(c.kind == "window" for c in chunks)
+        assert chunks[0].start == 1 and chunks[1].start == 31  # 40 lines, 10 overlapping
+        assert chunks[-1].end == len(body.splitlines())
+
+
+def test_short_and_empty_files():
+    assert [(c.start, c.end) for c in windows("a.md", "one\ntwo")] == [(1, 2)]
+    assert windows("a.md", "") == []
+    assert chunk_file("empty.py", "") == []
+
+
+def _hit(path: str, start: int, end: int, score: float, size: int = 40) -> Hit:
+    return Hit(Chunk(path, start, end, "function", f"f{start}", "x" * size), score)
+
+
+def test_the_budget_keeps_the_best_chunks_that_fit_and_no_overlaps():
+    hits = [
+        _hit("a.py", 1, 10, 9.0),  # 10 tokens
+        _hit("a.py", 5, 12, 8.0),  # overlaps the first: skipped
+        _hit("b.py", 1, 10, 7.0, size=400),  # 100 tokens: does not fit, skipped
+        _hit("c.py", 1, 10, 6.0),
+    ]
+    kept = within_budget(hits, max_tokens=25)
+    assert [(h.chunk.path, h.chunk.start) for h in kept] == [("a.py", 1), ("c.py", 1)]
+
+
+def test_only_the_first_chunk_is_cut_to_fit():
+    text = "\n".join(["a" * 39] * 10)  # 10 lines of 40 characters with the newline
+    first = Hit(Chunk("a.py", 1, 10, "function", "f", text), 1.0)
+    kept = within_budget([first], max_tokens=25)  # 100 characters: two whole lines
+
+    assert len(kept) == 1
+    assert kept[0].chunk.text == "\n".join(["a" * 39] * 2)
+    assert (kept[0].chunk.start, kept[0].chunk.end) == (1, 2)
+
+
+def test_a_file_ranks_by_its_best_chunk_plus_a_share_of_the_next():
+    hits = [_hit("a.py", 1, 2, 5.0), _hit("b.py", 1, 2, 4.0), _hit("b.py", 3, 4, 4.0)]
+    scores = file_scores(hits)
+
+    assert scores["a.py"] == 5.0 and scores["b.py"] == 4.0 + 0.3 * 4.0
+    assert ranked(scores) == ["b.py", "a.py"]
+
+
+def test_rank_fusion_rewards_agreement_and_honours_weights():
+    fused = fuse([["a", "b"], ["b", "c"]], [1.0, 1.0], k=1)
+    assert ranked(fused) == ["b", "a", "c"]
+    assert ranked(fuse([["a", "b"], ["b", "a"]], [1.0, 0.0])) == ["a", "b"]
