@@ -401,8 +401,8 @@ def _task_of(branch: str) -> str:
 
 
 def _discard(checkout: Path, tree: Path, branch: str) -> None:
-    if tree.exists() and not _ok(checkout, "worktree", "remove", "--force", "--force", str(tree)):
-        shutil.rmtree(tree, ignore_errors=True)
+    # The directory, then git's record of it: `git worktree remove` took 6 s on 20,000 files.
+    _remove(tree)
     _git(checkout, "worktree", "prune", what="could not prune worktrees")
     if _rev_or_none(checkout, f"refs/heads/{branch}") is not None:
         _git(checkout, "branch", "--quiet", "-D", branch, what=f"could not delete {branch}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -235,7 +236,10 @@ def served(upstream, monkeypatch) -> Iterator[tuple[RepoSpec, _Server]]:
     server.server_close()
 
 
-def test_a_token_reaches_the_server_as_a_header_and_is_stored_nowhere(tmp_path, served, upstream):
+def test_a_token_reaches_the_server_as_a_header_and_is_stored_nowhere(
+    tmp_path, served, upstream, caplog
+):
+    caplog.set_level(logging.DEBUG)  # GitPython logs every command it runs at DEBUG
     spec, server = served
     checkout = tmp_path / "data" / "repos" / "private"
     synced = sync(spec, checkout, token=TOKEN)
@@ -248,6 +252,8 @@ def test_a_token_reaches_the_server_as_a_header_and_is_stored_nowhere(tmp_path, 
     config = (checkout / ".git" / "config").read_text()
     assert TOKEN not in config and "extraHeader" not in config
     assert TOKEN not in everything_under(checkout / ".git")
+    assert "'fetch'" in caplog.text, "GitPython's command log was captured"
+    assert TOKEN not in caplog.text and "extraHeader" not in caplog.text
 
 
 def test_a_wrong_token_fails_without_showing_it(tmp_path, served):
