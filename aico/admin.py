@@ -12,7 +12,7 @@ from core.domain import pool
 from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.errors import AicoError
-from core.slack.blocks import checks_line
+from core.slack.blocks import checks_line, repos_line
 from core.usecases.status import StatusReport
 
 
@@ -22,7 +22,8 @@ def status(settings: Settings) -> int:
     link = bootstrap.link(settings, "status")
     link.connected.wait(3.0)
     try:
-        print(status_text(bootstrap.status(store, link, wait=3.0).report()))
+        repos = [spec.name for spec in settings.repos]
+        print(status_text(bootstrap.status(store, link, wait=3.0, repos=repos).report()))
     finally:
         link.close()
         store.close()
@@ -43,6 +44,7 @@ def status_text(report: StatusReport) -> str:
         f" · {usd(report.today.cost)} · {report.today.finished:,} task(s) finished",
         f"Top spenders today: {_spenders(report)}",
         *pool.describe(report.pool, report.at),
+        *([f"Repositories: {repos_line(report)}"] if report.repos else []),
     ]
     return "\n".join(lines)
 

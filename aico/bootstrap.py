@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from core.usecases.intake import Intake
     from core.usecases.operations import Operations
     from core.usecases.recovery import Recovery
+    from core.usecases.repos import RepoContext, RepoKeeper
     from core.usecases.status import Status
+    from core.usecases.writeback import ChangeKeeper, CodeChanges
     from workers.pm.plane import ControlPlane
 
 
@@ -93,7 +95,8 @@ def intake(settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: Eve
 
     budgets = Budgets(events, settings.budget_user_daily, settings.budget_channel_daily)
     relay = OutboxRelay(events, slack, amqp)
-    return Intake(events, relay, settings.max_task_chars, budgets=budgets)
+    repos = [spec.name for spec in settings.repos]
+    return Intake(events, relay, settings.max_task_chars, budgets=budgets, repos=repos)
 
 
 # -- one builder per process's services -----------------------------------------------------
@@ -109,10 +112,11 @@ def bot_services(
     from core.usecases.conversations import Conversations
     from core.usecases.operations import RecoverRequests
     from core.usecases.scaling import PoolAdmin
+    from core.usecases.writeback import ChangeReview
 
     return UseCases(
         intake=intake,
-        status=status(store, amqp, wait=2.0),
+        status=status(store, amqp, wait=2.0, repos=[spec.name for spec in settings.repos]),
         tasks=store,
         control=TaskControl(store, intake, amqp, RESULTS, settings.admins),
         max_chars=settings.max_task_chars,
@@ -122,15 +126,20 @@ def bot_services(
         tell=slack.ephemeral,
         pool=PoolAdmin(store),
         recover=RecoverRequests(store),
+        changes=ChangeReview(store, settings.admins),
     )
 
 
-def status(store: EventStore, amqp: AmqpLink, wait: float) -> Status:
-    """`/aico status` and `aico status`: the store's figures and the broker's queues."""
+def status(
+    store: EventStore, amqp: AmqpLink, wait: float, repos: list[str] | None = None
+) -> Status:
+    """`/aico status` and `aico status`: the store's figures, the broker's queues and the
+    repositories."""
     from core.domain.messages import DEAD, RESULTS, TASKS
     from core.usecases.status import Status
 
-    return Status(store, lambda queue: amqp.queue_depth(queue).result(wait), (TASKS, RESULTS, DEAD))
+    depth = lambda queue: amqp.queue_depth(queue).result(wait)  # noqa: E731
+    return Status(store, depth, (TASKS, RESULTS, DEAD), repos=repos or ())
 
 
 def canary(settings: Settings, slack: SlackNotifier, store: EventStore) -> CanaryPlan | None:
@@ -250,7 +259,7 @@ def operations(settings: Settings, store: EventStore, amqp: AmqpLink, checks: He
 def health(settings: Settings, store: EventStore, amqp: AmqpLink, plane: ControlPlane) -> Health:
     """The elected pm's checks (core/usecases/probes.py), each through its port."""
     from core.adapters.system import disk_used, memory_used
-    from core.usecases import probes
+    from core.usecases import probes, repos
     from core.usecases.health import Health
 
     def depth(queue: str) -> tuple[int, int]:
@@ -267,6 +276,7 @@ def health(settings: Settings, store: EventStore, amqp: AmqpLink, plane: Control
         "breakers": probes.breakers(beats),
         "slack": probes.slack(notifier(settings).check),
         "bot": probes.bot(beats),
+        "repos": repos.probe(store, settings.repos),
     }
     return Health(store, plane.alerts or alert_desk(settings, store), checks)
 
@@ -282,4 +292,59 @@ def recovery(settings: Settings, store: EventStore, amqp: AmqpLink) -> Recovery:
         TASKS,
         RESULTS,
         stale_after=settings.stale_after,
+    )
+
+
+# -- the repositories (AICO_REPOS) ------------------------------------------------------------
+
+
+def repo_context(settings: Settings) -> RepoContext | None:
+    """A task worker's search of the saved indexes (None without repositories)."""
+    from core.adapters.index import CodeIndex
+    from core.usecases.repos import RepoContext
+
+    if not settings.repos:
+        return None
+    return RepoContext(settings.repos, settings.data_dir, CodeIndex.load, settings.context_tokens)
+
+
+def code_changes(settings: Settings) -> CodeChanges | None:
+    """A task worker's code write-back (None without repositories)."""
+    from core.adapters import git
+    from core.usecases.writeback import CodeChanges
+
+    return CodeChanges(git, settings.data_dir, settings.repos) if settings.repos else None
+
+
+def repo_keeper(settings: Settings, store: EventStore) -> RepoKeeper | None:
+    """A pm's clones and indexes of its host (None without repositories)."""
+    import socket
+
+    from core.adapters import git
+    from core.adapters.index import CodeIndex
+    from core.usecases.repos import RepoKeeper
+
+    if not settings.repos:
+        return None
+    return RepoKeeper(
+        settings.repos,
+        settings.data_dir,
+        store,
+        git.sync,
+        CodeIndex.build,
+        CodeIndex.load,
+        settings.repo_token,
+        socket.gethostname(),
+    )
+
+
+def change_keeper(settings: Settings, store: EventStore) -> ChangeKeeper | None:
+    """A pm's pushes and removals of the reviewed changes on its host."""
+    from core.adapters import git
+    from core.usecases.writeback import ChangeKeeper
+
+    if not settings.repos:
+        return None
+    return ChangeKeeper(
+        store, git, settings.data_dir, settings.repos, settings.repo_token, notifier(settings)
     )

@@ -39,6 +39,13 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("target", help="the file to write")
     db_sub.add_parser("rebuild", help="derive every projection again from the events")
     _scaler_parser(sub)
+    repos = sub.add_parser(
+        "repos",
+        help='the repositories\' code index: `aico repos search "<query>"` shows what a task gets',
+        add_help=False,
+    )
+    repos.add_argument("action", choices=["search"])
+    repos.add_argument("rest", nargs=argparse.REMAINDER)
     return cli
 
 
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return dev_main()
     if args.command in ("status", "db"):
         return _admin(args)
+    if args.command == "repos":
+        return _repos(args.rest)
     if args.command == "scaler":
         from aico import scaler
 
@@ -101,6 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # at start: a setting that cannot work (a retired model, …)
         print(f"error: {exc}", file=sys.stderr)
         return CONFIG_ERROR
+
+
+def _repos(argv: list[str]) -> int:
+    from aico.repos import search_main
+
+    try:
+        settings = Settings.from_env(None)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
+    return search_main(argv, settings)
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -53,7 +53,8 @@ def task_worker(settings: Settings) -> int:
     log.info("model %s: %s", settings.model, model.check())  # a retired one stops us here
     stopping, breaker = threading.Event(), CircuitBreaker("claude", on_change=_breaker_changed)
     store = bootstrap.store(settings)
-    handler = TaskHandler(store, model, breaker, stopping)
+    context, code = bootstrap.repo_context(settings), bootstrap.code_changes(settings)
+    handler = TaskHandler(store, model, breaker, stopping, context=context, code=code)
     runtime = Runtime(
         bootstrap.link(settings, "task"),
         TASKS,
@@ -105,6 +106,12 @@ def pm(settings: Settings) -> int:
         ops.answer_requests()
 
     control.watch(jobs, plane.leadership, checks.run, settings.check_every, tell)
+    keeper, changes = (
+        bootstrap.repo_keeper(settings, store),
+        bootstrap.change_keeper(settings, store),
+    )
+    if keeper is not None and changes is not None:  # every pm keeps its host's clones
+        control.keep_repos(jobs, keeper.sync_all, settings.repo_fetch_every, changes.settle)
     plane.leadership.on_elected = lambda: control.run_now(jobs)
     _on_signals(stop.set)
     return control.run(plane, jobs, link, stop)

@@ -16,6 +16,7 @@ VERBS = (
     "budget",
     "scale",
     "recover",
+    "config",
 )
 HISTORY_DEFAULT, HISTORY_MAX = 10, 50
 
@@ -106,3 +107,50 @@ def scale_request(args: str) -> int | None:
             "or `/aico scale auto` to hand it back to the scaling policy."
         )
     return int(word)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    text: str
+    repo: str = ""  # --repo NAME: the repository for its context ("": the channel's, else all)
+    code: bool = False  # --code: a change on a branch, for review
+
+
+TASK_USAGE = (
+    "Use `/aico task [--repo <name>] [--code] <what to do>`: `--repo` picks the repository "
+    "whose code is the context, `--code` asks for a change on a branch that you review."
+)
+
+
+def task_options(args: str) -> TaskOptions:
+    """`[--repo NAME | --repo=NAME] [--code] <text>` (options first); ValueError says how."""
+    rest, repo, code = args.strip(), "", False
+    while rest.startswith("--"):
+        word, _, rest = rest.partition(" ")
+        rest = rest.lstrip()
+        name, _, value = word.partition("=")
+        if name == "--code" and not value:
+            code = True
+        elif name == "--repo":
+            if not value:
+                value, _, rest = rest.partition(" ")
+                rest = rest.lstrip()
+            if not value or value.startswith("--"):
+                raise ValueError("`--repo` needs a repository's name. " + TASK_USAGE)
+            repo = value
+        else:
+            raise ValueError(f"I don't know the option `{word[:30]}`. " + TASK_USAGE)
+    return TaskOptions(rest, repo, code)
+
+
+def config_request(args: str) -> tuple[str, str] | None:
+    """`/aico config` -> None (show); `/aico config repo <name|none>` -> ("repo", name or "")."""
+    words = args.split()
+    if not words:
+        return None
+    if words[0].lower() == "repo" and len(words) == 2:
+        return ("repo", "" if words[1].lower() == "none" else words[1])
+    raise ValueError(
+        "Use `/aico config` to see this channel's settings, or (admins) "
+        "`/aico config repo <name>` to set its default repository (`none` to clear it)."
+    )

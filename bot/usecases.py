@@ -13,6 +13,7 @@ from core.usecases.intake import Intake
 from core.usecases.operations import RecoverRequests
 from core.usecases.scaling import PoolAdmin
 from core.usecases.status import Status
+from core.usecases.writeback import ChangeReview
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,4 @@ class UseCases:
     tell: Callable[[str, str, str, str], None] | None = None  # (channel, user, text, thread_ts)
     pool: PoolAdmin | None = None
     recover: RecoverRequests | None = None
+    changes: ChangeReview | None = None  # Approve / Reject of a code task's change

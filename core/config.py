@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core.domain.pricing import DEFAULT_PRICES, Prices
+from core.domain.repos import RepoSpec, parse_repos
 from core.errors import ConfigError
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
@@ -63,6 +64,18 @@ class Settings:
     budget_channel_daily: float = 0.0
     conversations: str = "requester"  # who may continue a task's thread: requester | channel
     log_level: str = "INFO"
+    repos: tuple[RepoSpec, ...] = ()  # AICO_REPOS: where the workers draw context from
+    # Tokens of private repositories by name (AICO_REPO_TOKEN_<NAME>, or AICO_REPOS_TOKEN for
+    # all): given to git only, never shown.
+    repo_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    repo_fetch_every: float = 5 * 60.0  # seconds between two fetches of the repositories
+    context_tokens: int = 6000  # tokens of repository context a task's prompt may carry
+
+    def repo(self, name: str) -> RepoSpec | None:
+        return next((spec for spec in self.repos if spec.name == name), None)
+
+    def repo_token(self, name: str) -> str:
+        return dict(self.repo_tokens).get(name, "")
 
     @property
     def drain_timeout(self) -> float:
@@ -130,7 +143,11 @@ class Settings:
             budget_channel_daily=_float(env, "AICO_BUDGET_CHANNEL_DAILY", 0.0, problems, zero=True),
             conversations=(env.get("AICO_CONVERSATIONS") or "requester").strip().lower(),
             log_level=(env.get("AICO_LOG_LEVEL") or "INFO").upper(),
+            repos=_repos(env, problems),
+            repo_fetch_every=_float(env, "AICO_REPO_FETCH_EVERY", 5 * 60.0, problems),
+            context_tokens=_int(env, "AICO_CONTEXT_TOKENS", 6000, problems, minimum=0),
         )
+        settings = replace(settings, repo_tokens=_repo_tokens(env, settings.repos))
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]
         if settings.db_url and not settings.db_url.startswith(
             ("sqlite:///", "postgresql://", "postgres://")
@@ -173,6 +190,22 @@ class Settings:
 
 def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
+
+
+def _repos(env: Mapping[str, str], problems: list[str]) -> tuple[RepoSpec, ...]:
+    try:
+        return tuple(parse_repos(env.get("AICO_REPOS", "")))
+    except ValueError as exc:
+        problems.append(str(exc))
+        return ()
+
+
+def _repo_tokens(
+    env: Mapping[str, str], repos: tuple[RepoSpec, ...]
+) -> tuple[tuple[str, str], ...]:
+    shared = env.get("AICO_REPOS_TOKEN", "").strip()
+    tokens = ((spec.name, env.get(spec.token_variable, "").strip() or shared) for spec in repos)
+    return tuple((name, token) for name, token in tokens if token)
 
 
 def _prices(env: Mapping[str, str], problems: list[str]) -> Prices:

@@ -20,6 +20,13 @@ COMPLETED = "completed"
 FAILED = "failed"
 CANCELLED = "cancelled"  # by its requester or an admin; a running attempt's answer is dropped
 RETRIED = "retried"  # a failed or cancelled task, reopened for a new generation of attempts
+# A code task's change (issue 12): proposed on a branch, then approved (and pushed) or rejected.
+CHANGE_PROPOSED = "change_proposed"  # committed on aico/<task id> in a worktree: branch, diff
+CHANGE_REFUSED = "change_refused"  # Claude's edits broke a rule: nothing was written
+CHANGE_APPROVED = "change_approved"  # by the requester or an admin: to be pushed
+CHANGE_REJECTED = "change_rejected"  # by the requester or an admin: the branch is to go
+CHANGE_PUSHED = "change_pushed"  # the branch is on the remote (or kept locally: where)
+CHANGE_DISCARDED = "change_discarded"  # the branch and its worktree are gone
 
 _STATUS_AFTER: dict[str, TaskStatus | None] = {
     SUBMITTED: TaskStatus.SUBMITTED,
@@ -34,10 +41,26 @@ _STATUS_AFTER: dict[str, TaskStatus | None] = {
     FAILED: TaskStatus.FAILED,
     CANCELLED: TaskStatus.CANCELLED,
     RETRIED: TaskStatus.SUBMITTED,
+    CHANGE_PROPOSED: None,
+    CHANGE_REFUSED: None,
+    CHANGE_APPROVED: None,
+    CHANGE_REJECTED: None,
+    CHANGE_PUSHED: None,
+    CHANGE_DISCARDED: None,
 }
 
 
+# What is still news once a task has ended: where its messages are, and its change's review.
 _MESSAGE_EVENTS = (POSTED, REPLY_PENDING, REPLIED)
+_CHANGE_STATES = {
+    CHANGE_PROPOSED: "proposed",
+    CHANGE_REFUSED: "refused",
+    CHANGE_APPROVED: "approved",
+    CHANGE_REJECTED: "rejected",
+    CHANGE_PUSHED: "pushed",
+    CHANGE_DISCARDED: "discarded",
+}
+_LATE_EVENTS = (*_MESSAGE_EVENTS, *_CHANGE_STATES)
 _RANK = {status: rank for rank, status in enumerate(TaskStatus)}  # statuses only move forward
 
 
@@ -82,6 +105,9 @@ class TaskView:
     cancelled_by: str = ""
     conversation: str = ""  # the task whose thread this one continues; "" for a thread's first
     claude_ms: float = 0.0  # Claude's time for the answer, once answered
+    repo: str = ""  # the repository named for its context ("": the channel's, else all)
+    mode: str = ""  # "code": a change on a branch, for review; "": an answer
+    change: str = ""  # its change's review: proposed, refused, approved, rejected, pushed, …
 
     def key(self, what: str) -> str:
         """The event id of `what` for this generation of the task: recorded once per attempt
@@ -112,6 +138,8 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
             response_url=d.get("response_url", ""),
             thread_ts=d.get("thread_ts", ""),  # a turn in a thread that exists already
             conversation=d.get("conversation", ""),
+            repo=d.get("repo", ""),
+            mode=d.get("mode", ""),
             created_at=event.at,
             updated_at=event.at,
             version=event.version,
@@ -119,7 +147,7 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
     if event.type == RETRIED:
         return _retried(view, event)
     if view.status.final:  # its status stays; only where its messages are is still news
-        news = _changes(view, event) if event.type in _MESSAGE_EVENTS else {}
+        news = _changes(view, event) if event.type in _LATE_EVENTS else {}
         return replace(view, version=event.version, **news)
     if event.type == STARTED and event.data.get("generation", 0) < view.generation:
         raise Conflict(f"task {view.id}: an attempt of a superseded copy of its message")
@@ -149,12 +177,15 @@ def _retried(view: TaskView, event: Event) -> TaskView:
         reply_ts="",
         reply_pending=False,
         cancelled_by="",
+        change="",
     )
 
 
 def _changes(view: TaskView, event: Event) -> dict[str, Any]:
     """What `event` changes in the view besides its status."""
     data = event.data
+    if event.type in _CHANGE_STATES:
+        return {"change": _CHANGE_STATES[event.type]}
     match event.type:
         case "posted":
             return {"thread_ts": data["thread_ts"]}

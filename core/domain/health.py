@@ -21,7 +21,18 @@ FLAP_WINDOW = 600.0  # seconds
 AGGREGATE = "alert:"  # the event store's aggregate of one check: alert:<check>
 CHANGED = "check_changed"  # {level, detail, previous, flapping, raised_at, since}
 # The checks the elected pm runs, by name (an event of alert:<name> records each change).
-CHECKS = ("broker", "queues", "workers", "store", "disk", "memory", "breakers", "slack", "bot")
+CHECKS = (
+    "broker",
+    "queues",
+    "workers",
+    "store",
+    "disk",
+    "memory",
+    "breakers",
+    "slack",
+    "bot",
+    "repos",
+)
 
 
 class Level(StrEnum):

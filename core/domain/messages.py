@@ -56,11 +56,15 @@ class TaskMessage(Message):
     thread_ts: str
     submitted_at: float
     generation: int = 0  # raised when the task is queued again on purpose (a retry, a recovery)
+    repo: str = ""  # the repository to draw context from ("": every configured one)
+    mode: str = ""  # "code": propose a change on a branch; "": answer
 
     def __post_init__(self) -> None:
         _require_str(self, "task_id", "prompt", "user", "channel", "thread_ts")
         if not isinstance(self.generation, int) or self.generation < 0:
             raise DecodeError("TaskMessage.generation must be a whole number >= 0")
+        if not isinstance(self.repo, str) or self.mode not in ("", "code"):
+            raise DecodeError("TaskMessage.repo must be a string and mode '' or 'code'")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class ResultMessage(Message):
     started_at: float = 0.0
     attempt: int = 0
     stop_reason: str = ""
+    change: dict[str, Any] = field(default_factory=dict)  # a code task's proposed change
 
     EVENTS: ClassVar[tuple[str, ...]] = (
         "started",

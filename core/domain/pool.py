@@ -12,9 +12,11 @@ from typing import Any
 
 AGGREGATE = "pool:"  # every pool aggregate's id starts so (the task projection skips them)
 # The aggregates of the system rather than of a task: the pool's, each health check's
-# (core.domain.health), the operations log's (alerts to post, recovery actions). Each is a
-# plain sequence of events, read back by its latest or its last few; none makes a task.
-SYSTEM = (AGGREGATE, "alert:", "ops:")
+# (core.domain.health), the operations log's (alerts to post, recovery actions), each
+# repository's (clones and fetches), the code changes to settle on each host, each channel's
+# settings. Each is a plain sequence of events, read back by its latest or its last few; none
+# makes a task.
+SYSTEM = (AGGREGATE, "alert:", "ops:", "repo:", "changes:", "config:")
 LEADER = "pool:leader"  # leader_elected {leader, previous, reason}
 DECISION = "pool:decision"  # scaled {target, current, shares, reason, held, policy, inputs}
 PIN = "pool:pin"  # pinned {workers, by} | unpinned {by}

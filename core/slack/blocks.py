@@ -58,6 +58,9 @@ def parent_message(task: TaskView, status: str | None = None) -> tuple[str, Bloc
 CANCEL_ACTION = "aico_cancel"
 RETRY_ACTION = "aico_retry"
 ADMIN_RETRY_ACTION = "aico_admin_retry"  # on a dead letter's alert: admins only
+APPROVE_ACTION = "aico_change_approve"  # on a code task's proposed change: push its branch
+REJECT_ACTION = "aico_change_reject"  # … or drop it
+MAKE_CHANGE_ACTION = "aico_make_change"  # on an answer drawn from a repository: as a code task
 
 
 def dead_letter_alert(task_id: str, reason: str, prompt: str) -> tuple[str, Blocks]:
@@ -117,10 +120,36 @@ def answer_text(answer: str, stop_reason: str = "") -> str:
     return answer
 
 
-def answer_blocks(answer: str, receipt: str) -> tuple[str, Blocks]:
-    """An answer as sections of at most 3,000 characters, with a receipt underneath."""
+def answer_blocks(
+    answer: str, receipt: str, buttons: list[dict[str, Any]] | None = None
+) -> tuple[str, Blocks]:
+    """An answer as sections of at most 3,000 characters, with a receipt underneath (and its
+    buttons, if any)."""
     pieces = split(to_mrkdwn(answer)) or ["_(Claude returned an empty answer)_"]
-    return escape(preview(answer, 300)), [section(p) for p in pieces] + [context(receipt)]
+    body = [section(p) for p in pieces] + [context(receipt)]
+    if buttons:
+        body.append({"type": "actions", "elements": buttons})
+    return escape(preview(answer, 300)), body
+
+
+def change_buttons(task_id: str) -> list[dict[str, Any]]:
+    """Approve / Reject, under a code task's proposed change."""
+    return [
+        _button("Approve", APPROVE_ACTION, task_id, "primary"),
+        _button("Reject", REJECT_ACTION, task_id, "danger"),
+    ]
+
+
+def make_change_button(task_id: str) -> list[dict[str, Any]]:
+    """ "Make the change", under an answer drawn from a repository."""
+    return [_button("Make the change", MAKE_CHANGE_ACTION, task_id, "primary")]
+
+
+def reviewed_blocks(message: dict[str, Any], verdict: str) -> tuple[str, Blocks]:
+    """A proposed change's message once reviewed: its blocks without the buttons, and who
+    decided what."""
+    kept = [b for b in message.get("blocks", []) if b.get("type") != "actions"]
+    return str(message.get("text", verdict)), [*kept, context(verdict)]
 
 
 def working_blocks(task_id: str) -> tuple[str, Blocks]:
@@ -148,11 +177,16 @@ def progress_blocks(task_id: str, text: str) -> tuple[str, Blocks]:
     return note, [section(so_far or "…"), context(note)]
 
 
-def attached_answer_blocks(answer: str, receipt: str, filename: str) -> tuple[str, Blocks]:
+def attached_answer_blocks(
+    answer: str, receipt: str, filename: str, buttons: list[dict[str, Any]] | None = None
+) -> tuple[str, Blocks]:
     """The result message of an answer too long for a message: its start, and where the rest is."""
     head = split(to_mrkdwn(answer))[0]
     note = f"The whole answer ({len(answer):,} characters) is in `{filename}` below."
-    return escape(preview(answer, 300)), [section(head), context(f"{note}\n{receipt}")]
+    body = [section(head), context(f"{note}\n{receipt}")]
+    if buttons:
+        body.append({"type": "actions", "elements": buttons})
+    return escape(preview(answer, 300)), body
 
 
 def cancelled_blocks(task: TaskView) -> tuple[str, Blocks]:
@@ -190,7 +224,11 @@ def help_text(max_chars: int) -> str:
     return (
         "*aico* hands tasks to Claude and answers in a thread.\n"
         "• `/aico task &lt;what to do&gt;`: queue a task (up to "
-        f"{max_chars:,} characters). I post the task in this channel and answer in its thread.\n"
+        f"{max_chars:,} characters). I post the task in this channel and answer in its thread, "
+        "with context from the team's repositories. `--repo &lt;name&gt;` picks the "
+        "repository; `--code` asks for a change, committed on a branch for you to approve.\n"
+        "• `/aico config`: this channel's settings; admins: `/aico config repo &lt;name&gt;` "
+        "sets its default repository.\n"
         "• `/aico status`: queues, workers and the pool's last decision, Claude's circuit "
         "breakers, success rate, durations and today's spend.\n"
         "• `/aico history [n]`: your latest tasks; `/aico history channel [n]`: this channel's.\n"
@@ -218,6 +256,12 @@ def accepted(task: TaskView) -> str:
         f":inbox_tray: Task `{task.id}` received. It is posted in this channel; "
         "progress and the answer will appear in that message's thread."
     )
+
+
+def channel_config(repo: str, repos: tuple[str, ...]) -> str:
+    known = ", ".join(f"`{name}`" for name in repos) or "none configured (AICO_REPOS)"
+    default = f"`{repo}`" if repo else "none (tasks draw on every repository)"
+    return f"*This channel's settings*\nDefault repository: {default}\nRepositories: {known}"
 
 
 def refused(reason: str) -> str:
@@ -334,6 +378,8 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
         f"*Today (UTC)* {_spend_line(report.today)}",
         f"*Top spenders today* {_spenders_line(report)}",
     ]
+    if report.repos:
+        lines.append(f"*Repositories* {escape(preview(repos_line(report), 1200))}")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.at))
     fallback = "aico status: " + " · ".join(line.replace("*", "") for line in lines)
     pool_lines = pool.describe(report.pool, report.at, escape, lambda user: f"<@{user}>")
@@ -342,6 +388,23 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
         section(preview("*Pool*\n" + "\n".join(f"• {line}" for line in pool_lines), 2900)),
         context(when),
     ]
+
+
+def repos_line(report: StatusReport) -> str:
+    """Each repository: its revision and size where it is in sync, its error where it is not."""
+    parts = []
+    for name, states in report.repos:
+        if not states:
+            parts.append(f"{name}: not cloned yet")
+            continue
+        for state in states:
+            where = f" on {state.host}" if len(states) > 1 else ""
+            if state.ok:
+                size = f"{state.files:,} files, {state.chunks:,} chunks"
+                parts.append(f"{name}{where}: at {state.revision[:10]} ({size})")
+            else:
+                parts.append(f"{name}{where}: failing: {state.error}")
+    return " · ".join(parts) or "none configured"
 
 
 def checks_line(report: StatusReport) -> str:

@@ -33,7 +33,13 @@ class Conversations:
                 "Start your own with `/aico task`."
             )
         request = TaskRequest(
-            user, channel, text, key=key, thread_ts=thread_ts, conversation=first.id
+            user,
+            channel,
+            text,
+            key=key,
+            thread_ts=thread_ts,
+            conversation=first.id,
+            repo=first.repo,
         )
         turn = self.intake.submit(request)
         log.info("task %s: a turn of %s, from %s", turn.id, first.id, user)

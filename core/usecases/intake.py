@@ -3,11 +3,13 @@ acked; the outbox relay then posts and queues it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.domain import events
 from core.domain.events import TaskView
 from core.domain.task import clean_prompt, new_task_id
+from core.errors import InvalidInput
 from core.ports import EventStore
 from core.usecases.budgets import Budgets
 from core.usecases.relay import OutboxRelay
@@ -22,6 +24,8 @@ class TaskRequest:
     key: str = ""  # what makes a delivery unique (Slack's trigger_id): a replay is not a new task
     thread_ts: str = ""  # a reply in a task's thread: the thread it continues
     conversation: str = ""  # the task that started that thread
+    repo: str = ""  # the repository named for its context ("": the channel's default, else all)
+    code: bool = False  # a change on a branch, for review, rather than an answer
 
 
 class Intake:
@@ -33,11 +37,13 @@ class Intake:
         relay: OutboxRelay,
         max_chars: int,
         budgets: Budgets | None = None,
+        repos: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.relay = relay
         self.max_chars = max_chars
         self.budgets = budgets
+        self.repos = tuple(repos)  # the names of AICO_REPOS
 
     def submit(self, request: TaskRequest) -> TaskView:
         """Validate and record the task (InvalidInput says what is wrong). Runs before the ack."""
@@ -51,6 +57,10 @@ class Intake:
         }
         if request.conversation:
             data.update(thread_ts=request.thread_ts, conversation=request.conversation)
+        if repo := self._repo(request):
+            data["repo"] = repo
+        if request.code:
+            data["mode"] = "code"
         event_id = f"intake:{request.key}" if request.key else f"{task_id}:submitted"
         if request.key and (existing := self.store.task_by_event(event_id)):
             return existing  # the same request again: answer with the task it made
@@ -63,3 +73,40 @@ class Intake:
             return existing
         self.relay.dispatch_soon(task_id)
         return task
+
+    def _repo(self, request: TaskRequest) -> str:
+        """The repository the task names, else the channel's default; InvalidInput for one
+        that is not configured, and for a code task that cannot tell which one it changes."""
+        if request.repo and request.repo not in self.repos:
+            known = ", ".join(f"`{name}`" for name in self.repos) or "none (AICO_REPOS is empty)"
+            raise InvalidInput(
+                f"I don't know the repository `{request.repo[:40]}`. Known: {known}."
+            )
+        repo = request.repo or default_repo(self.store, request.channel, self.repos)
+        if request.code and not repo:
+            if not self.repos:
+                raise InvalidInput(
+                    "Code tasks need a repository, and none is configured (AICO_REPOS)."
+                )
+            if len(self.repos) > 1:
+                names = ", ".join(f"`{name}`" for name in self.repos)
+                raise InvalidInput(
+                    f"Which repository should change? Add `--repo <name>` ({names})."
+                )
+            repo = self.repos[0]
+        return repo
+
+
+CHANNEL_CONFIG = "config:"  # + a channel id: the channel's settings, as events
+CONFIGURED = "channel_configured"
+
+
+def default_repo(store: EventStore, channel: str, repos: Sequence[str]) -> str:
+    """The channel's default repository (`/aico config repo`), if it is still configured."""
+    latest = store.latest(CHANNEL_CONFIG + channel)
+    repo = str(latest.data.get("repo", "")) if latest is not None else ""
+    return repo if repo in repos else ""
+
+
+def set_default_repo(store: EventStore, channel: str, repo: str, by: str) -> None:
+    store.record(CHANNEL_CONFIG + channel, CONFIGURED, {"repo": repo, "by": by})

@@ -95,6 +95,8 @@ class Recovery:
             task.thread_ts,
             task.created_at,
             generation,
+            repo=task.repo,
+            mode=task.mode,
         )
         # Recorded first, and only if the task has not moved since it was read (or it is not
         # stranded after all): from then on, an older copy of its message can no longer start.

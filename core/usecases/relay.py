@@ -134,6 +134,8 @@ class OutboxRelay:
             task.thread_ts,
             task.created_at,
             task.generation,
+            repo=task.repo,
+            mode=task.mode,
         ).encode()
         waiting = False
         while not self._closing.is_set():

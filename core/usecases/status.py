@@ -17,6 +17,8 @@ from core.domain.pool import Host, PoolState
 from core.domain.stats import Spender, Summary, day_of, start_of_day
 from core.errors import AicoError
 from core.ports import EventStore
+from core.usecases.repos import RepoState
+from core.usecases.repos import states as repo_states
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class StatusReport:
     top_channels: list[Spender] = field(default_factory=list)
     pool: PoolState = field(default_factory=PoolState)
     failing: list[tuple[str, str, str]] = field(default_factory=list)  # (check, level, detail)
+    repos: list[tuple[str, list[RepoState]]] = field(default_factory=list)  # each host's state
 
     @property
     def busy(self) -> int:
@@ -110,11 +113,13 @@ class Status:
         depth: Callable[[str], tuple[int, int]],
         queues: Sequence[str],
         clock: Callable[[], float] = time.time,
+        repos: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.depth = depth
         self.queues = queues
         self.clock = clock
+        self.repos = repos  # the names of AICO_REPOS
 
     def report(self) -> StatusReport:
         now = self.clock()
@@ -132,6 +137,7 @@ class Status:
             today=self.store.summary(start_of_day(now)),
             top_users=self.store.top_spenders(day_of(now), "user"),
             top_channels=self.store.top_spenders(day_of(now), "channel"),
+            repos=[(name, repo_states(self.store, name)) for name in self.repos],
         )
 
     def _queues(self) -> tuple[list[QueueState], str]:

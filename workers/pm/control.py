@@ -22,7 +22,9 @@ from workers.pm.plane import ControlPlane
 log = logging.getLogger(__name__)
 TRAIN_CHECK_EVERY = 60.0  # seconds between the training job's looks at the clock
 SWEEP, TRAINING, CHECKS, FLUSH = "recovery-sweep", "forecast-training", "health-checks", "alerts"
+REPOS, CHANGES = "repositories", "code-changes"
 ALERT_FLUSH_EVERY = 3.0  # seconds: an alert recorded by any process is posted this soon
+CHANGES_EVERY = 2.0  # seconds: an approved change is pushed (a rejected one dropped) this soon
 
 
 def scheduler(
@@ -62,6 +64,31 @@ def watch(
     leader only (each job coalesced, never twice at once)."""
     jobs.add_job(leading(leadership, checks), "interval", seconds=check_every, id=CHECKS)
     jobs.add_job(leading(leadership, flush), "interval", seconds=ALERT_FLUSH_EVERY, id=FLUSH)
+
+
+def keep_repos(
+    jobs: BackgroundScheduler,
+    sync: Callable[[], object],
+    sync_every: float,
+    settle: Callable[[], object],
+) -> None:
+    """This host's clones fetched and indexed (at start, then every `sync_every` seconds), and
+    its reviewed code changes pushed or dropped: on every pm, leader or not, since each host
+    keeps its own clones."""
+    jobs.add_job(
+        _logged(sync), "interval", seconds=sync_every, id=REPOS, next_run_time=datetime.now()
+    )
+    jobs.add_job(_logged(settle), "interval", seconds=CHANGES_EVERY, id=CHANGES)
+
+
+def _logged(job: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("%s failed; it runs again later", getattr(job, "__name__", "job"))
+
+    return run
 
 
 def run_now(jobs: BackgroundScheduler) -> None:

@@ -128,7 +128,10 @@ class ResultHandler:
         cost = self.prices.cost(result.model, result.usage)
         stop = result.stop_reason
         receipt = blocks.receipt(result.model, result.usage, result.claude_ms, cost, stop)
-        self._reply_answer(task, blocks.answer_text(result.text, stop), receipt)
+        buttons = _buttons(task, result)
+        self._reply_answer(task, blocks.answer_text(result.text, stop), receipt, buttons)
+        if result.change.get("diff"):
+            self._attach(task, str(result.change["diff"]), f"aico-{task.id}.diff", "The diff.")
         data = {
             "model": result.model,
             "usage": result.usage,
@@ -156,17 +159,23 @@ class ResultHandler:
         log.info("task %s: cancelled by %s", task.id, task.cancelled_by)
         self._show_status(task, was_working)
 
-    def _reply_answer(self, task: TaskView, answer: str, receipt: str) -> None:
+    def _reply_answer(
+        self, task: TaskView, answer: str, receipt: str, buttons: list[dict] | None = None
+    ) -> None:
         if len(to_mrkdwn(answer)) <= INLINE_LIMIT:
-            self._reply(task, *blocks.answer_blocks(answer, receipt))
+            self._reply(task, *blocks.answer_blocks(answer, receipt, buttons))
             return
         filename = f"aico-{task.id}.md"
-        self._reply(task, *blocks.attached_answer_blocks(answer, receipt, filename))
+        self._reply(task, *blocks.attached_answer_blocks(answer, receipt, filename, buttons))
+        self._attach(task, answer, filename, f"The whole answer to task `{task.id}`.")
+
+    def _attach(self, task: TaskView, content: str, filename: str, comment: str) -> None:
+        """`content` as a file in the thread, once (an upload whose outcome is unknown is
+        looked for before it is uploaded again)."""
         if self._file_shared(task, filename):
             return
         self._uploading.add(filename)  # an upload whose answer is lost may still be shared
-        comment = f"The whole answer to task `{task.id}`."
-        self.notifier.upload(task.channel, task.thread_ts, answer, filename, comment)
+        self.notifier.upload(task.channel, task.thread_ts, content, filename, comment)
         self._uploading.discard(filename)  # it worked: nothing to look for again
 
     def _file_shared(self, task: TaskView, filename: str) -> bool:
@@ -218,3 +227,13 @@ class ResultHandler:
             )
         except SlackError as exc:
             log.warning("task %s: parent message not updated: %s", task.id, exc)
+
+
+def _buttons(task: TaskView, result: ResultMessage) -> list[dict] | None:
+    """Approve / Reject under a proposed change; "Make the change" under an answer that drew
+    on a repository, where code changes can be made."""
+    if result.change.get("branch"):
+        return blocks.change_buttons(task.id)
+    if result.change.get("offer"):
+        return blocks.make_change_button(task.id)
+    return None

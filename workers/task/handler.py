@@ -25,13 +25,18 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from core.domain import events
 from core.domain.breaker import CircuitBreaker
+from core.domain.citations import Source, context_prompt, link_citations
+from core.domain.edits import EditRefused
 from core.domain.events import TaskView
 from core.domain.messages import DELIVERY_LIMIT, RESULTS, ResultMessage, TaskMessage, salvage_route
 from core.errors import Conflict, DecodeError, ModelError, Reject, TryLater
 from core.ports import Delivery, EventStore, Model
+from core.usecases.repos import RepoContext
+from core.usecases.writeback import CodeChanges, answer_text
 from workers.runtime import Publish
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,7 @@ PROGRESS_EVERY = 2.0  # seconds between two glimpses of the answer being written
 # consumer_timeout (30 min), past which the broker would take it back.
 HOLD_LIMIT = 10 * 60.0
 MAX_TURNS = 20  # earlier turns of a conversation sent with a new one
+_RESULT_FIELDS = frozenset(ResultMessage.__dataclass_fields__)
 
 
 class Stopped(Exception):
@@ -73,6 +79,18 @@ class _Progress:
         _report(self.publish, self.task, "progress", text="".join(pieces), attempt=self.attempt)
 
 
+@dataclass(frozen=True)
+class _CodeAnswer:
+    """Claude's proposed edits (the tool's input), as an answer: its summary is its text."""
+
+    text: str
+    model: str
+    usage: dict
+    ms: float
+    stop_reason: str
+    edits: dict
+
+
 class TaskHandler:
     def __init__(
         self,
@@ -81,12 +99,16 @@ class TaskHandler:
         breaker: CircuitBreaker,
         stopping: threading.Event | None = None,
         hold_limit: float = HOLD_LIMIT,
+        context: RepoContext | None = None,
+        code: CodeChanges | None = None,
     ) -> None:
         self.store = store
         self.model = model
         self.breaker = breaker
         self.stopping = stopping or threading.Event()
         self.hold_limit = hold_limit
+        self.context = context  # the repositories' indexes, for the prompt's context
+        self.code = code  # code write-back, for `--code` tasks
         self.busy = 0  # Claude calls in flight, for the heartbeat
         self._busy_lock = threading.Lock()
 
@@ -104,7 +126,11 @@ class TaskHandler:
             log.info("task %s: this copy was superseded when it was queued again", task.task_id)
         elif view.answered:
             log.info("task %s: answered before; reporting the recorded answer", task.task_id)
-            _report(publish, task, "completed", **self._recorded_answer(task.task_id))
+            recorded = self._recorded_answer(task.task_id)
+            if task.mode == "code":
+                self._propose(task, publish, recorded)
+            else:
+                _report(publish, task, "completed", **recorded)
         else:
             self._attempt(task, delivery, publish, self._history(view))
 
@@ -135,7 +161,12 @@ class TaskHandler:
         started_at = time.time()
         started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
         try:
-            answer = self._ask(task.prompt, history, _Progress(self.store, task, publish, attempt))
+            excerpts = self._excerpts(task)
+            prompt = context_prompt(task.prompt, excerpts)
+            if task.mode == "code":
+                answer = self._ask_code(prompt, history)
+            else:
+                answer = self._ask(prompt, history, _Progress(self.store, task, publish, attempt))
         except ModelError as exc:
             started.cancel()
             self._failed(task, delivery, publish, exc, started_at, attempt)
@@ -150,13 +181,17 @@ class TaskHandler:
             raise
         self.breaker.record_success()  # a refusal too: Claude is up, it declined this task
         started.cancel()
+        sources = [source for source, _ in excerpts]
         fields = {
-            "text": answer.text,
+            "text": self._linked(answer.text, sources),
             "model": answer.model,
             "usage": answer.usage,
             "claude_ms": answer.ms,
             "started_at": started_at,
             "stop_reason": answer.stop_reason,
+            "sources": [source.record() for source in sources],
+            **({"edits": answer.edits} if task.mode == "code" else {}),
+            **({"change": {"offer": True}} if self._offers_change(task, sources) else {}),
         }
         key = f"{task.task_id}:answered:{task.generation}"
         recorded = self.store.append(task.task_id, events.ANSWERED, fields, key)
@@ -165,7 +200,63 @@ class TaskHandler:
                 "task %s: %s while Claude worked; answer dropped", task.task_id, recorded.status
             )
             return
-        _report(publish, task, "completed", **fields)
+        if task.mode == "code":
+            self._propose(task, publish, fields)
+        else:
+            _report(publish, task, "completed", **fields)
+
+    def _excerpts(self, task: TaskMessage) -> list[tuple[Source, str]]:
+        if self.context is None:
+            return []
+        try:
+            return self.context.excerpts(task.prompt, task.repo)
+        except Exception as exc:  # no context is better than no answer
+            log.warning("task %s: no repository context: %s", task.task_id, exc)
+            return []
+
+    def _offers_change(self, task: TaskMessage, sources: list[Source]) -> bool:
+        """Whether the answer gets a "Make the change" button: it drew on one repository, and
+        this worker can make code changes."""
+        return task.mode != "code" and self.code is not None and len({s.repo for s in sources}) == 1
+
+    def _linked(self, text: str, sources: list[Source]) -> str:
+        if self.context is None or not sources:
+            return text
+        return link_citations(text, sources, self.context.linker(sources))
+
+    def _ask_code(self, prompt: str, history: list[tuple[str, str]]) -> _CodeAnswer:
+        if self.code is None:
+            raise ModelError("code changes are not configured here (AICO_REPOS)", transient=False)
+        with self._busy_lock:
+            self.busy += 1
+        try:
+            call = self.code.ask(self.model, prompt, history)
+        finally:
+            with self._busy_lock:
+                self.busy -= 1
+        summary = str(call.input.get("summary", "")) if isinstance(call.input, dict) else ""
+        return _CodeAnswer(summary, call.model, call.usage, call.ms, call.stop_reason, call.input)
+
+    def _propose(self, task: TaskMessage, publish: Publish, answered: dict) -> None:
+        """Claude's recorded edits committed on the task's branch (idempotent: a second
+        delivery finds the first one's commit), then reported; a refused change fails the task
+        with the reason and nothing written."""
+        assert self.code is not None, "a code task's answer was recorded by a code worker"
+        started_at = float(answered.get("started_at", 0.0))
+        try:
+            change = self.code.apply(
+                task.task_id, task.repo, answered.get("edits", {}), task.user, task.prompt
+            )
+        except EditRefused as exc:
+            reason = f"The change was refused and nothing was written: {exc}"
+            key = f"{task.task_id}:change-refused:{task.generation}"
+            self.store.append(task.task_id, events.CHANGE_REFUSED, {"reason": str(exc)}, key)
+            _report(publish, task, "failed", error=reason, started_at=started_at)
+            raise Reject(f"task {task.task_id}: {exc}") from exc
+        key = f"{task.task_id}:change-proposed:{task.generation}"
+        self.store.append(task.task_id, events.CHANGE_PROPOSED, change, key)
+        report = {k: v for k, v in answered.items() if k not in ("edits", "text", "change")}
+        _report(publish, task, "completed", text=answer_text(change), change=change, **report)
 
     def _ask(self, prompt: str, history: list[tuple[str, str]], progress: _Progress):
         with self._busy_lock:
@@ -243,6 +334,7 @@ def _report(
     delay: float = 0.0,
     **fields: object,
 ) -> Future[None]:
+    shown = {k: v for k, v in fields.items() if k in _RESULT_FIELDS}  # not sources, edits
     message = ResultMessage(
         task_id=task.task_id,
         event=event,
@@ -250,6 +342,6 @@ def _report(
         thread_ts=task.thread_ts,
         at=time.time(),
         worker=WORKER,
-        **fields,  # type: ignore[arg-type]
+        **shown,  # type: ignore[arg-type]
     )
     return publish(RESULTS, message, f"{task.task_id}:{event}", delay=delay)

@@ -1,7 +1,8 @@
-from bot.listeners.actions import alert_buttons, home_buttons, task_buttons
+from bot.listeners.actions import alert_buttons, change_buttons, home_buttons, task_buttons
 
 
 def register(app, services):
     task_buttons.register(app, services)
     alert_buttons.register(app, services)
     home_buttons.register(app, services)
+    change_buttons.register(app, services)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.parsing import budget_change, history_query, parse, scale_request
+from bot.parsing import (
+    budget_change,
+    config_request,
+    history_query,
+    parse,
+    scale_request,
+    task_options,
+)
 from bot.usecases import UseCases
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
 from core.slack import blocks
-from core.usecases.intake import TaskRequest
+from core.usecases.intake import TaskRequest, default_repo, set_default_repo
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,8 @@ def make_handler(services: UseCases):
             ack(text=_recover(services, command), response_type="ephemeral")
         elif parsed.verb == "scale":
             ack(text=_scale(services, command["user_id"], parsed.args), response_type="ephemeral")
+        elif parsed.verb == "config":
+            ack(text=_config(services, command, parsed.args), response_type="ephemeral")
         elif parsed.verb in ("cancel", "retry"):
             ack(text=control(services, parsed.verb, parsed.args, command["user_id"]))
         elif parsed.verb == "help":
@@ -43,19 +52,42 @@ def make_handler(services: UseCases):
 
 
 def _submit(services: UseCases, command: dict[str, Any], text: str) -> str:
-    request = TaskRequest(
-        user=command["user_id"],
-        channel=command["channel_id"],
-        text=text,
-        response_url=command.get("response_url", ""),
-        key=command.get("trigger_id", ""),
-    )
     try:
+        options = task_options(text)
+        request = TaskRequest(
+            user=command["user_id"],
+            channel=command["channel_id"],
+            text=options.text,
+            response_url=command.get("response_url", ""),
+            key=command.get("trigger_id", ""),
+            repo=options.repo,
+            code=options.code,
+        )
         task = services.intake.submit(request)
-    except InvalidInput as exc:
+    except (ValueError, InvalidInput) as exc:
         return blocks.refused(str(exc))
     log.info("task %s: submitted by %s in %s", task.id, request.user, request.channel)
     return blocks.accepted(task)
+
+
+def _config(services: UseCases, command: dict[str, Any], args: str) -> str:
+    user, channel = command["user_id"], command["channel_id"]
+    repos = services.intake.repos
+    try:
+        change = config_request(args)
+    except ValueError as exc:
+        return blocks.refused(str(exc))
+    if change is None:
+        return blocks.channel_config(default_repo(services.tasks, channel, repos), repos)
+    if user not in services.admins:
+        return blocks.refused("Only admins (`AICO_ADMINS`) can change this channel's settings.")
+    _, repo = change
+    if repo and repo not in repos:
+        known = ", ".join(f"`{name}`" for name in repos) or "none (AICO_REPOS is empty)"
+        return blocks.refused(f"I don't know the repository `{repo[:40]}`. Known: {known}.")
+    set_default_repo(services.tasks, channel, repo, user)
+    log.info("channel %s: default repository %r set by %s", channel, repo, user)
+    return blocks.channel_config(repo, repos)
 
 
 def _status(services: UseCases) -> dict[str, Any]:

@@ -58,6 +58,9 @@ def test_register_wires_the_aico_command_the_buttons_and_the_events(world) -> No
         "aico_home_recover",
         "aico_home_retry",
         "aico_home_refresh",
+        "aico_change_approve",
+        "aico_change_reject",
+        "aico_make_change",
     }
     assert set(world.app.events) == {"message", "app_mention", "app_home_opened"}
 
