@@ -218,36 +218,40 @@ class QueueRatioPolicy:
 class AicoPolicy:
     """aico's policy: the slots that what arrives needs (Little's law) plus what the queue needs.
 
-    flow    = rate x service: the slots busy in the steady state (Little's law);
-    backlog = the queued tasks beyond what the busy slots take up within `wait_s` as they free
-              (busy x wait_s / service), each worth min(1, service / drain_s) slots, so that
-              the backlog drains within `drain_s`;
-    up      = ceil((max(0, flow - flow_tolerance x C) + backlog) / C), at once.
+    absorbed = the queued tasks that the busy slots take up within `wait_s` as they free
+               (busy x wait_s / service), at most `wait_cap` tasks;
+    flow     = rate x service: the slots busy in the steady state (Little's law), less its noise
+               (see below), counted only while more is queued than is absorbed;
+    backlog  = the queued tasks beyond the absorbed ones, each worth min(1, service / drain_s)
+               slots, so that the backlog drains within `drain_s`;
+    up       = ceil((flow + backlog) / C), at once.
 
-    The rate is the one-minute arrival rate while tasks are queued. The forecast's rate replaces
-    it when it is higher and the measured rate is clearly rising (by RISE_Z standard deviations
-    over a window), so that the pool grows ahead of a rising load, even before anything waits;
-    a forecast above a falling rate is the model lagging a drop, and is not followed. The
-    measured flow is noisy (a minute of arrivals, a few finished tasks): a flow that exceeds the
-    pool by less than `flow_tolerance` workers does not grow it (if it really does, the queue
-    grows and the backlog term adds the workers), and while nothing is queued the measured rate
-    alone never grows it. While no task has finished in the window (service time unknown),
-    every busy and queued task gets a slot. Starting workers count as capacity (they are in
-    `load.workers`). No scale-up while the host is saturated: the target stays and `held` says
-    why (the minimum is still kept).
+    The rate is the one-minute arrival rate. The forecast's rate replaces it when it is higher
+    and the measured rate is clearly rising (by RISE_Z standard deviations over a window), so
+    that the pool grows ahead of a rising load, even before anything waits; a forecast above a
+    falling rate is the model lagging a drop, and is not followed. The measured flow is noisy:
+    a minute of Poisson arrivals gives rate x service a standard deviation of
+    service x sqrt(rate / RATE_WINDOW_S) slots, and the flow is taken `noise_z` of them (plus
+    `flow_tolerance` workers) lower, so that noise alone never grows the pool (if the load
+    really is higher, the queue grows and the backlog term adds the workers). A queue the busy
+    slots absorb grows nothing: a short wait costs less than a worker started for it. The cap
+    keeps that tolerance a few seconds in a large pool too. While no task has finished in the
+    window (service time unknown), every busy and queued task gets a slot. Starting workers
+    count as capacity (they are in `load.workers`). No scale-up while the host is saturated:
+    the target stays and `held` says why (the minimum is still kept).
 
     Down by what is in the system now, not by the one-minute rate (which stays high for a
     minute after a burst): to ceil((busy + queued) x (1 + headroom) / C), never below what the
-    up rule wants, once fewer workers than the pool have been enough for `keep_alive_s` in a
-    row; it then goes to the highest target wanted during the keep-alive. The gap between the
-    two rules (grow when the flow exceeds the pool by `flow_tolerance` workers or the queue
-    outgrows `wait_s`; shrink only when every task in the system fits in fewer workers) is the
-    hysteresis.
+    up rule wants nor below the flow (less its noise) that the measured rate says keeps
+    arriving, once fewer workers than the pool have been enough for `keep_alive_s` in a row; it
+    then goes to the highest target wanted during the keep-alive. The gap between the two
+    rules (grow when the queue outgrows what the busy slots absorb; shrink only when every task
+    in the system fits in fewer workers and the arrivals do not need them) is the hysteresis.
 
-    The constants were chosen with the simulator (bench/scaling.py, bench/SCALING.md). A short
-    drain target and keep-alive won: holding spare workers longer (a longer keep-alive, more
-    headroom, a negative tolerance) bought lower waits only at more worker-seconds than the
-    old threshold rule uses.
+    The constants were chosen with the simulator on random traces and settings
+    (bench/heldout.py --set tuning) and reported on others (bench/heldout.py). A worker started
+    and shed within seconds costs its start-up: sizing by the flow's noise, the absorbed queue
+    and the flow floor on the way down cut the starts where workers are small (C of 1-4).
     """
 
     name = "aico"
@@ -259,15 +263,20 @@ class AicoPolicy:
         slots: int,
         drain_s: float = 10.0,
         wait_s: float = 8.0,
-        flow_tolerance: float = 0.5,
+        flow_tolerance: float = 0.0,
         keep_alive_s: float = 3.0,
         headroom: float = 0.0,
+        noise_z: float = 2.5,
+        wait_cap: float = 30.0,
     ) -> None:
-        if drain_s <= 0 or wait_s < 0 or keep_alive_s < 0 or headroom < 0:
-            raise ValueError("drain_s must be > 0; wait_s, keep_alive_s and headroom >= 0")
+        if drain_s <= 0 or min(wait_s, keep_alive_s, headroom, noise_z, wait_cap) < 0:
+            raise ValueError(
+                "drain_s must be > 0; wait_s, keep_alive_s, headroom, noise_z, wait_cap >= 0"
+            )
         self.minimum, self.maximum, self.slots = minimum, maximum, slots
         self.drain_s, self.wait_s, self.flow_tolerance = drain_s, wait_s, flow_tolerance
         self.keep_alive_s, self.headroom = keep_alive_s, headroom
+        self.noise_z, self.wait_cap = noise_z, wait_cap
         self._lower_since: float | None = None
         self._lower_max = 0
         self._rates: deque[tuple[float, float]] = deque()  # (at, arrival rate) of the last minute
@@ -284,7 +293,9 @@ class AicoPolicy:
                 return Decision(load.at, self.name, current, current, f"{why} -> {up}", held)
             return Decision(load.at, self.name, current, up, f"{why} -> {up} (up at once)")
         in_system = (load.busy + load.queued) * (1 + self.headroom) / self.slots
-        down = max(up, self._clamp(math.ceil(in_system - 1e-9)))  # never below what up wants
+        floor = self.flow(load.arrival_rate, load.service_s) / self.slots
+        # never below what up wants, nor below what keeps arriving
+        down = max(up, self._clamp(math.ceil(max(in_system, floor) - 1e-9)))
         if current > self.maximum:
             return Decision(load.at, self.name, current, self.maximum, f"{why}; over the maximum")
         if down >= current:
@@ -323,18 +334,28 @@ class AicoPolicy:
         noise = math.sqrt((before + now) / RATE_WINDOW_S)
         return now - before > RISE_Z * noise
 
+    def flow(self, rate: float, service: float) -> float:
+        """Slots that `rate` tasks/s of `service` s keep busy (Little's law), less the noise of a
+        rate measured over RATE_WINDOW_S (`noise_z` standard deviations) and the tolerance."""
+        if rate <= 0 or service <= 0:
+            return 0.0
+        noise = service * math.sqrt(rate / RATE_WINDOW_S)
+        tolerance = self.noise_z * noise + self.flow_tolerance * self.slots
+        return max(0.0, rate * service - tolerance)
+
     def needed(self, load: Load) -> tuple[float, str]:
         """Slots wanted now, and how that was worked out (the reason's first part)."""
         if load.service_s <= 0:
             slots = float(load.busy + load.queued)
             return slots, f"service time unknown: {load.busy} busy + {load.queued} queued"
         service = load.service_s
-        rate, source = (load.arrival_rate, "arrivals") if load.queued else (0.0, "")
+        absorbed = min(self.wait_cap, self.wait_s * load.busy / service)
+        waiting = load.queued > absorbed
+        rate, source = (load.arrival_rate, "arrivals") if waiting else (0.0, "")
         forecast = load.forecast_rate
         if forecast is not None and forecast > rate and self.rising(load):
             rate, source = forecast, "forecast"
-        flow = max(0.0, rate * service - self.flow_tolerance * self.slots)
-        absorbed = self.wait_s * load.busy / service
+        flow = self.flow(rate, service)
         backlog = max(0.0, load.queued - absorbed) * min(1.0, service / self.drain_s)
         parts = [f"{source} {rate:.2f}/s x {service:.1f} s"] if source else []
         parts.append(f"backlog {load.queued} in {self.drain_s:.0f} s" if load.queued else "")

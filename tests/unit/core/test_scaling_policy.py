@@ -35,6 +35,7 @@ def aico(**kw) -> AicoPolicy:
         "flow_tolerance": 0.0,
         "keep_alive_s": 30.0,
         "headroom": 0.25,
+        "noise_z": 0.0,
         **kw,
     }
     return AicoPolicy(1, 10, 8, **settings)
@@ -75,6 +76,29 @@ def test_aico_does_not_grow_for_a_flow_within_its_tolerance():
     assert not policy.decide(load(0.0, queued=1, busy=8, rate=0.95, service=10.0)).changed
     # 13 slots of flow: beyond it
     assert policy.decide(load(1.0, queued=1, busy=8, rate=1.3, service=10.0)).target == 2
+
+
+def test_aico_does_not_grow_for_a_flow_within_the_noise_of_its_measured_rate():
+    # A minute of 0.9/s arrivals of 10 s tasks: 9 slots of flow, give or take
+    # 10 x sqrt(0.9/60) = 1.2 slots; 2 standard deviations: 2.4 slots
+    noisy, exact = aico(noise_z=2.0), aico(noise_z=0.0)
+    seen = load(0.0, queued=1, busy=8, rate=0.9, service=10.0)
+
+    # 9 - 2.4 slots of flow + 1 queued fit in the one worker of 8 slots; 9 + 1 do not
+    assert not noisy.decide(seen).changed
+    assert exact.decide(seen).target == 2
+    # 2/s is beyond the noise: 20 - 3.7 + 1 slots
+    assert noisy.decide(load(1.0, queued=1, busy=8, rate=2.0, service=10.0)).target == 3
+
+
+def test_aico_absorbs_at_most_wait_cap_queued_tasks():
+    # 8 busy slots of 10 s tasks take up 24 queued tasks within 30 s
+    lax, capped = aico(wait_s=30.0, wait_cap=1000.0), aico(wait_s=30.0, wait_cap=5.0)
+    seen = load(0.0, queued=20, busy=8, rate=0.0, service=10.0)
+
+    assert not lax.decide(seen).changed
+    # capped at 5: the 15 beyond them want 15 slots, 2 workers
+    assert capped.decide(seen).target == 2
 
 
 def test_aico_without_a_service_time_gives_every_task_a_slot():
@@ -139,6 +163,16 @@ def test_aico_needs_headroom_to_scale_down():
     assert not policy.decide(load(0.0, busy=14, workers=3)).changed
     # 12 busy do (15 slots)
     assert policy.decide(load(1.0, busy=12, workers=3)).target == 2
+
+
+def test_aico_does_not_scale_down_below_the_flow_that_keeps_arriving():
+    # Given 4 workers, 2 busy slots now, but 2/s of 10 s tasks arriving: 20 slots of flow
+    policy = aico(keep_alive_s=0.0, headroom=0.0)
+
+    # Then it keeps the 3 workers that flow needs, not the 1 that the busy slots fit in
+    assert policy.decide(load(0.0, busy=2, workers=4, rate=2.0, service=10.0)).target == 3
+    # and with no arrivals it goes down to 1
+    assert policy.decide(load(1.0, busy=2, workers=3, rate=0.0, service=10.0)).target == 1
 
 
 def test_aico_holds_between_its_up_and_down_rules():
