@@ -108,6 +108,13 @@ class TaskView:
     repo: str = ""  # the repository named for its context ("": the channel's, else all)
     mode: str = ""  # "code": a change on a branch, for review; "": an answer
     change: str = ""  # its change's review: proposed, refused, approved, rejected, pushed, …
+    source: str = ""  # how it came in: "" (/aico task, a button), "mention" or "dm"
+
+    @property
+    def has_parent(self) -> bool:
+        """Whether aico posted the thread's parent message for it (and keeps its status): not
+        for a turn of a conversation, nor for a mention or a DM, whose parent is the user's."""
+        return not self.conversation and not self.source
 
     def key(self, what: str) -> str:
         """The event id of `what` for this generation of the task: recorded once per attempt
@@ -140,6 +147,7 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
             conversation=d.get("conversation", ""),
             repo=d.get("repo", ""),
             mode=d.get("mode", ""),
+            source=d.get("source", ""),
             created_at=event.at,
             updated_at=event.at,
             version=event.version,

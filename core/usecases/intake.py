@@ -26,6 +26,7 @@ class TaskRequest:
     conversation: str = ""  # the task that started that thread
     repo: str = ""  # the repository named for its context ("": the channel's default, else all)
     code: bool = False  # a change on a branch, for review, rather than an answer
+    source: str = ""  # "mention" or "dm": the user's message is the thread's parent
 
 
 class Intake:
@@ -57,6 +58,8 @@ class Intake:
         }
         if request.conversation:
             data.update(thread_ts=request.thread_ts, conversation=request.conversation)
+        elif request.source:  # the user's message is the thread: no parent is posted
+            data.update(thread_ts=request.thread_ts, source=request.source)
         if repo := self._repo(request):
             data["repo"] = repo
         if request.code:

@@ -175,8 +175,8 @@ class OutboxRelay:
         return True
 
     def _update_parent(self, task: TaskView, status: str | None = None) -> None:
-        if task.conversation:
-            return  # a turn of a conversation: the thread's parent message is its first task's
+        if not task.has_parent:
+            return  # a conversation's turn, a mention, a DM: the parent is not this task's
         text, blocks = parent_message(task, status)
         try:
             self.notifier.update(task.channel, task.thread_ts, text, blocks)

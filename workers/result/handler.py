@@ -215,8 +215,8 @@ class ResultHandler:
     def _show_status(self, task: TaskView, was_working: bool = False) -> None:
         if was_working:  # "is working on it…" was shown under the thread: take it away
             self.notifier.set_status(task.channel, task.thread_ts, "")
-        if task.conversation:
-            return  # a later turn: the parent message is the conversation's first task's
+        if not task.has_parent:
+            return  # a later turn, a mention, a DM: the parent message is not this task's
         text, body = blocks.parent_message(task)
         try:  # with patience of its own: the task has moved on, so a retried _handle would not
             with_patience(

@@ -1,5 +1,9 @@
-"""A reply in a task's thread (a message there, or an @mention of aico there) continues the
-conversation. Threads aico did not start, its own messages and edits are ignored."""
+"""Messages to aico: a reply in a task's thread (a message there, or an @mention of aico there)
+continues the conversation; an @mention of aico anywhere else, and a direct message to it, start
+a task in that message's own thread (the user's message is the parent: nothing else is posted).
+One message is one task however often Slack delivers it, as a `message` and as an `app_mention`
+event alike (keyed by channel and ts). aico's own messages, edits and deletions are ignored, and
+so are threads aico did not start unless aico is mentioned there."""
 
 from __future__ import annotations
 
@@ -7,41 +11,88 @@ import logging
 import re
 from typing import Any
 
+from bot.parsing import task_options
 from bot.usecases import UseCases
 from core.errors import InvalidInput
 from core.slack import blocks
+from core.usecases.intake import TaskRequest
 
 log = logging.getLogger(__name__)
 _MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>[\s,:]*")
 
 
 def make_handler(services: UseCases):
-    def on_reply(event: dict[str, Any]) -> None:
-        if services.conversations is None or not is_reply(event):
+    def on_message(event: dict[str, Any]) -> None:
+        if not is_from_a_person(event):
             return
-        channel, thread_ts, user = event["channel"], event["thread_ts"], event["user"]
-        text = _MENTION.sub("", event.get("text") or "")
-        key = f"reply:{channel}:{event['ts']}"  # the same reply, as a message and as a mention
         try:
-            services.conversations.reply(channel, thread_ts, user, text, key)
+            if is_reply(event) and _continued(services, event):
+                return
+            if event.get("type") == "app_mention" or is_direct(event):
+                _start(services, event)
         except InvalidInput as exc:
             if services.tell is not None:
-                services.tell(channel, user, blocks.refused(str(exc)), thread_ts)
+                where = event.get("thread_ts") or event["ts"]
+                services.tell(event["channel"], event["user"], blocks.refused(str(exc)), where)
 
-    return on_reply
+    return on_message
+
+
+def _continued(services: UseCases, event: dict[str, Any]) -> bool:
+    """The reply as the next turn of the task whose thread it is in; False for a thread aico
+    did not start."""
+    if services.conversations is None:
+        return False
+    channel, thread_ts, user = event["channel"], event["thread_ts"], event["user"]
+    key = f"reply:{channel}:{event['ts']}"  # the same reply, as a message and as a mention
+    turn = services.conversations.reply(channel, thread_ts, user, text_of(event), key)
+    return turn is not None
+
+
+def _start(services: UseCases, event: dict[str, Any]) -> None:
+    """A task from a mention or a DM, answered in the message's own thread."""
+    channel, ts = event["channel"], event["ts"]
+    source = "dm" if is_direct(event) else "mention"
+    try:
+        options = task_options(text_of(event))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    request = TaskRequest(
+        user=event["user"],
+        channel=channel,
+        text=options.text,
+        key=f"message:{channel}:{ts}",  # a mention arrives as a message and an app_mention
+        thread_ts=event.get("thread_ts") or ts,
+        repo=options.repo,
+        code=options.code,
+        source=source,
+    )
+    task = services.intake.submit(request)
+    log.info("task %s: from a %s by %s in %s", task.id, source, request.user, channel)
+
+
+def text_of(event: dict[str, Any]) -> str:
+    return _MENTION.sub("", event.get("text") or "")
+
+
+def is_from_a_person(event: dict[str, Any]) -> bool:
+    """A person's new message (not a bot's, not an edit or a deletion)."""
+    return bool(
+        event.get("user")
+        and not event.get("bot_id")
+        and event.get("subtype") in (None, "thread_broadcast", "file_share")
+    )
 
 
 def is_reply(event: dict[str, Any]) -> bool:
-    """A person's new message inside a thread (not the thread's first message, not a bot's,
-    not an edit or a deletion)."""
+    """A person's new message inside a thread (not the thread's first message)."""
     thread_ts = event.get("thread_ts")
-    return bool(
-        thread_ts
-        and thread_ts != event.get("ts")
-        and event.get("user")
-        and not event.get("bot_id")
-        and event.get("subtype") in (None, "thread_broadcast")
-    )
+    return bool(thread_ts and thread_ts != event.get("ts") and is_from_a_person(event))
+
+
+def is_direct(event: dict[str, Any]) -> bool:
+    """A message in a direct conversation with aico."""
+    return event.get("type") == "message" and event.get("channel_type") == "im"
 
 
 def register(app: Any, services: UseCases) -> None:
