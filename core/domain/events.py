@@ -27,6 +27,7 @@ CHANGE_APPROVED = "change_approved"  # by the requester or an admin: to be pushe
 CHANGE_REJECTED = "change_rejected"  # by the requester or an admin: the branch is to go
 CHANGE_PUSHED = "change_pushed"  # the branch is on the remote (or kept locally: where)
 CHANGE_DISCARDED = "change_discarded"  # the branch and its worktree are gone
+FEEDBACK = "feedback"  # a person rated the answer with its feedback buttons: {by, rating}
 
 _STATUS_AFTER: dict[str, TaskStatus | None] = {
     SUBMITTED: TaskStatus.SUBMITTED,
@@ -47,6 +48,7 @@ _STATUS_AFTER: dict[str, TaskStatus | None] = {
     CHANGE_REJECTED: None,
     CHANGE_PUSHED: None,
     CHANGE_DISCARDED: None,
+    FEEDBACK: None,
 }
 
 
@@ -60,7 +62,7 @@ _CHANGE_STATES = {
     CHANGE_PUSHED: "pushed",
     CHANGE_DISCARDED: "discarded",
 }
-_LATE_EVENTS = (*_MESSAGE_EVENTS, *_CHANGE_STATES)
+_LATE_EVENTS = (*_MESSAGE_EVENTS, *_CHANGE_STATES, FEEDBACK)
 _RANK = {status: rank for rank, status in enumerate(TaskStatus)}  # statuses only move forward
 
 
