@@ -12,7 +12,7 @@ from core.domain import pool
 from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.errors import AicoError
-from core.slack.blocks import checks_line, repos_line
+from core.slack.blocks import checks_line, feedback_line, repos_line
 from core.usecases.status import StatusReport
 
 
@@ -45,6 +45,7 @@ def status_text(report: StatusReport) -> str:
         f"Top spenders today: {_spenders(report)}",
         *pool.describe(report.pool, report.at),
         *([f"Repositories: {repos_line(report)}"] if report.repos else []),
+        f"Feedback today: {feedback_line(report)}",
     ]
     return "\n".join(lines)
 

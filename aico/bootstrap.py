@@ -110,6 +110,7 @@ def bot_services(
     from core.domain.messages import RESULTS
     from core.usecases.control import TaskControl
     from core.usecases.conversations import Conversations
+    from core.usecases.feedback import Feedback
     from core.usecases.operations import RecoverRequests
     from core.usecases.scaling import PoolAdmin
     from core.usecases.writeback import ChangeReview
@@ -127,6 +128,7 @@ def bot_services(
         pool=PoolAdmin(store),
         recover=RecoverRequests(store),
         changes=ChangeReview(store, settings.admins),
+        feedback=Feedback(store),
     )
 
 

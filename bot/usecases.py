@@ -9,6 +9,7 @@ from core.ports import EventStore
 from core.usecases.budgets import Budgets
 from core.usecases.control import TaskControl
 from core.usecases.conversations import Conversations
+from core.usecases.feedback import Feedback
 from core.usecases.intake import Intake
 from core.usecases.operations import RecoverRequests
 from core.usecases.scaling import PoolAdmin
@@ -30,3 +31,4 @@ class UseCases:
     pool: PoolAdmin | None = None
     recover: RecoverRequests | None = None
     changes: ChangeReview | None = None  # Approve / Reject of a code task's change
+    feedback: Feedback | None = None  # the feedback buttons under answers

@@ -61,6 +61,7 @@ ADMIN_RETRY_ACTION = "aico_admin_retry"  # on a dead letter's alert: admins only
 APPROVE_ACTION = "aico_change_approve"  # on a code task's proposed change: push its branch
 REJECT_ACTION = "aico_change_reject"  # … or drop it
 MAKE_CHANGE_ACTION = "aico_make_change"  # on an answer drawn from a repository: as a code task
+FEEDBACK_ACTION = "aico_feedback"  # Slack's feedback buttons under an answer: good or bad
 
 
 def dead_letter_alert(task_id: str, reason: str, prompt: str) -> tuple[str, Blocks]:
@@ -130,6 +131,27 @@ def answer_blocks(
     if buttons:
         body.append({"type": "actions", "elements": buttons})
     return escape(preview(answer, 300)), body
+
+
+def feedback_block(task_id: str) -> dict[str, Any]:
+    """Slack's feedback buttons (a context_actions block), for under an answer."""
+    return {
+        "type": "context_actions",
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": {
+                    "text": {"type": "plain_text", "text": "Good answer"},
+                    "value": f"good:{task_id}",
+                },
+                "negative_button": {
+                    "text": {"type": "plain_text", "text": "Bad answer"},
+                    "value": f"bad:{task_id}",
+                },
+            }
+        ],
+    }
 
 
 def change_buttons(task_id: str) -> list[dict[str, Any]]:
@@ -380,6 +402,7 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
     ]
     if report.repos:
         lines.append(f"*Repositories* {escape(preview(repos_line(report), 1200))}")
+    lines.append(f"*Feedback today* {feedback_line(report)}")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.at))
     fallback = "aico status: " + " · ".join(line.replace("*", "") for line in lines)
     pool_lines = pool.describe(report.pool, report.at, escape, lambda user: f"<@{user}>")
@@ -405,6 +428,11 @@ def repos_line(report: StatusReport) -> str:
             else:
                 parts.append(f"{name}{where}: failing: {state.error}")
     return " · ".join(parts) or "none configured"
+
+
+def feedback_line(report: StatusReport) -> str:
+    good, bad = report.feedback.get("good", 0), report.feedback.get("bad", 0)
+    return f"{good} good, {bad} bad answer(s)" if good or bad else "none yet"
 
 
 def checks_line(report: StatusReport) -> str:

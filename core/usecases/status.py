@@ -17,6 +17,7 @@ from core.domain.pool import Host, PoolState
 from core.domain.stats import Spender, Summary, day_of, start_of_day
 from core.errors import AicoError
 from core.ports import EventStore
+from core.usecases.feedback import Feedback
 from core.usecases.repos import RepoState
 from core.usecases.repos import states as repo_states
 
@@ -88,6 +89,7 @@ class StatusReport:
     pool: PoolState = field(default_factory=PoolState)
     failing: list[tuple[str, str, str]] = field(default_factory=list)  # (check, level, detail)
     repos: list[tuple[str, list[RepoState]]] = field(default_factory=list)  # each host's state
+    feedback: dict[str, int] = field(default_factory=dict)  # today's clicks: good, bad
 
     @property
     def busy(self) -> int:
@@ -138,6 +140,7 @@ class Status:
             top_users=self.store.top_spenders(day_of(now), "user"),
             top_channels=self.store.top_spenders(day_of(now), "channel"),
             repos=[(name, repo_states(self.store, name)) for name in self.repos],
+            feedback=Feedback(self.store, self.clock).today(),
         )
 
     def _queues(self) -> tuple[list[QueueState], str]:

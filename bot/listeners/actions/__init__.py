@@ -1,4 +1,10 @@
-from bot.listeners.actions import alert_buttons, change_buttons, home_buttons, task_buttons
+from bot.listeners.actions import (
+    alert_buttons,
+    change_buttons,
+    feedback_buttons,
+    home_buttons,
+    task_buttons,
+)
 
 
 def register(app, services):
@@ -6,3 +12,4 @@ def register(app, services):
     alert_buttons.register(app, services)
     home_buttons.register(app, services)
     change_buttons.register(app, services)
+    feedback_buttons.register(app, services)

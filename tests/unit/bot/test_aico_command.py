@@ -61,6 +61,7 @@ def test_register_wires_the_aico_command_the_buttons_and_the_events(world) -> No
         "aico_change_approve",
         "aico_change_reject",
         "aico_make_change",
+        "aico_feedback",
     }
     assert set(world.app.events) == {"message", "app_mention", "app_home_opened"}
 

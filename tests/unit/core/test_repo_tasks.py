@@ -267,3 +267,23 @@ def test_only_the_requester_or_an_admin_reviews_a_change_and_only_once(store) ->
     (request,) = store.tail("changes:h1", 5)
     assert request.data == {"task_id": task_id, "approve": True, "by": OWNER}
     assert store.task(task_id).change == "approved"
+
+
+# -- feedback ---------------------------------------------------------------------------------
+
+
+def test_a_feedback_click_is_an_event_on_the_task_and_counts_today(store) -> None:
+    from core.usecases.feedback import Feedback
+
+    task_id = code_task(store)
+    feedback = Feedback(store)
+
+    assert "good" in feedback.rate(f"good:{task_id}", OTHER, "1.1")
+    feedback.rate(f"good:{task_id}", OTHER, "1.1")  # the same click delivered again
+    feedback.rate(f"bad:{task_id}", OWNER, "2.2")
+
+    rated = [e.data for e in store.events(task_id) if e.type == events.FEEDBACK]
+    assert rated == [{"by": OTHER, "rating": "good"}, {"by": OWNER, "rating": "bad"}]
+    assert feedback.today() == {"good": 1, "bad": 1}
+    with pytest.raises(InvalidInput):
+        feedback.rate("meh:t-nope", OWNER, "3.3")
