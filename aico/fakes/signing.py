@@ -14,6 +14,17 @@ from urllib.parse import urlencode, urlsplit
 
 FORM_CT = "application/x-www-form-urlencoded"
 JSON_CT = "application/json"
+# X-Slack-Retry-Reason values (docs.slack.dev, Events API, "Retries"): Slack retries an event
+# whose delivery failed up to 3 times, "nearly immediately", after 1 minute, after 5 minutes.
+RETRY_REASONS = (
+    "http_timeout",
+    "too_many_redirects",
+    "connection_failed",
+    "ssl_error",
+    "http_error",
+    "unknown_error",
+)
+MAX_EVENT_RETRIES = 3
 
 
 def sign(secret: str, body: bytes | str, timestamp: int | None = None) -> dict[str, str]:
@@ -72,6 +83,181 @@ def block_actions_body(payload: dict[str, Any]) -> bytes:
     return urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
 
 
+def new_event_id() -> str:
+    return "Ev0" + secrets.token_hex(5).upper()
+
+
+def event_callback(
+    event: dict[str, Any],
+    *,
+    team_id: str = "T0AICO",
+    api_app_id: str = "A0AICO",
+    bot_user_id: str = "U0AICOBOT",
+    event_id: str | None = None,
+    event_time: int | None = None,
+) -> dict[str, Any]:
+    """The Events API envelope Slack posts (or sends in an ``events_api`` envelope) around
+    ``event``: ``event_callback`` with an ``event_id`` of its own (what a retry keeps) and
+    ``event_time``, as in payloads/app_mention_in_thread.json."""
+    return {
+        "token": "verification-token",
+        "team_id": team_id,
+        "api_app_id": api_app_id,
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id or new_event_id(),
+        "event_time": int(time.time()) if event_time is None else event_time,
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": bot_user_id,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
+        "is_ext_shared_channel": False,
+    }
+
+
+def user_message_event(
+    channel: str,
+    text: str,
+    ts: str,
+    *,
+    user: str = "U0USER1",
+    team: str = "T0AICO",
+    kind: str = "message",
+    channel_type: str | None = "channel",
+    thread_ts: str | None = None,
+    parent_user_id: str | None = None,
+    files: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A person's message as an Events API ``event``: ``kind`` "message" (with its
+    ``channel_type``: channel, group or im) or "app_mention" (which has none). A reply names
+    its ``thread_ts`` and ``parent_user_id``; a message with files is subtype ``file_share``
+    with ``files`` and ``upload`` (payloads/message_in_thread.json, and Slack's message event
+    reference)."""
+    event: dict[str, Any] = {
+        "type": kind,
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "team": team,
+        "client_msg_id": secrets.token_hex(16),
+        "channel": channel,
+        "event_ts": ts,
+    }
+    if kind == "message" and channel_type:
+        event["channel_type"] = channel_type
+    if thread_ts and thread_ts != ts:
+        event |= {"thread_ts": thread_ts, "parent_user_id": parent_user_id}
+    if files:
+        event |= {"files": files, "upload": False, "display_as_bot": False}
+        if kind == "message":
+            event["subtype"] = "file_share"
+    return event
+
+
+def app_home_opened_event(
+    user: str, channel: str, tab: str = "messages", event_ts: str | None = None
+) -> dict[str, Any]:
+    """``app_home_opened`` (docs.slack.dev: user, channel -- the app's DM with the user --, tab
+    ``home`` or ``messages``, event_ts; a Home tab's event also carries its ``view``)."""
+    if tab not in ("home", "messages"):
+        raise ValueError(f"Slack opens the home or messages tab, not {tab!r}")
+    ts = event_ts or f"{time.time():.6f}"
+    return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab, "event_ts": ts}
+
+
+def agent_session_stopped_event(
+    channel: str,
+    thread_ts: str,
+    user: str,
+    streaming_message_ts: list[str] | None = None,
+    event_ts: str | None = None,
+) -> dict[str, Any]:
+    """``agent_session_stopped`` (docs.slack.dev/reference/events/agent_session_stopped): who
+    pressed stop, where, and the app's streams Slack stopped for it (an empty list when none
+    was open)."""
+    return {
+        "type": "agent_session_stopped",
+        "user": user,
+        "channel": channel,
+        "thread_ts": thread_ts,
+        "streaming_message_ts": list(streaming_message_ts or []),
+        "event_ts": event_ts or f"{time.time():.6f}",
+    }
+
+
+def feedback_element(message: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(block_id, element) of the first feedback_buttons element in a message's
+    context_actions blocks, or None."""
+    for i, block in enumerate(message.get("blocks") or []):
+        if block.get("type") != "context_actions":
+            continue
+        for element in block.get("elements") or []:
+            if element.get("type") == "feedback_buttons":
+                return str(block.get("block_id") or f"ctx{i}"), element
+    return None
+
+
+def feedback_action_payload(
+    message: dict[str, Any],
+    channel: str,
+    *,
+    user: str = "U0USER1",
+    positive: bool = True,
+    team_id: str = "T0AICO",
+    api_app_id: str = "A0AICO",
+    response_url: str | None = None,
+) -> dict[str, Any]:
+    """The block_actions payload of a click on a message's feedback buttons: one action of
+    type ``feedback_buttons`` with the pressed button's ``value`` and ``text`` (bolt-js's
+    FeedbackButtonsAction type; the envelope as payloads/block_actions.json)."""
+    found = feedback_element(message)
+    if found is None:
+        raise ValueError("the message has no feedback buttons to click")
+    block_id, element = found
+    button = element["positive_button" if positive else "negative_button"]
+    action = {
+        "type": "feedback_buttons",
+        "action_id": element.get("action_id") or "feedback",
+        "block_id": block_id,
+        "value": button["value"],
+        "text": button["text"],
+        "action_ts": f"{time.time():.6f}",
+    }
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "team_id": team_id},
+        "api_app_id": api_app_id,
+        "container": {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel,
+            "is_ephemeral": False,
+            **({"thread_ts": message["thread_ts"]} if message.get("thread_ts") else {}),
+        },
+        "trigger_id": new_trigger_id(),
+        "team": {"id": team_id},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel},
+        "message": message,
+        "state": {"values": {}},
+        "response_url": response_url or f"https://hooks.slack.com/actions/{team_id}/1/x",
+        "actions": [action],
+    }
+
+
+def retry_headers(attempt: int, reason: str = "http_timeout") -> dict[str, str]:
+    """The headers of Slack's ``attempt``-th redelivery of an event (1 to 3)."""
+    if not 1 <= attempt <= MAX_EVENT_RETRIES or reason not in RETRY_REASONS:
+        raise ValueError(f"Slack sends retries 1-3 with a reason of {RETRY_REASONS}")
+    return {"X-Slack-Retry-Num": str(attempt), "X-Slack-Retry-Reason": reason}
+
+
 class SlackSender:
     """Posts signed requests to an app over one keep-alive HTTP/1.1 connection."""
 
@@ -109,8 +295,13 @@ class SlackSender:
     def action(self, payload: dict[str, Any]) -> tuple[int, str, float]:
         return self.post(block_actions_body(payload))
 
-    def event(self, body: dict[str, Any]) -> tuple[int, str, float]:
-        return self.post(json.dumps(body).encode(), JSON_CT)
+    def event(
+        self, body: dict[str, Any], retry: int = 0, reason: str = "http_timeout"
+    ) -> tuple[int, str, float]:
+        """POST an Events API body; ``retry`` > 0 sends it as Slack's redelivery number
+        ``retry`` (the same body, with X-Slack-Retry-Num and X-Slack-Retry-Reason)."""
+        headers = retry_headers(retry, reason) if retry else None
+        return self.post(json.dumps(body).encode(), JSON_CT, headers=headers)
 
     def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         if self._conn is None:

@@ -8,7 +8,8 @@ Routes served:
 * ``POST|GET /api/<method>``   - the Web API (form or JSON bodies, bearer or ``token`` param)
 * ``POST /upload/<file_id>``   - upload URLs handed out by ``files.getUploadURLExternal``
 * ``POST /response/<hook_id>`` - ``response_url``s made by :meth:`FakeSlack.new_response_url`
-* ``GET /files/<file_id>/...`` - ``url_private`` of uploaded files
+* ``GET /files-pri/<team>-<file_id>/[download/]<name>`` - ``url_private(_download)`` of files:
+  the content for the bot token only, else a 302 to the sign-in page ``GET /?redir=...`` (HTML)
 
 Where the fake is stricter than a plain echo server, it follows Slack; each rule names its source:
 message metadata only on request, the blocks' total text, threads rooted at their parent, files
@@ -17,6 +18,49 @@ that expire, ``views.publish``'s rules for a Home (:func:`view_problem`), the ap
 deletions sent back to it as ``message`` events
 (:attr:`FakeSlack.on_event`). Time for those rules is the fake's own clock
 (:meth:`FakeSlack.now`), which a test moves on with :meth:`FakeSlack.advance` instead of waiting.
+
+Slack's agent platform (see the constants below for each figure's source):
+
+* Streams: ``chat.startStream`` (channel and thread_ts required: a stream is a reply; in a
+  channel, not a DM, recipient_team_id and recipient_user_id too, else
+  missing_recipient_team_id / missing_recipient_user_id), ``chat.appendStream`` (markdown_text
+  or markdown_text chunks, as slack_sdk's ``chat_stream`` helper sends them; none: no_text) and
+  ``chat.stopStream`` (optional text, ``blocks``, ``metadata`` kept like a post's, and
+  ``session_status``, default active, applied to the thread's session). The message is in the
+  thread from the start, its text the markdown so far and ``"streaming": true`` (the fake's
+  marker) while open; then a plain message. A call naming no message: message_not_found;
+  someone else's: message_not_owned_by_app; a message with no open stream:
+  message_not_in_streaming_state -- also once Slack ended it: ``stream_max_age`` seconds after
+  the start (default 300), or, with ``stream_overflow="end"``, an append past
+  ``stream_max_chars`` (default 12,000; by default such an append is msg_too_long and the stream
+  stays open, as measured on Slack). markdown_text over 12,000 characters: msg_too_long; a bad
+  chunk: invalid_chunks. chat.update refuses a message still streaming (cant_update_message)
+  and finishes one Slack ended. Tier 2 for start and stop, Tier 4 for append (when rate
+  limits are on). ``streaming_enabled=False``: all three answer :attr:`FakeSlack.streaming_error`
+  (unknown_method). Appends and stops reach ``on_change`` as ``streamed``; the start is
+  ``posted`` and comes back as the app's own ``message`` event. :meth:`FakeSlack.streams`.
+* Agent sessions: ``agents.sessions.setStatus`` (active, processing, suspended, closed; else
+  invalid_status; thread_ts_required; a reply's ts: invalid_thread_ts; not in the channel:
+  not_authorized; title up to 200 characters, kept from the creating call) and
+  ``agents.sessions.rename``; each thread's session and status history in
+  :meth:`FakeSlack.session`. ``sessions_enabled=False``: feature_disabled.
+  ``assistant.threads.setStatus`` is unchanged. :meth:`FakeSlack.press_stop` is the native stop
+  button: only while processing and when the app subscribes ``agent_session_stopped`` (in
+  :attr:`FakeSlack.bot_events`); it stops the thread's streams (appends: stopped_by_user;
+  stopStream still works) and sends ``agent_session_stopped``; the status stays processing.
+* Events to the app: :meth:`FakeSlack.user_posts` (a person's message: ``message`` where the
+  app hears that channel kind, plus ``app_mention`` when it mentions the app outside DMs; with
+  ``files`` a ``file_share``), :meth:`FakeSlack.open_home` (``app_home_opened``, tab messages
+  or home), :meth:`FakeSlack.press_stop`; each an ``event_callback`` with its own event_id,
+  given to ``on_event`` and returned so an HTTP-mode test can post it with
+  :class:`~aico.fakes.signing.SlackSender` (``event(body, retry=n)`` adds Slack's retry headers).
+  :meth:`FakeSlack.feedback_click` builds the block_actions payload of a feedback button.
+* Blocks: ``context_actions`` (1 to 5 ``feedback_buttons`` / ``icon_button`` elements, buttons
+  with plain_text of at most 75 characters and a value of at most 2,000), ``task_card`` and
+  ``plan`` are checked; a malformed one is invalid_blocks.
+* Files from users: :meth:`FakeSlack.add_file`; ``files.info`` answers it; a scope in
+  :attr:`FakeSlack.missing_scopes` (files:read) makes files.info missing_scope and downloads
+  fail as without a token.
 """
 
 from __future__ import annotations
@@ -33,11 +77,13 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
+
+from aico.fakes import signing
 
 MAX_TEXT = 40_000
 MAX_BLOCKS = 50
@@ -70,6 +116,10 @@ POST_RATE = (1.0, 5, True)
 TIER_3 = (50 / 60, 50, False)
 # views.publish is in Tier 4, "100+ per minute" (its reference page on docs.slack.dev).
 TIER_4 = (100 / 60, 100, False)
+# Tier 2, "20+ per minute": chat.startStream and chat.stopStream (their reference pages, and the
+# tables of Slack's SDKs); chat.appendStream is Tier 4. agents.sessions.setStatus is Tier 3 (the
+# table of slack-morphism, a Slack client that keeps one per method).
+TIER_2 = (20 / 60, 20, False)
 RATE_LIMITS: dict[str, tuple[float, int, bool]] = {
     "chat.postMessage": POST_RATE,
     "chat.update": TIER_3,
@@ -77,6 +127,11 @@ RATE_LIMITS: dict[str, tuple[float, int, bool]] = {
     "conversations.history": TIER_3,
     "conversations.replies": TIER_3,
     "views.publish": TIER_4,
+    "chat.startStream": TIER_2,
+    "chat.appendStream": TIER_4,
+    "chat.stopStream": TIER_2,
+    "agents.sessions.setStatus": TIER_3,
+    "agents.sessions.rename": TIER_3,
 }
 JSON_PARAMS = ("blocks", "attachments", "files", "metadata", "view")
 TS_BASE_US = 1_700_000_000 * 1_000_000
@@ -92,7 +147,42 @@ CHANNEL_TYPES = {
     "G": ("group", "message.groups"),
     "D": ("im", "message.im"),
 }
-BOT_EVENTS = frozenset({"message.channels", "message.groups"})
+BOT_EVENTS = frozenset({"message.channels", "message.groups", "message.im"})
+# Every bot event the app subscribes to by default: manifest.yml's (message kinds above, plus
+# these). agent_session_stopped is not among them until the manifest subscribes it: without it
+# Slack shows no stop button (docs.slack.dev, agent_session_stopped: "the user sees a
+# non-interactive loading indicator instead").
+SUBSCRIBED_EVENTS = BOT_EVENTS | {"app_mention", "app_home_opened"}
+
+# ---- Slack's agent platform: streams (chat.startStream / appendStream / stopStream).
+# markdown_text: "Limit this field to 12,000 characters" (each method's reference page).
+MAX_MARKDOWN_TEXT = 12_000
+# What one streamed message may hold in all: Slack documents no cumulative limit, but the live
+# API rejects an appendStream past about 12,000 characters with msg_too_long, deterministically
+# (github.com/CopilotKit/CopilotKit issues/6063 and pull 6064: 11,977 of 15,668 characters
+# posted). The fake holds 12,000.
+STREAM_MAX_CHARS = 12_000
+# Slack ends a stream by itself about five minutes after chat.startStream, appends or not
+# (github.com/slackapi/node-slack-sdk/issues/2702: "automatically closed after approximately 5
+# minutes, even if we continue sending updates"; python-slack-sdk issue 1859 and pull 1880: both
+# appendStream and stopStream then answer message_not_in_streaming_state, and chat.update is the
+# way to finish the message). The fake counts from the start, the stricter reading (some
+# reports say idle time).
+STREAM_MAX_AGE = 300.0
+# A workspace without the feature: every stream method's documented errors include
+# unknown_method, "This method is currently not available" -- what Slack answers for a method a
+# workspace does not offer. (The fake's choice; Slack documents no feature flag error here.)
+STREAMING_DISABLED_ERROR = "unknown_method"
+CHUNK_TYPES = frozenset({"markdown_text", "task_update", "plan_update", "blocks"})
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+
+# ---- agent sessions (docs.slack.dev, agents.sessions.setStatus and "Agent sessions"):
+# "Must be one of: active, processing, suspended, closed" (error invalid_status); a title of at
+# most 200 characters, only used when the session is created; feature_disabled: "The agent tasks
+# feature is not enabled for this workspace".
+SESSION_STATUSES = ("active", "processing", "suspended", "closed")
+MAX_SESSION_TITLE = 200
+SESSIONS_DISABLED_ERROR = "feature_disabled"
 # The fields of a stored message that its message event carries. A bot user's chat.postMessage
 # comes back with no subtype, with both `user` (the bot user) and `bot_id`, plus `bot_profile`
 # (github.com/HubSpot/slack-client/pull/84 shows one such event). Slack does not document
@@ -128,9 +218,27 @@ MAX_CALLBACK_ID = 255
 MAX_ACTIONS_ELEMENTS = 25
 MAX_BUTTON_TEXT = 75
 MAX_BUTTON_VALUE = 2_000
+MAX_CONTEXT_ACTIONS = 5
 
 JSON_CT = "application/json; charset=utf-8"
 TEXT_CT = "text/plain; charset=utf-8"
+HTML_CT = "text/html; charset=utf-8"
+OCTET_CT = "application/octet-stream"
+SIGN_IN_PAGE = (
+    '<!DOCTYPE html><html lang="en-US"><head><title>Sign in | Slack</title></head>'
+    "<body><h1>Sign in to your workspace</h1></body></html>"
+)
+# Slack's filetype for common extensions (the file type reference: "text", "python", ...).
+FILETYPES = {
+    "txt": "text",
+    "py": "python",
+    "md": "markdown",
+    "js": "javascript",
+    "ts": "typescript",
+    "sh": "shell",
+    "yml": "yaml",
+    "jpeg": "jpg",
+}
 
 Event = tuple[str, str, dict]
 HttpResult = tuple[int, bytes, dict[str, str]]
@@ -191,6 +299,75 @@ class _Share:
 class _Bucket:
     tokens: float
     at: float
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One streamed message as the fake saw it: ``state`` is streaming, stopped (by
+    chat.stopStream), expired (Slack ended it: older than ``stream_max_age``, or longer than
+    ``stream_max_chars`` when ``stream_overflow`` is "end"), stopped_by_user (the stop button)
+    or deleted; ``appends`` is the markdown text of each accepted call (startStream's first)."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    state: str
+    text: str
+    appends: tuple[str, ...]
+    chunks: tuple[dict, ...]
+    started_at: float
+    ended_at: float | None
+
+
+@dataclass
+class _Stream:
+    channel: str
+    ts: str
+    thread_ts: str
+    started_at: float
+    state: str = "streaming"
+    appends: list[str] = field(default_factory=list)
+    chunks: list[dict] = field(default_factory=list)
+    ended_at: float | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.appends)
+
+    def view(self) -> Stream:
+        return Stream(
+            self.channel,
+            self.ts,
+            self.thread_ts,
+            self.state,
+            self.text,
+            tuple(self.appends),
+            tuple(copy.deepcopy(self.chunks)),
+            self.started_at,
+            self.ended_at,
+        )
+
+
+@dataclass
+class _Session:
+    """An agent session: one per (channel, thread root)."""
+
+    channel: str
+    thread_ts: str
+    status: str
+    title: str
+    initiator_user_id: str | None
+    history: list[tuple[str, float]] = field(default_factory=list)
+
+    def view(self) -> dict:
+        return {
+            "channel": self.channel,
+            "thread_ts": self.thread_ts,
+            "status": self.status,
+            "title": self.title,
+            "initiator_user_id": self.initiator_user_id,
+            "history": [status for status, _ in self.history],
+        }
 
 
 class ApiError(Exception):
@@ -319,9 +496,70 @@ def _header_invalid(block: dict) -> bool:
     return not isinstance(text, dict) or _text_len(text) > MAX_HEADER_TEXT
 
 
+def _plain_text_invalid(obj: Any, limit: int) -> bool:
+    return (
+        not isinstance(obj, dict)
+        or obj.get("type") != "plain_text"
+        or not isinstance(obj.get("text"), str)
+        or not 0 < len(obj["text"]) <= limit
+    )
+
+
+def _feedback_button_invalid(button: Any) -> bool:
+    """A positive_button / negative_button (Block Kit reference, feedback buttons element: a
+    plain_text ``text`` of at most 75 characters and a ``value`` of at most 2,000, both
+    required)."""
+    if not isinstance(button, dict) or _plain_text_invalid(button.get("text"), MAX_BUTTON_TEXT):
+        return True
+    value = button.get("value")
+    return not isinstance(value, str) or not 0 < len(value) <= MAX_BUTTON_VALUE
+
+
+def _context_action_invalid(element: Any) -> bool:
+    if not isinstance(element, dict):
+        return True
+    if element.get("type") == "feedback_buttons":
+        return any(
+            _feedback_button_invalid(element.get(key))
+            for key in ("positive_button", "negative_button")
+        )
+    if element.get("type") == "icon_button":
+        return not element.get("icon") or _plain_text_invalid(element.get("text"), MAX_BUTTON_TEXT)
+    return True
+
+
+def _context_actions_invalid(block: dict) -> bool:
+    """context_actions (Block Kit reference): 1 to 5 feedback_buttons or icon_button elements."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 0 < len(elements) <= MAX_CONTEXT_ACTIONS:
+        return True
+    return any(_context_action_invalid(e) for e in elements)
+
+
+def _task_card_invalid(block: dict) -> bool:
+    """task_card (Block Kit reference): task_id and title required, status one of pending,
+    in_progress, complete, error."""
+    return (
+        not block.get("task_id")
+        or not isinstance(block.get("title"), str)
+        or block.get("status") not in TASK_STATUSES
+    )
+
+
+def _plan_invalid(block: dict) -> bool:
+    """plan (Block Kit reference): a title and task_card tasks."""
+    tasks = block.get("tasks") or []
+    if not isinstance(block.get("title"), str) or not isinstance(tasks, list):
+        return True
+    return any(not isinstance(t, dict) or _task_card_invalid(t) for t in tasks)
+
+
 _BLOCK_CHECKS: dict[str, Callable[[dict], bool]] = {
     "section": _section_invalid,
     "header": _header_invalid,
+    "context_actions": _context_actions_invalid,
+    "task_card": _task_card_invalid,
+    "plan": _plan_invalid,
 }
 
 
@@ -397,6 +635,58 @@ def _describe(call: Call) -> str:
     keys = ("channel", "channel_id", "ts", "thread_ts", "text")
     shown = ", ".join(f"{k}={str(call.params[k])[:60]!r}" for k in keys if k in call.params)
     return f"{call.method}({shown})"
+
+
+def _chunk_problem(chunk: Any) -> bool:
+    """A chunk Slack would refuse (invalid_chunks): of a known type with its required fields
+    (docs.slack.dev, chat.appendStream, "Using the chunks parameter")."""
+    if not isinstance(chunk, dict) or chunk.get("type") not in CHUNK_TYPES:
+        return True
+    kind = chunk["type"]
+    if kind == "markdown_text":
+        return not isinstance(chunk.get("text"), str)
+    if kind == "task_update":
+        return (
+            not chunk.get("id")
+            or not chunk.get("title")
+            or chunk.get("status") not in TASK_STATUSES
+        )
+    if kind == "plan_update":
+        return not isinstance(chunk.get("title"), str)
+    return blocks_error(chunk.get("blocks")) is not None
+
+
+def stream_text(params: dict[str, Any]) -> tuple[str, list[dict]]:
+    """The markdown a stream call adds (its ``markdown_text``, then the text of its
+    markdown_text chunks, as slack_sdk's chat_stream helper sends it) and its chunks; raises
+    invalid_chunks or msg_too_long."""
+    chunks = params.get("chunks")
+    if chunks is not None and (not isinstance(chunks, list) or any(map(_chunk_problem, chunks))):
+        raise ApiError("invalid_chunks")
+    text = str(params.get("markdown_text") or "")
+    if len(text) > MAX_MARKDOWN_TEXT:
+        raise ApiError("msg_too_long")
+    for chunk in chunks or []:
+        if chunk["type"] == "markdown_text":
+            if len(chunk["text"]) > MAX_MARKDOWN_TEXT:
+                raise ApiError("msg_too_long")
+            text += chunk["text"]
+    return text, list(chunks or [])
+
+
+def _missing(field_name: str) -> ApiError:
+    return ApiError("invalid_arguments", f"[ERROR] missing required field: {field_name}")
+
+
+def _metadata_error(metadata: Any) -> str | None:
+    """chat.stopStream's metadata: "JSON object with event_type and event_payload fields"."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("event_type"), str):
+        return "invalid_metadata_format"
+    if not isinstance(metadata.get("event_payload"), dict):
+        return "invalid_metadata_format"
+    return None
 
 
 # --------------------------------------------------------------------------- message store
@@ -636,11 +926,27 @@ class FakeSlack:
         file_share_delay: float = FILE_SHARE_DELAY,
         home_tab_enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        streaming_enabled: bool = True,
+        sessions_enabled: bool = True,
+        stream_max_age: float = STREAM_MAX_AGE,
+        stream_max_chars: int = STREAM_MAX_CHARS,
+        stream_overflow: str = "reject",
+        bot_events: frozenset[str] | None = None,
     ):
         self.host, self.port = host, port
         self.enforce_rate_limits = rate_limits
         self.file_share_delay = file_share_delay
         self.home_tab_enabled = home_tab_enabled
+        self.streaming_enabled, self.sessions_enabled = streaming_enabled, sessions_enabled
+        self.streaming_error, self.sessions_error = (
+            STREAMING_DISABLED_ERROR,
+            SESSIONS_DISABLED_ERROR,
+        )
+        self.stream_max_age, self.stream_max_chars = stream_max_age, stream_max_chars
+        if stream_overflow not in ("reject", "end"):
+            raise ValueError(f"stream_overflow is reject or end, not {stream_overflow!r}")
+        self.stream_overflow = stream_overflow
+        self.missing_scopes: set[str] = set()
         self._clock = clock
         self._advanced = 0.0
         self.bot_token, self.app_token = bot_token, app_token
@@ -652,7 +958,7 @@ class FakeSlack:
         self.users: dict[str, dict] = {}
         self.on_change: list[Callable[[str, str, dict], None]] = []
         self.on_event: list[Callable[[dict], None]] = []
-        self.bot_events: frozenset[str] = BOT_EVENTS
+        self.bot_events: frozenset[str] = SUBSCRIBED_EVENTS if bot_events is None else bot_events
         self.errors: list[BaseException] = []
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -680,6 +986,8 @@ class FakeSlack:
         self._timers: list[threading.Timer] = []
         self._views: dict[str, dict] = {}  # user -> their published Home
         self._published: list[dict] = []  # every accepted views.publish, oldest first
+        self._streams: dict[tuple[str, str], _Stream] = {}  # (channel, ts) -> stream
+        self._sessions: dict[tuple[str, str], _Session] = {}  # (channel, thread root ts)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -750,7 +1058,7 @@ class FakeSlack:
         """Show the files whose sharing is due (before every view and Web API call)."""
         events: list[Event] = []
         with self._cond:
-            if self._release_shares(events):
+            if self._release_shares(events) | self._expire_streams(events):
                 self._bump()
         self._fire(events)
 
@@ -845,6 +1153,177 @@ class FakeSlack:
             self._bump()
             return copy.deepcopy(msg)
 
+    # ---- the agent platform, test side
+
+    def streams(self, channel: str | None = None) -> list[Stream]:
+        """Every stream started (in ``channel``), oldest first, as it stands now."""
+        self._settle()
+        with self._lock:
+            return [s.view() for s in self._streams.values() if channel in (None, s.channel)]
+
+    def stream(self, channel: str, ts: str) -> Stream | None:
+        self._settle()
+        with self._lock:
+            found = self._streams.get((channel, ts))
+            return found.view() if found else None
+
+    def session(self, channel: str, thread_ts: str) -> dict | None:
+        """The agent session of a thread: status, title, initiator and its status ``history``."""
+        with self._lock:
+            found = self._sessions.get((channel, thread_ts))
+            return found.view() if found else None
+
+    def sessions(self) -> list[dict]:
+        with self._lock:
+            return [s.view() for s in self._sessions.values()]
+
+    def user_posts(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U0USER1",
+        thread_ts: str | None = None,
+        files: list[dict] | None = None,
+    ) -> list[dict]:
+        """A person posts ``text`` (with ``files`` from :meth:`add_file`): the message is put in
+        the workspace, and the Events API bodies Slack sends the app for it are returned and
+        given to :attr:`on_event`: a ``message`` event where the app hears that kind of channel
+        (:attr:`bot_events`), and an ``app_mention`` when the text mentions the app in a
+        channel (never in a DM). Both for one message, as Slack does: the app must make one
+        task of them (same channel and ts, different event_ids)."""
+        extra: dict[str, Any] = {"files": copy.deepcopy(files)} if files else {}
+        if files:
+            extra |= {"subtype": "file_share", "upload": False}
+        msg = self.add_message(channel, text, user=user, thread_ts=thread_ts, **extra)
+        bodies = self._user_events(channel, msg)
+        for body in bodies:
+            self._deliver(body)
+        return bodies
+
+    def _user_events(self, channel: str, msg: dict) -> list[dict]:
+        opts = {
+            "user": msg["user"],
+            "team": self.team_id,
+            "thread_ts": msg.get("thread_ts"),
+            "parent_user_id": msg.get("parent_user_id"),
+            "files": msg.get("files"),
+        }
+        events = []
+        channel_type = self._heard_in(channel)
+        if channel_type is not None:
+            events.append(
+                signing.user_message_event(
+                    channel, msg["text"], msg["ts"], channel_type=channel_type, **opts
+                )
+            )
+        mentioned = f"<@{self.bot_user_id}>" in msg["text"] and channel[:1] != "D"
+        if mentioned and "app_mention" in self.bot_events and channel not in self.not_in_channel:
+            events.append(
+                signing.user_message_event(
+                    channel, msg["text"], msg["ts"], kind="app_mention", **opts
+                )
+            )
+        return [self._event_body(event) for event in events]
+
+    def _deliver(self, body: dict) -> None:
+        for callback in list(self.on_event):
+            try:
+                callback(copy.deepcopy(body))
+            except Exception as exc:
+                self.errors.append(exc)
+
+    def dm_channel(self, user: str) -> str:
+        """The ID of the app's direct-message channel with ``user`` (its Messages tab)."""
+        return f"D{user[1:]}"
+
+    def open_home(self, user: str = "U0USER1", tab: str = "messages") -> dict | None:
+        """``user`` opens the app's Home or Messages tab: the ``app_home_opened`` body Slack
+        sends (given to :attr:`on_event` too), or None when the app is not subscribed."""
+        if "app_home_opened" not in self.bot_events:
+            return None
+        event = signing.app_home_opened_event(user, self.dm_channel(user), tab)
+        if tab == "home" and (view := self.home_view(user)) is not None:
+            event["view"] = view
+        body = self._event_body(event)
+        self._deliver(body)
+        return body
+
+    def press_stop(self, channel: str, thread_ts: str, user: str = "U0USER1") -> dict:
+        """``user`` presses the stop button of the thread's agent session: Slack stops the app's
+        open streams there (appends then answer stopped_by_user) and sends
+        ``agent_session_stopped`` (returned, and given to :attr:`on_event`). The session keeps
+        its status: "The session status does not update automatically". Slack shows the button
+        only while the session is processing and the app subscribes to the event: else there is
+        nothing to press (ValueError)."""
+        with self._cond:
+            session = self._sessions.get((channel, thread_ts))
+            if session is None or session.status != "processing":
+                raise ValueError(f"no stop button: the session is {session and session.status}")
+            if "agent_session_stopped" not in self.bot_events:
+                raise ValueError(
+                    "no stop button: the app is not subscribed to agent_session_stopped"
+                )
+            stopped = [
+                s
+                for s in self._streams.values()
+                if (s.channel, s.thread_ts) == (channel, thread_ts) and s.state == "streaming"
+            ]
+            for stream in stopped:
+                self._end_stream(stream, "stopped_by_user")
+            self._bump()
+        event = signing.agent_session_stopped_event(
+            channel, thread_ts, user, [s.ts for s in stopped], self._ws_ts()
+        )
+        body = self._event_body(event)
+        self._deliver(body)
+        return body
+
+    def _ws_ts(self) -> str:
+        with self._lock:
+            return self._ws.next_ts()
+
+    def feedback_click(
+        self, channel: str, ts: str, user: str = "U0USER1", positive: bool = True
+    ) -> dict:
+        """The block_actions payload of ``user`` clicking the feedback buttons of the message
+        ``ts`` (send it with SlackSender.action or FakeSocketMode.send_interactive);
+        ValueError when the message shows none."""
+        msg = self.message(channel, ts)
+        if msg is None:
+            raise ValueError(f"no message {ts} in {channel}")
+        public = _public(msg, metadata=False)
+        return signing.feedback_action_payload(
+            public,
+            channel,
+            user=user,
+            positive=positive,
+            team_id=self.team_id,
+            api_app_id=self.app_id,
+            response_url=self.new_response_url(channel, ts),
+        )
+
+    def add_file(
+        self,
+        channel: str,
+        name: str,
+        mimetype: str,
+        content: bytes,
+        user: str = "U0USER1",
+    ) -> dict:
+        """A file ``user`` uploads to ``channel``: the file object as Slack puts it in a
+        message event's ``files`` (url_private and url_private_download serve ``content`` to
+        the bot token only; files.info answers it). Post it with :meth:`user_posts`."""
+        with self._cond:
+            file_id = f"F0{next(self._ids):08d}"
+            record = self._file_record(file_id, name, len(content), user)
+            record["mimetype"] = mimetype
+            record["channels" if channel[:1] == "C" else "groups"] = [channel]
+            self._files[file_id] = record
+            self._contents[file_id] = bytes(content)
+            self._bump()
+            return copy.deepcopy(record)
+
     def new_response_url(self, channel: str | None = None, message_ts: str | None = None) -> str:
         """A fresh response_url; ``message_ts`` is the message replace/delete_original act on."""
         hook_id = secrets.token_hex(8)
@@ -919,7 +1398,11 @@ class FakeSlack:
         if prefix == "response":
             return self._hook_post(route, rest, body)
         if prefix == "files":
-            return self._download(rest.partition("/")[0])
+            return self._download(route, rest.partition("/")[0], headers)
+        if prefix == "files-pri":
+            return self._download(route, rest.partition("/")[0].rpartition("-")[2], headers)
+        if prefix == "":
+            return 200, SIGN_IN_PAGE.encode(), {"Content-Type": HTML_CT}
         return _text(404, "not_found")
 
     def _bump(self) -> None:
@@ -947,6 +1430,7 @@ class FakeSlack:
         events: list[Event] = []
         with self._cond:
             self._release_shares(events)
+            self._expire_streams(events)
             self._calls.append(Call(method, params, headers, time.time()))
             fault = self._take_fault(method) or self._rate_limited(method, params)
             result = fault or self._dispatch(method, params, token, events)
@@ -1036,6 +1520,11 @@ class FakeSlack:
             "reactions.remove": self._reaction_remove,
             "users.info": self._users_info,
             "views.publish": self._views_publish,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
+            "agents.sessions.setStatus": self._session_set_status,
+            "agents.sessions.rename": self._session_rename,
         }
 
     # ---- Events API: what the app hears of its own messages
@@ -1165,7 +1654,10 @@ class FakeSlack:
     def _update(self, params: dict, events: list[Event]) -> dict:
         channel = self._channel(params)
         msg = self._existing(channel, params.get("ts"))
-        if msg.get("user") != self.bot_user_id:
+        if msg.get("user") != self.bot_user_id or msg.get("streaming"):
+            # A message still streaming is the stream's to change (the fake's stricter choice:
+            # Slack documents nothing; chat.update is the documented way to finish one that
+            # Slack ended, and works then).
             raise ApiError("cant_update_message")
         if error := content_error(params):
             raise ApiError(error)
@@ -1179,6 +1671,8 @@ class FakeSlack:
         msg = self._existing(channel, params.get("ts"))
         if msg.get("user") != self.bot_user_id:
             raise ApiError("cant_delete_message")
+        if stream := self._streams.get((channel, msg["ts"])):
+            self._end_stream(stream, "deleted")
         self._ws.delete(channel, msg["ts"])
         events.append(("deleted", channel, _public(msg)))
         self._deleted_event(channel, msg, events)
@@ -1251,19 +1745,36 @@ class FakeSlack:
         self._files[file_id] = self._file_record(file_id, str(filename), int(length))
         return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
 
-    def _file_record(self, file_id: str, filename: str, size: int) -> dict:
-        ext = filename.rpartition(".")[2].lower() if "." in filename else "text"
+    def _file_record(self, file_id: str, filename: str, size: int, user: str | None = None) -> dict:
+        """A file object with the fields Slack gives one (the file type reference); both URLs
+        are served only with the bot token (see :meth:`_download`)."""
+        user = user or self.bot_user_id
+        ext = filename.rpartition(".")[2].lower() if "." in filename else ""
+        private = f"{self.base_url}/files-pri/{self.team_id}-{file_id}"
+        now = int(time.time())
         return {
             "id": file_id,
-            "created": int(time.time()),
+            "created": now,
+            "timestamp": now,
             "name": filename,
             "title": filename,
             "mimetype": mimetypes.guess_type(filename)[0] or "application/octet-stream",
-            "filetype": ext,
-            "user": self.bot_user_id,
+            "filetype": FILETYPES.get(ext, ext or "binary"),
+            "pretty_type": (ext or "binary").upper(),
+            "user": user,
+            "user_team": self.team_id,
+            "editable": False,
             "size": size,
-            "url_private": f"{self.base_url}/files/{file_id}/{filename}",
-            "permalink": f"https://{self.team_domain}.slack.com/files/{self.bot_user_id}/{file_id}",
+            "mode": "hosted",
+            "is_external": False,
+            "external_type": "",
+            "is_public": False,
+            "public_url_shared": False,
+            "display_as_bot": False,
+            "username": "",
+            "url_private": f"{private}/{filename}",
+            "url_private_download": f"{private}/download/{filename}",
+            "permalink": f"https://{self.team_domain}.slack.com/files/{user}/{file_id}/{filename}",
         }
 
     def _complete_upload(self, params: dict, events: list[Event]) -> dict:
@@ -1317,6 +1828,8 @@ class FakeSlack:
             )
 
     def _files_info(self, params: dict, events: list[Event]) -> dict:
+        if "files:read" in self.missing_scopes:
+            raise ApiError("missing_scope")
         record = self._files.get(str(params.get("file") or ""))
         if record is None:
             raise ApiError("file_not_found")
@@ -1348,11 +1861,210 @@ class FakeSlack:
             self._bump()
         return _text(200, f"OK - {len(body)}")
 
-    def _download(self, file_id: str) -> HttpResult:
-        content = self.file_content(file_id)
-        if content is None:
+    def _download(self, route: str, file_id: str, headers: dict[str, str]) -> HttpResult:
+        """url_private(_download): the file for a request with the bot token in
+        ``Authorization: Bearer`` ("include the token in an Authorization header", the file
+        type reference); without it (or without files:read) Slack answers a 302 to its sign-in
+        page, ``https://<team>.slack.com/?redir=<the file's path>``, and that page is HTML with
+        status 200 (reported in github.com/drewminns/slackdeletron/issues/48 and
+        slackapi/deno-slack-sdk/issues/285; an HTTP client that follows redirects gets the HTML,
+        chenhg5/cc-connect issue 185)."""
+        token = bearer_token(headers, {})
+        expected = self.bot_token
+        authed = token == expected if expected is not None else bool(token)
+        if not authed or "files:read" in self.missing_scopes:
+            location = f"{self.base_url}/?redir={quote(route, safe='')}"
+            body = f'<a href="{location}">Found</a>.'
+            return 302, body.encode(), {"Location": location, "Content-Type": HTML_CT}
+        with self._lock:
+            record, content = self._files.get(file_id), self._contents.get(file_id)
+        if content is None or record is None:
             return _text(404, "file_not_found")
-        return 200, content, {"Content-Type": "application/octet-stream"}
+        return 200, content, {"Content-Type": str(record.get("mimetype") or OCTET_CT)}
+
+    # ---- streams: chat.startStream / chat.appendStream / chat.stopStream
+    # The message is a reply in its thread from startStream on, its text the markdown so far and
+    # "streaming": true while the stream is open (a marker of the fake's: Slack's own is not
+    # documented); after stopStream it is a plain message. Each call is checked in Slack's
+    # order: the feature, the channel, the arguments, the message, then the text.
+
+    def _stream_channel(self, params: dict) -> str:
+        if not self.streaming_enabled:
+            raise ApiError(self.streaming_error)
+        return self._channel(params)
+
+    def _start_stream(self, params: dict, events: list[Event]) -> dict:
+        channel = self._stream_channel(params)
+        thread_ts = params.get("thread_ts")
+        if not thread_ts:
+            raise _missing("thread_ts")  # "Streamed messages should always be replies"
+        if channel[:1] != "D":  # "Required when streaming to channels" (both recipient fields)
+            if not params.get("recipient_team_id"):
+                raise ApiError("missing_recipient_team_id")
+            if not params.get("recipient_user_id"):
+                raise ApiError("missing_recipient_user_id")
+        text, chunks = stream_text(params)
+        self._check_stream_size(len(text))
+        content = {"text": text, "blocks": []}
+        opts = {"thread_ts": str(thread_ts), "extra": {"streaming": True}}
+        msg = self._post(channel, content, events, **opts)
+        root = str(msg.get("thread_ts") or thread_ts)
+        stream = _Stream(channel, msg["ts"], root, self.now(), appends=[text], chunks=chunks)
+        self._streams[(channel, msg["ts"])] = stream
+        self._message_event(channel, msg, events)
+        return {"channel": channel, "ts": msg["ts"]}
+
+    def _check_stream_size(self, total: int) -> None:
+        if total > self.stream_max_chars:
+            raise ApiError("msg_too_long")
+
+    def _open_stream(self, params: dict, method: str) -> tuple[_Stream, dict]:
+        """The stream ``params`` names, if a call of ``method`` may still act on it."""
+        channel = self._stream_channel(params)
+        if not params.get("ts"):
+            raise _missing("ts")
+        msg = self._existing(channel, params.get("ts"))
+        if msg.get("user") != self.bot_user_id:
+            raise ApiError("message_not_owned_by_app")
+        stream = self._streams.get((channel, msg["ts"]))
+        if stream is None or stream.state in ("stopped", "expired", "deleted"):
+            raise ApiError("message_not_in_streaming_state")
+        if stream.state == "stopped_by_user" and method == "chat.appendStream":
+            # "The streaming message was stopped by the user and no further appends are
+            # accepted" (chat.appendStream's errors); stopStream still finishes it, as the
+            # agent_session_stopped docs tell the app to.
+            raise ApiError("stopped_by_user")
+        return stream, msg
+
+    def _grow(self, stream: _Stream, msg: dict, params: dict, required: bool) -> None:
+        """Add the call's text to the stream (over the size limit: msg_too_long, or the stream
+        ends when ``stream_overflow`` is "end")."""
+        text, chunks = stream_text(params)
+        if required and not text and not chunks:
+            raise ApiError("no_text")
+        if len(stream.text) + len(text) > self.stream_max_chars:
+            if self.stream_overflow == "end":
+                self._end_stream(stream, "expired")
+                raise ApiError("message_not_in_streaming_state")
+            raise ApiError("msg_too_long")
+        stream.appends.append(text)
+        stream.chunks.extend(chunks)
+        msg["text"] = stream.text
+
+    def _end_stream(self, stream: _Stream, state: str) -> None:
+        stream.state, stream.ended_at = state, self.now()
+        msg = self._ws.get(stream.channel, stream.ts)
+        if msg is not None:
+            msg.pop("streaming", None)
+
+    def _append_stream(self, params: dict, events: list[Event]) -> dict:
+        stream, msg = self._open_stream(params, "chat.appendStream")
+        self._grow(stream, msg, params, required=True)
+        events.append(("streamed", stream.channel, _public(msg)))
+        return {"channel": stream.channel, "ts": stream.ts}
+
+    def _stop_stream(self, params: dict, events: list[Event]) -> dict:
+        stream, msg = self._open_stream(params, "chat.stopStream")
+        blocks = params.get("blocks")
+        if blocks is not None and (error := blocks_error(blocks)):
+            raise ApiError(error)
+        if blocks is not None and blocks_text_length(blocks) > MAX_BLOCKS_TEXT:
+            raise ApiError("msg_blocks_too_long")
+        if error := _metadata_error(params.get("metadata")):
+            raise ApiError(error)
+        status = params.get("session_status")
+        if status is not None and status not in SESSION_STATUSES:
+            raise ApiError("invalid_arguments", _schema_error("/session_status", "invalid value"))
+        self._grow(stream, msg, params, required=False)
+        if blocks is not None:
+            msg["blocks"] = copy.deepcopy(blocks)
+        if params.get("metadata") is not None:
+            msg["metadata"] = copy.deepcopy(params["metadata"])
+        self._end_stream(stream, "stopped")
+        # "The session status to set after stopping the stream. Default: active"
+        session = self._sessions.get((stream.channel, stream.thread_ts))
+        if session is not None:
+            self._set_session(session, str(status or "active"), events)
+        public = _public(msg)
+        events.append(("streamed", stream.channel, public))
+        return {"channel": stream.channel, "ts": stream.ts, "message": _public(msg, False)}
+
+    def _expire_streams(self, events: list[Event]) -> bool:
+        """End the streams older than ``stream_max_age`` (lock held); True if any ended."""
+        now, ended = self.now(), False
+        for stream in self._streams.values():
+            if stream.state == "streaming" and now - stream.started_at > self.stream_max_age:
+                self._end_stream(stream, "expired")
+                msg = self._ws.get(stream.channel, stream.ts)
+                if msg is not None:
+                    events.append(("streamed", stream.channel, _public(msg)))
+                ended = True
+        return ended
+
+    # ---- agent sessions: agents.sessions.setStatus / rename
+
+    def _session_target(self, params: dict) -> tuple[str, str]:
+        if not self.sessions_enabled:
+            raise ApiError(self.sessions_error)
+        channel = params.get("channel_id")
+        if not channel:
+            raise ApiError("channel_not_found")
+        if channel in self.not_in_channel:
+            raise ApiError("not_authorized")  # "The caller is not a member of the ... channel"
+        thread_ts = params.get("thread_ts")
+        if not thread_ts:
+            raise ApiError("thread_ts_required")
+        # "Timestamp of the thread root message the session is scoped to": a reply's ts is
+        # refused as assistant.threads.setStatus refuses it (invalid_thread_ts).
+        if self._ws.is_reply(str(channel), str(thread_ts)):
+            raise ApiError("invalid_thread_ts")
+        return str(channel), str(thread_ts)
+
+    def _session_set_status(self, params: dict, events: list[Event]) -> dict:
+        channel, thread_ts = self._session_target(params)
+        status = params.get("status")
+        if not status:
+            raise _missing("status")
+        if status not in SESSION_STATUSES:
+            raise ApiError("invalid_status")
+        title = str(params.get("title") or "")
+        if len(title) > MAX_SESSION_TITLE:
+            raise ApiError(
+                "invalid_arguments", _schema_error("/title", "must be less than 201 characters")
+            )
+        session = self._sessions.get((channel, thread_ts))
+        if session is None:  # the title and initiator count only when the session is created
+            initiator = params.get("initiator_user_id")
+            session = _Session(channel, thread_ts, str(status), title, initiator)
+            self._sessions[(channel, thread_ts)] = session
+        self._set_session(session, str(status), events)
+        answer: dict[str, Any] = {
+            "status": session.status,
+            "agent_status": session.status,
+            "title": session.title,
+        }
+        if "agent_session_stopped" not in self.bot_events:
+            warning = "missing_agent_session_stopped_event_subscription"
+            answer |= {"warning": warning, "response_metadata": {"warnings": [warning]}}
+        return answer
+
+    def _set_session(self, session: _Session, status: str, events: list[Event]) -> None:
+        session.status = status
+        session.history.append((status, self.now()))
+        events.append(("session", session.channel, session.view()))
+
+    def _session_rename(self, params: dict, events: list[Event]) -> dict:
+        channel, thread_ts = self._session_target(params)
+        title = str(params.get("title") or "")
+        if not 0 < len(title) <= MAX_SESSION_TITLE:
+            raise ApiError(
+                "invalid_arguments", _schema_error("/title", "must be 1 to 200 characters")
+            )
+        session = self._sessions.get((channel, thread_ts))
+        if session is None:
+            raise ApiError("session_not_found")
+        session.title = title
+        return {"title": title}
 
     # ---- views (the App Home)
 
