@@ -28,6 +28,9 @@ CHANGE_REJECTED = "change_rejected"  # by the requester or an admin: the branch 
 CHANGE_PUSHED = "change_pushed"  # the branch is on the remote (or kept locally: where)
 CHANGE_DISCARDED = "change_discarded"  # the branch and its worktree are gone
 FEEDBACK = "feedback"  # a person rated the answer with its feedback buttons: {by, rating}
+# A project (mode "project"): its plan, and the requester's go-ahead when the estimate asked for it.
+PROJECT_PLANNED = "project_planned"  # {plan, estimate, needs_confirm}
+PROJECT_CONFIRMED = "project_confirmed"  # {by}
 
 _STATUS_AFTER: dict[str, TaskStatus | None] = {
     SUBMITTED: TaskStatus.SUBMITTED,
@@ -49,6 +52,8 @@ _STATUS_AFTER: dict[str, TaskStatus | None] = {
     CHANGE_PUSHED: None,
     CHANGE_DISCARDED: None,
     FEEDBACK: None,
+    PROJECT_PLANNED: None,
+    PROJECT_CONFIRMED: None,
 }
 
 
@@ -110,7 +115,10 @@ class TaskView:
     repo: str = ""  # the repository named for its context ("": the channel's, else all)
     mode: str = ""  # "code": a change on a branch, for review; "": an answer
     change: str = ""  # its change's review: proposed, refused, approved, rejected, pushed, …
-    source: str = ""  # how it came in: "" (/aico task, a button), "mention" or "dm"
+    source: str = ""  # how it came in: "" (/aico task, a button), "mention", "dm" or "step"
+    project: str = ""  # a project's step: the project's task id
+    step: str = ""  # … and the step's id in its plan ("final": the one that assembles the answer)
+    files: list[dict[str, Any]] = field(default_factory=list)  # attached in Slack: metadata only
 
     @property
     def has_parent(self) -> bool:
@@ -150,6 +158,9 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
             repo=d.get("repo", ""),
             mode=d.get("mode", ""),
             source=d.get("source", ""),
+            project=d.get("project", ""),
+            step=d.get("step", ""),
+            files=list(d.get("files", [])),
             created_at=event.at,
             updated_at=event.at,
             version=event.version,

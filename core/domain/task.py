@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from enum import StrEnum
 
@@ -27,6 +28,13 @@ class TaskStatus(StrEnum):
 def new_task_id() -> str:
     """A short random id (50 bits) that a person can type in `/aico cancel <id>`."""
     return "".join(secrets.choice(_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def derived_task_id(*parts: str) -> str:
+    """A task id derived from `parts` (a project's step: the project's id and the step's), so
+    that recording it twice is recording it once; typeable like any task id."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:ID_LENGTH])
 
 
 def is_task_id(text: str) -> bool:
