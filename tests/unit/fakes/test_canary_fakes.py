@@ -211,14 +211,15 @@ def test_only_channels_of_a_subscribed_kind_send_message_events(
     bodies: list[dict] = []
     fake.on_event.append(bodies.append)
 
+    fake.bot_events = {"message.channels", "message.im"}  # as an app that skips private ones
     web.chat_postMessage(channel="C0PUBLIC", text="public")
-    web.chat_postMessage(channel="G0PRIVATE", text="private")
-    web.chat_postMessage(channel="D0DIRECT", text="direct")  # message.im is not subscribed
+    web.chat_postMessage(channel="G0PRIVATE", text="private")  # message.groups: not subscribed
+    web.chat_postMessage(channel="D0DIRECT", text="direct")
     fake.add_message(CHANNEL, "a person's message is the test's, not the app's")
 
     assert [(b["event"]["channel_type"], b["event"]["text"]) for b in bodies] == [
         ("channel", "public"),
-        ("group", "private"),
+        ("im", "direct"),
     ]
 
 
