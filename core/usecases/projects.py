@@ -297,6 +297,35 @@ class Projects:
         )
         return view or self.store.task(project.id) or project
 
+    def retry(self, project_id: str, user: str, admins: frozenset[str]) -> str:
+        """Run a failed project's failed and cancelled steps again (what they need is kept, so
+        with them what depends on them); its plan and its finished steps stay."""
+        project = self._project(project_id)
+        if user != project.user and user not in admins:
+            raise InvalidInput(
+                f"Only <@{project.user}>, who asked for it, or an admin can retry it."
+            )
+        if project.status is not TaskStatus.FAILED:
+            raise InvalidInput(
+                f"Project `{project.id}` is {project.status.value}: "
+                "only a failed one can be retried."
+            )
+        state = state_of(self.store, project)
+        again = [s for s in state.steps if s.task and s.state in ("failed", "cancelled")]
+        for step in again:
+            assert step.task is not None
+            key = f"{step.task.id}:retried:{step.task.generation + 1}"
+            self.store.append(step.task.id, events.RETRIED, {"by": user}, key)
+        generation = project.generation + 1
+        self.store.append(
+            project.id, events.RETRIED, {"by": user}, f"{project.id}:retried:{generation}"
+        )
+        data = {"worker": "conductor", "generation": generation}
+        self.store.append(project.id, events.STARTED, data, f"{project.id}:start:{generation}:0")
+        self.advance(project.id)
+        names = ", ".join(s.title for s in again) or "nothing"
+        return f"Project `{project.id}`: running again {names}."
+
     def _cancel_unfinished(self, state: ProjectState, by: str) -> None:
         for step in state.steps:
             task = step.task

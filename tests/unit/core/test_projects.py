@@ -172,3 +172,39 @@ def test_the_live_state_counts_steps_and_the_critical_path(store, broker, projec
 
     assert state.counts() == {"done": 1, "queued": 1, "waiting": 2}
     assert state.critical()[1] == 3  # rabbit or kafka, compare, final
+
+
+def test_retry_runs_the_failed_and_stopped_steps_again_and_keeps_the_rest(
+    store, broker, projects
+) -> None:
+    new_project(store)
+    projects.planned(store.task("p1"), PLAN, estimate=0.1, budget_left=None)
+    projects.advance("p1")
+    answer(store, "rabbit")
+    kafka = step_task_id("p1", "kafka")
+    store.append(kafka, events.FAILED, {"error": "overloaded"}, f"{kafka}:failed:0")
+    projects.advance("p1")
+    store.append("p1", events.FAILED, {"error": "step failed"}, "p1:failed:0")
+
+    projects.retry("p1", OWNER, frozenset())
+
+    assert store.task("p1").status is TaskStatus.RUNNING
+    again = store.task(kafka)
+    assert again.generation == 1 and again.status is TaskStatus.QUEUED
+    assert store.task(step_task_id("p1", "rabbit")).attempts == 1  # kept, not asked again
+
+
+def test_the_live_plan_is_blocks_slack_accepts(store, broker, projects) -> None:
+    from aico.fakes.slack import blocks_error
+    from core.slack.plan import CONFIRM_ACTION, STOP_ACTION, plan_blocks
+
+    new_project(store)
+    state = projects.planned(store.task("p1"), PLAN, estimate=0.9, budget_left=None)
+
+    text, body = plan_blocks(state)
+
+    assert blocks_error(body) is None
+    cards = body[0]["tasks"]
+    assert [c["status"] for c in cards] == ["pending"] * 4
+    actions = [e["action_id"] for e in body[-1]["elements"]]
+    assert actions == [CONFIRM_ACTION, STOP_ACTION] and "Compare the queues" in text
