@@ -12,7 +12,7 @@ from core.domain import pool
 from core.domain.pricing import usd
 from core.domain.stats import Summary
 from core.errors import AicoError
-from core.slack.blocks import checks_line, feedback_line, repos_line
+from core.slack.blocks import checks_line, feedback_line, projects_line, repos_line
 from core.usecases.status import StatusReport
 
 
@@ -46,6 +46,7 @@ def status_text(report: StatusReport) -> str:
         *pool.describe(report.pool, report.at),
         *([f"Repositories: {repos_line(report)}"] if report.repos else []),
         f"Feedback today: {feedback_line(report)}",
+        *([f"Projects: {projects_line(report)}"] if report.projects else []),
     ]
     return "\n".join(lines)
 

@@ -371,6 +371,17 @@ def _latest(store: EventStore, task_id: str, type_: str) -> dict[str, Any] | Non
     return None
 
 
+def sweep(projects: Projects) -> int:
+    """Move every unfinished project on; how many steps were queued."""
+    queued = 0
+    for project in running_projects(projects.store):
+        try:
+            queued += len(projects.advance(project.id))
+        except Exception as exc:  # one project must not hold up the others
+            log.warning("project %s: not moved on: %s", project.id, exc)
+    return queued
+
+
 def running_projects(store: EventStore) -> Sequence[TaskView]:
     """Projects not finished: what the pm's sweep moves on."""
     return [

@@ -18,6 +18,7 @@ from core.domain.stats import Spender, Summary, day_of, start_of_day
 from core.errors import AicoError
 from core.ports import EventStore
 from core.usecases.feedback import Feedback
+from core.usecases.projects import running_projects, state_of
 from core.usecases.repos import RepoState
 from core.usecases.repos import states as repo_states
 
@@ -90,6 +91,7 @@ class StatusReport:
     failing: list[tuple[str, str, str]] = field(default_factory=list)  # (check, level, detail)
     repos: list[tuple[str, list[RepoState]]] = field(default_factory=list)  # each host's state
     feedback: dict[str, int] = field(default_factory=dict)  # today's clicks: good, bad
+    projects: dict[str, int] = field(default_factory=dict)  # running ones, and their steps by state
 
     @property
     def busy(self) -> int:
@@ -141,6 +143,7 @@ class Status:
             top_channels=self.store.top_spenders(day_of(now), "channel"),
             repos=[(name, repo_states(self.store, name)) for name in self.repos],
             feedback=Feedback(self.store, self.clock).today(),
+            projects=project_counts(self.store),
         )
 
     def _queues(self) -> tuple[list[QueueState], str]:
@@ -149,3 +152,13 @@ class Status:
         except (AicoError, TimeoutError, OSError) as exc:
             log.warning("status: queues not readable: %s", exc)
             return [], str(exc) or type(exc).__name__
+
+
+def project_counts(store: EventStore) -> dict[str, int]:
+    """Projects running, and their steps by state (waiting, queued, running, done, …)."""
+    counts: dict[str, int] = {}
+    for project in running_projects(store):
+        counts["projects"] = counts.get("projects", 0) + 1
+        for state, n in state_of(store, project).counts().items():
+            counts[state] = counts.get(state, 0) + n
+    return counts

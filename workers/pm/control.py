@@ -22,7 +22,8 @@ from workers.pm.plane import ControlPlane
 log = logging.getLogger(__name__)
 TRAIN_CHECK_EVERY = 60.0  # seconds between the training job's looks at the clock
 SWEEP, TRAINING, CHECKS, FLUSH = "recovery-sweep", "forecast-training", "health-checks", "alerts"
-REPOS, CHANGES = "repositories", "code-changes"
+REPOS, CHANGES, PROJECTS = "repositories", "code-changes", "projects"
+PROJECTS_EVERY = 5.0  # seconds: the sweep that moves on a project no process moved on
 ALERT_FLUSH_EVERY = 3.0  # seconds: an alert recorded by any process is posted this soon
 CHANGES_EVERY = 2.0  # seconds: an approved change is pushed (a rejected one dropped) this soon
 
@@ -89,6 +90,14 @@ def _logged(job: Callable[[], object]) -> Callable[[], None]:
             log.exception("%s failed; it runs again later", getattr(job, "__name__", "job"))
 
     return run
+
+
+def conduct(jobs: BackgroundScheduler, leadership: Leadership, sweep: Callable[[], object]) -> None:
+    """The projects' sweep, by the leader: each unfinished project moved on (its steps are moved
+    on as they are answered; this catches what a process that died left)."""
+    jobs.add_job(
+        _logged(leading(leadership, sweep)), "interval", seconds=PROJECTS_EVERY, id=PROJECTS
+    )
 
 
 def run_now(jobs: BackgroundScheduler) -> None:

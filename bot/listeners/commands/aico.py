@@ -17,7 +17,9 @@ from bot.usecases import UseCases
 from core.domain.stats import start_of_day
 from core.errors import InvalidInput
 from core.slack import blocks
+from core.slack.plan import plan_blocks
 from core.usecases.intake import TaskRequest, default_repo, set_default_repo
+from core.usecases.projects import state_of
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,11 @@ def _show(services: UseCases, args: str) -> dict[str, Any]:
     task = services.tasks.task(task_id) if task_id else None
     if task is None:
         return {"text": blocks.unknown_task(task_id or "?"), "response_type": "ephemeral"}
-    return blocks.timeline_blocks(task, services.tasks.events(task_id))
+    shown = blocks.timeline_blocks(task, services.tasks.events(task_id))
+    if task.mode == "project":  # its plan first: each step's state, the critical path, the cost
+        _, plan = plan_blocks(state_of(services.tasks, task))
+        shown["blocks"] = [b for b in plan if b.get("type") != "actions"] + shown["blocks"]
+    return shown
 
 
 def control(services: UseCases, verb: str, task_id: str, user: str) -> str:
