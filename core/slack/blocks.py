@@ -403,6 +403,8 @@ def status_blocks(report: StatusReport) -> tuple[str, Blocks]:
     if report.repos:
         lines.append(f"*Repositories* {escape(preview(repos_line(report), 1200))}")
     lines.append(f"*Feedback today* {feedback_line(report)}")
+    if report.projects:
+        lines.append(f"*Projects* {projects_line(report)}")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.at))
     fallback = "aico status: " + " · ".join(line.replace("*", "") for line in lines)
     pool_lines = pool.describe(report.pool, report.at, escape, lambda user: f"<@{user}>")
@@ -428,6 +430,13 @@ def repos_line(report: StatusReport) -> str:
             else:
                 parts.append(f"{name}{where}: failing: {state.error}")
     return " · ".join(parts) or "none configured"
+
+
+def projects_line(report: StatusReport) -> str:
+    counts = dict(report.projects)
+    running = counts.pop("projects", 0)
+    steps = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return f"{running} running" + (f"; steps: {steps}" if steps else "")
 
 
 def feedback_line(report: StatusReport) -> str:
@@ -495,3 +504,23 @@ def _spend_line(summary: Summary) -> str:
         f"{summary.tokens_in:,} in / {summary.tokens_out:,} out tokens · {usd(summary.cost)}"
         f" · {summary.finished:,} task(s) finished"
     )
+
+
+def streamed_answer_blocks(
+    receipt: str,
+    buttons: list[dict[str, Any]] | None = None,
+    stop_reason: str = "",
+    filename: str = "",
+    length: int = 0,
+) -> Blocks:
+    """What `chat.stopStream` puts under a streamed answer (Slack renders a stream's blocks
+    after its text, so the answer itself is not repeated): how it ended when Claude declined or
+    was cut, where the whole answer is when it was too long to stream, the receipt, buttons."""
+    notes = {"refusal": DECLINED, "max_tokens": CUT}.get(stop_reason, "")
+    if filename:
+        notes = f"{notes}\n" if notes else ""
+        notes += f"The whole answer ({length:,} characters) is in `{filename}` below."
+    body = ([context(notes)] if notes else []) + [context(receipt)]
+    if buttons:
+        body.append({"type": "actions", "elements": buttons})
+    return body
