@@ -90,7 +90,8 @@ class Broker(Protocol):
 
 
 class Notifier(Protocol):
-    """What aico says in Slack: messages, their updates, files, ephemeral replies, statuses."""
+    """What aico says in Slack: messages, their updates, files, ephemeral replies, statuses,
+    streams and agent sessions."""
 
     def post(
         self,
@@ -100,13 +101,40 @@ class Notifier(Protocol):
         thread_ts: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str: ...
-    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None: ...
+    def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        metadata: dict[str, Any] | None = None,
+    ) -> None: ...
     def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str: ...
     def has_file(self, channel: str, thread_ts: str, filename: str) -> bool: ...
     def upload(
         self, channel: str, thread_ts: str, content: str, filename: str, comment: str
     ) -> None: ...
     def set_status(self, channel: str, thread_ts: str, status: str) -> None: ...
+    # Slack's agent platform. A stream is a reply that grows (`chat.startStream` with the first
+    # text, `appendStream`, `stopStream` with the blocks under it and its metadata); Slack may
+    # end one itself (`message_not_in_streaming_state`), after which `update` finishes it. A
+    # stream carries no metadata until it is stopped: `find_stream` finds ours by its start.
+    def start_stream(self, channel: str, thread_ts: str, text: str, recipient: str = "") -> str: ...
+    def append_stream(self, channel: str, ts: str, text: str) -> None: ...
+    def stop_stream(
+        self,
+        channel: str,
+        ts: str,
+        text: str = "",
+        blocks: list[dict[str, Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
+        session_status: str = "",
+    ) -> None: ...
+    def find_stream(self, channel: str, thread_ts: str, head: str) -> str: ...
+    # An agent session per thread (`agents.sessions.setStatus`): active, processing, suspended
+    # or closed; the title counts when the session is created.
+    def set_session(self, channel: str, thread_ts: str, status: str, title: str = "") -> None: ...
+    def delete(self, channel: str, ts: str) -> None: ...
     def ephemeral(self, channel: str, user: str, text: str, thread_ts: str = "") -> None: ...
     def respond(self, response_url: str, text: str) -> None: ...
     def check(self) -> None: ...  # SlackError unless Slack takes the token (auth.test)

@@ -57,11 +57,23 @@ class ChannelPacer:
 
 
 class SlackNotifier:
-    """The handful of Slack calls aico makes, with Slack's errors as SlackError."""
+    """The handful of Slack calls aico makes, with Slack's errors as SlackError.
+
+    The agent platform's calls (streams, sessions) go through a second WebClient that waits out
+    nothing: a 429 there is the caller's to route around at once (post instead of streaming),
+    never a wait of Retry-After seconds with an answer held back.
+    """
 
     def __init__(self, client: WebClient, pacer: ChannelPacer | None = None) -> None:
         self.client = client
         self.pacer = pacer or ChannelPacer(0, 1)
+        self.once = WebClient(  # no retry handler at all: no 429 waited out, nothing sent twice
+            token=client.token,
+            base_url=client.base_url,
+            timeout=client.timeout,
+            retry_handlers=[],
+        )
+        self._me: dict[str, str] = {}  # auth.test's team_id, user_id, bot_id, once asked
 
     def post(
         self,
@@ -146,8 +158,90 @@ class SlackNotifier:
         except SlackError as exc:
             log.info("thread status not shown: %s", exc)
 
-    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
-        self._call(self.client.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
+    def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        extra = {"metadata": metadata} if metadata else {}
+        self._call(
+            self.client.chat_update, channel=channel, ts=ts, text=text, blocks=blocks, **extra
+        )
+
+    # -- the agent platform: streams and sessions -------------------------------------------
+
+    def start_stream(self, channel: str, thread_ts: str, text: str, recipient: str = "") -> str:
+        """A streamed reply in the thread, beginning with `text` (`chat.startStream`); in a
+        channel Slack wants the user and team it is for. Its ts."""
+        me = self._identity()
+        response = self._call(
+            self.once.chat_startStream,
+            channel=channel,
+            thread_ts=thread_ts,
+            markdown_text=text or None,
+            recipient_team_id=me.get("team_id") or None,
+            recipient_user_id=recipient or None,
+        )
+        return str(response["ts"])
+
+    def append_stream(self, channel: str, ts: str, text: str) -> None:
+        self._call(self.once.chat_appendStream, channel=channel, ts=ts, markdown_text=text)
+
+    def stop_stream(
+        self,
+        channel: str,
+        ts: str,
+        text: str = "",
+        blocks: list[dict[str, Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
+        session_status: str = "",
+    ) -> None:
+        """End the stream: `text` is its last piece, `blocks` show under it, `metadata` makes it
+        findable by `find_message`; `session_status` ("" is Slack's default, active)."""
+        self._call(
+            self.once.chat_stopStream,
+            channel=channel,
+            ts=ts,
+            markdown_text=text or None,
+            blocks=blocks or None,
+            metadata=metadata or None,
+            session_status=session_status or None,
+        )
+
+    def find_stream(self, channel: str, thread_ts: str, head: str) -> str:
+        """The ts of aico's latest reply in the thread that carries no metadata and whose text
+        begins with `head` (a stream whose start's answer was lost), or ""."""
+        me = self._identity()
+        found = ""
+        for message in self._thread(channel, thread_ts):
+            ours = message.get("bot_id") == me.get("bot_id") or message.get("user") == me.get(
+                "user_id"
+            )
+            plain = not message.get("metadata") and not message.get("files")
+            is_root = message.get("ts") == thread_ts
+            if ours and plain and not is_root and str(message.get("text", "")).startswith(head):
+                found = str(message["ts"])
+        return found
+
+    def set_session(self, channel: str, thread_ts: str, status: str, title: str = "") -> None:
+        """The thread's agent session (`agents.sessions.setStatus`): `status` is active,
+        processing, suspended or closed; `title` names a session being created."""
+        self._call(
+            self.once.agents_sessions_setStatus,
+            channel_id=channel,
+            thread_ts=thread_ts,
+            status=status,
+            title=title or None,
+        )
+
+    def _identity(self) -> dict[str, str]:
+        if not self._me:
+            answer = self._call(self.client.auth_test)
+            self._me = {k: str(answer.get(k) or "") for k in ("team_id", "user_id", "bot_id")}
+        return self._me
 
     def upload(
         self, channel: str, thread_ts: str, content: str, filename: str, comment: str

@@ -8,6 +8,7 @@ and ephemerals the same way and keep a `not_in_channel` set; `Faults` tells each
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,10 @@ API = {
     "find_message": "conversations.history",
     "ephemeral": "chat.postEphemeral",
     "upload": "files.getUploadURLExternal",
+    "start_stream": "chat.startStream",
+    "append_stream": "chat.appendStream",
+    "stop_stream": "chat.stopStream",
+    "set_session": "agents.sessions.setStatus",
 }
 
 
@@ -50,6 +55,39 @@ class Backend:
     def lose_answer_next(self, method: str) -> None:
         is_fake = isinstance(self.slack, FakeSlack)
         self.slack.lose_answer_next(API[method] if is_fake else method)
+
+    def rate_limit_next(self, method: str) -> None:
+        """A 429 with a long Retry-After for the next call to `method`."""
+        if isinstance(self.slack, FakeSlack):
+            self.slack.fail_next(API[method], status=429, retry_after=30)
+        else:
+            self.slack.fail_next(method, code="ratelimited")
+
+    def end_stream(self, ts: str) -> None:
+        """Slack ends the stream itself (its time limit)."""
+        if isinstance(self.slack, FakeSlack):
+            self.slack.advance(self.slack.stream_max_age + 1)
+        else:
+            self.slack.end_stream(ts)
+
+    def stream_text(self, ts: str) -> str:
+        if isinstance(self.slack, FakeSlack):
+            return self.slack.stream(CHANNEL, ts).text
+        return self.slack.stream_text(ts)
+
+    def session(self, thread_ts: str) -> str:
+        if isinstance(self.slack, FakeSlack):
+            return (self.slack.session(CHANNEL, thread_ts) or {}).get("status", "")
+        return self.slack.sessions.get((CHANNEL, thread_ts), {}).get("status", "")
+
+    def without(self, feature: str) -> None:
+        """A workspace without streams (`streams`) or agent sessions (`sessions`)."""
+        if isinstance(self.slack, FakeSlack):
+            setattr(
+                self.slack, f"{'streaming' if feature == 'streams' else 'sessions'}_enabled", False
+            )
+        else:
+            setattr(self.slack, f"{feature}_enabled", False)
 
     def statuses(self) -> list[dict]:
         if isinstance(self.slack, FakeSlack):
@@ -213,3 +251,127 @@ def test_a_post_whose_answer_was_lost_happened_and_can_be_found(backend):
     assert caught.value.transient
     (posted,) = backend.slack.messages(CHANNEL)
     assert notifier.find_message(CHANNEL, "aico_task", "t1") == posted["ts"]
+
+
+# -- Slack's agent platform: streams and sessions --------------------------------------------
+
+
+def test_a_stream_grows_in_its_thread_and_stops_with_its_blocks_and_metadata(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+
+    ts = notifier.start_stream(CHANNEL, parent, "The answer ", USER)
+    notifier.append_stream(CHANNEL, ts, "grows")
+    receipt = [{"type": "context", "elements": [{"type": "mrkdwn", "text": "model · 1 s"}]}]
+    notifier.stop_stream(CHANNEL, ts, ".", receipt, meta("aico_result", "t1"))
+
+    (reply,) = backend.slack.replies(CHANNEL, parent)
+    assert (reply["ts"], reply["text"], reply["blocks"]) == (ts, "The answer grows.", receipt)
+    assert backend.stream_text(ts) == "The answer grows."
+    assert notifier.find_message(CHANNEL, "aico_result", "t1", thread_ts=parent) == ts
+    with pytest.raises(SlackError) as caught:
+        notifier.append_stream(CHANNEL, ts, "more")
+    assert (caught.value.code, caught.value.transient) == ("message_not_in_streaming_state", False)
+
+
+def test_a_streaming_message_is_not_updated_until_slack_ends_it(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+    ts = notifier.start_stream(CHANNEL, parent, "half an answer", USER)
+
+    with pytest.raises(SlackError) as caught:
+        notifier.update(CHANNEL, ts, "the whole answer", [])
+    assert not caught.value.transient
+
+    backend.end_stream(ts)
+    with pytest.raises(SlackError) as ended:
+        notifier.append_stream(CHANNEL, ts, " and more")
+    assert ended.value.code == "message_not_in_streaming_state"
+    notifier.update(CHANNEL, ts, "the whole answer", [], meta("aico_result", "t1"))
+    assert backend.slack.message(CHANNEL, ts)["text"] == "the whole answer"
+    assert notifier.find_message(CHANNEL, "aico_result", "t1", thread_ts=parent) == ts
+
+
+def test_a_stream_whose_start_was_not_recorded_is_found_by_its_beginning(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+    notifier.post(CHANNEL, "Here is the plan", [], parent, meta("aico_result", "t0"))
+    ts = notifier.start_stream(CHANNEL, parent, "Here is the plan for t1", USER)
+
+    assert notifier.find_stream(CHANNEL, parent, "Here is the plan") == ts
+    assert notifier.find_stream(CHANNEL, parent, "Something else") == ""
+
+
+def test_a_rate_limited_stream_call_fails_at_once_instead_of_waiting(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+    backend.rate_limit_next("start_stream")
+
+    began = time.monotonic()
+    with pytest.raises(SlackError) as caught:
+        notifier.start_stream(CHANNEL, parent, "an answer", USER)
+
+    assert time.monotonic() - began < 5, "the 429's Retry-After (30 s) was not waited out"
+    assert (caught.value.code, caught.value.transient) == ("ratelimited", True)
+    assert backend.slack.replies(CHANNEL, parent) == []
+
+
+def test_a_workspace_without_streams_refuses_them_for_good(backend):
+    parent = backend.notifier.post(CHANNEL, "Task t1", [])
+    backend.without("streams")
+
+    with pytest.raises(SlackError) as caught:
+        backend.notifier.start_stream(CHANNEL, parent, "an answer", USER)
+
+    assert (caught.value.code, caught.value.transient) == ("unknown_method", False)
+    assert backend.slack.replies(CHANNEL, parent) == []
+
+
+def test_a_session_goes_from_processing_to_active_and_an_unknown_status_is_refused(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+
+    notifier.set_session(CHANNEL, parent, "processing", "write the notes")
+    assert backend.session(parent) == "processing"
+    notifier.set_session(CHANNEL, parent, "active")
+    assert backend.session(parent) == "active"
+
+    with pytest.raises(SlackError) as caught:
+        notifier.set_session(CHANNEL, parent, "done")
+    assert (caught.value.code, caught.value.transient) == ("invalid_status", False)
+
+
+def test_stopping_a_stream_can_keep_its_session_processing(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+    notifier.set_session(CHANNEL, parent, "processing", "write the notes")
+    ts = notifier.start_stream(CHANNEL, parent, "attempt one", USER)
+
+    notifier.stop_stream(CHANNEL, ts, session_status="processing")
+    assert backend.session(parent) == "processing"
+    second = notifier.start_stream(CHANNEL, parent, "attempt two", USER)
+    notifier.stop_stream(CHANNEL, second)
+    assert backend.session(parent) == "active", "Slack's default on a stop"
+
+
+def test_a_workspace_without_sessions_refuses_them_for_good(backend):
+    parent = backend.notifier.post(CHANNEL, "Task t1", [])
+    backend.without("sessions")
+
+    with pytest.raises(SlackError) as caught:
+        backend.notifier.set_session(CHANNEL, parent, "processing", "write the notes")
+
+    assert (caught.value.code, caught.value.transient) == ("feature_disabled", False)
+
+
+def test_a_deleted_message_is_gone_from_its_thread(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [])
+    ts = notifier.start_stream(CHANNEL, parent, "an answer", USER)
+
+    notifier.delete(CHANNEL, ts)
+
+    assert backend.slack.replies(CHANNEL, parent) == []
+    with pytest.raises(SlackError) as caught:
+        notifier.delete(CHANNEL, ts)
+    assert caught.value.code == "message_not_found"

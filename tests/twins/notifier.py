@@ -11,10 +11,20 @@ message that does not exist is `message_not_found`; a channel aico is not in ans
 shares them, as Slack shares an upload a moment after it is complete). `set_status` and
 `respond` never raise (SlackNotifier logs their failures).
 
+Slack's agent platform, with FakeSlack's rules: `start_stream` posts a reply that is "streaming"
+(its text grows with `append_stream`; `update` refuses it, `cant_update_message`) until
+`stop_stream` (its last text, blocks under it, metadata) or Slack ends it (`end_stream`, as for a
+stream too old or too long); then appends and stops answer `message_not_in_streaming_state` and
+`update` works again. `stop_by_user` is the stop button (appends answer `stopped_by_user`).
+`set_session` keeps one session per thread root (statuses active, processing, suspended, closed;
+anything else is `invalid_status`). `streams_enabled` / `sessions_enabled` False: a workspace
+without them (`unknown_method` / `feature_disabled`, permanent).
+
 What a test may tell it: fail the next call to a method (`fail_next`, transient or permanent),
 lose the answer of the next one (`lose_answer_next`: the call happened, the caller gets a
 transient SlackError). What a test may look at, shaped as FakeSlack shows them: `messages`,
-`replies`, `message`, `ephemerals`, `statuses`, `responses`, `calls`; `wait_for` any of it.
+`replies`, `message`, `ephemerals`, `statuses`, `responses`, `calls`, `streams`, `sessions`;
+`wait_for` any of it.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from core.errors import SlackError
 TRANSIENT_CODE = "internal_error"  # what Slack answers with a 500
 PERMANENT_CODE = "channel_not_found"
 LATEST = 100  # SlackNotifier looks among the channel's 100 latest messages
+SESSION_STATUSES = ("active", "processing", "suspended", "closed")
+STREAM_MAX_CHARS = 12_000  # what one streamed message may hold, as FakeSlack holds it
 TS_BASE_US = 1_700_000_000 * 1_000_000
 
 
@@ -57,6 +69,10 @@ class MemoryNotifier:
         self._unshared: list[tuple[str, str, dict[str, Any]]] | None = None
         self._last_us = TS_BASE_US
         self._cond = threading.Condition(threading.RLock())
+        self.streams_enabled = True
+        self.sessions_enabled = True
+        self.streams: dict[str, dict[str, Any]] = {}  # ts -> {channel, thread_ts, state, appends}
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, root) -> session
 
     # -- the Notifier port -------------------------------------------------------------------
 
@@ -79,10 +95,108 @@ class MemoryNotifier:
         with self._call("check"):
             pass
 
-    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+    def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: list[dict[str, Any]],
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         with self._call("update", channel=channel, ts=ts, text=text):
             message = self._existing(channel, ts)
+            if message.get("streaming"):
+                raise SlackError("cant_update_message")
             message.update(text=text, blocks=copy.deepcopy(blocks))
+            if metadata:
+                message["metadata"] = copy.deepcopy(metadata)
+
+    def delete(self, channel: str, ts: str) -> None:
+        with self._call("delete", channel=channel, ts=ts):
+            message = self._existing(channel, ts)
+            if ts in self.streams:
+                self._end(ts, "deleted")
+            del self._channels[channel][ts]
+            root = message.get("thread_ts")
+            if root and ts in self._threads.get((channel, root), []):
+                self._threads[(channel, root)].remove(ts)
+
+    # -- streams and sessions ----------------------------------------------------------------
+
+    def start_stream(self, channel: str, thread_ts: str, text: str, recipient: str = "") -> str:
+        with self._call("start_stream", channel=channel, thread_ts=thread_ts, text=text):
+            self._streaming_on()
+            if not thread_ts:
+                raise SlackError("invalid_arguments")
+            if channel[:1] != "D" and not recipient:
+                raise SlackError("missing_recipient_user_id")
+            if len(text) > STREAM_MAX_CHARS:
+                raise SlackError("msg_too_long")
+            message = self._post(
+                channel, {"text": text, "blocks": [], "streaming": True}, thread_ts
+            )
+            self.streams[message["ts"]] = {
+                "channel": channel,
+                "thread_ts": message.get("thread_ts", thread_ts),
+                "state": "streaming",
+                "appends": [text],
+            }
+        return str(message["ts"])
+
+    def append_stream(self, channel: str, ts: str, text: str) -> None:
+        with self._call("append_stream", channel=channel, ts=ts, text=text):
+            message = self._open_stream(channel, ts, appending=True)
+            if not text:
+                raise SlackError("no_text")
+            self._grow(message, ts, text)
+
+    def stop_stream(
+        self,
+        channel: str,
+        ts: str,
+        text: str = "",
+        blocks: list[dict[str, Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
+        session_status: str = "",
+    ) -> None:
+        with self._call("stop_stream", channel=channel, ts=ts, text=text):
+            message = self._open_stream(channel, ts, appending=False)
+            if session_status and session_status not in SESSION_STATUSES:
+                raise SlackError("invalid_arguments")
+            if text:
+                self._grow(message, ts, text)
+            if blocks is not None:
+                message["blocks"] = copy.deepcopy(blocks)
+            if metadata:
+                message["metadata"] = copy.deepcopy(metadata)
+            self._end(ts, "stopped")
+            session = self.sessions.get((channel, self.streams[ts]["thread_ts"]))
+            if session is not None:
+                session["status"] = session_status or "active"
+                session["history"].append(session["status"])
+
+    def find_stream(self, channel: str, thread_ts: str, head: str) -> str:
+        with self._call("find_stream", channel=channel, thread_ts=thread_ts, head=head):
+            found = ""
+            for message in self._thread(channel, thread_ts)[1:]:
+                plain = not message.get("metadata") and not message.get("files")
+                if plain and str(message.get("text", "")).startswith(head):
+                    found = str(message["ts"])
+        return found
+
+    def set_session(self, channel: str, thread_ts: str, status: str, title: str = "") -> None:
+        with self._call("set_session", channel=channel, thread_ts=thread_ts, status=status):
+            if not self.sessions_enabled:
+                raise SlackError("feature_disabled")
+            if status not in SESSION_STATUSES:
+                raise SlackError("invalid_status")
+            if self._is_reply(channel, thread_ts):
+                raise SlackError("invalid_thread_ts")
+            session = self.sessions.setdefault(
+                (channel, thread_ts), {"status": status, "title": title, "history": []}
+            )
+            session["status"] = status
+            session["history"].append(status)
 
     def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str:
         with self._call("find_message", channel=channel, event_type=event_type, key=key):
@@ -156,6 +270,19 @@ class MemoryNotifier:
         with self._cond:
             self._faults[method] = _Fault(count, "connection_error", True, lose_answer=True)
 
+    def end_stream(self, ts: str) -> None:
+        """Slack ends the stream itself (too old, too long): the message stays as it is."""
+        with self._cond:
+            self._end(ts, "expired")
+            self._cond.notify_all()
+
+    def stop_by_user(self, ts: str) -> None:
+        """Someone pressed the session's stop button: appends are refused, a stop still ends it."""
+        with self._cond:
+            self.streams[ts]["state"] = "stopped_by_user"
+            self._channels[self.streams[ts]["channel"]][ts].pop("streaming", None)
+            self._cond.notify_all()
+
     def share_files_later(self) -> None:
         """From now on an upload's message shows only at `share_files()`."""
         with self._cond:
@@ -203,7 +330,39 @@ class MemoryNotifier:
                 self._cond.wait(remaining)
             return value
 
+    def stream_text(self, ts: str) -> str:
+        """All the text a stream was given, start and appends."""
+        with self._cond:
+            return "".join(self.streams[ts]["appends"])
+
     # -- inside ------------------------------------------------------------------------------
+
+    def _streaming_on(self) -> None:
+        if not self.streams_enabled:
+            raise SlackError("unknown_method")
+
+    def _open_stream(self, channel: str, ts: str, appending: bool) -> dict[str, Any]:
+        self._streaming_on()
+        message = self._existing(channel, ts)
+        stream = self.streams.get(ts)
+        if stream is None or stream["state"] in ("stopped", "expired", "deleted"):
+            raise SlackError("message_not_in_streaming_state")
+        if stream["state"] == "stopped_by_user" and appending:
+            raise SlackError("stopped_by_user")
+        return message
+
+    def _grow(self, message: dict[str, Any], ts: str, text: str) -> None:
+        if len(message["text"]) + len(text) > STREAM_MAX_CHARS:
+            raise SlackError("msg_too_long")
+        self.streams[ts]["appends"].append(text)
+        message["text"] += text
+
+    def _end(self, ts: str, state: str) -> None:
+        stream = self.streams[ts]
+        stream["state"] = state
+        message = self._channels.get(stream["channel"], {}).get(ts)
+        if message is not None:
+            message.pop("streaming", None)
 
     def _call(self, method: str, **params: Any) -> _Attempt:
         return _Attempt(self, method, params)

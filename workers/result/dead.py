@@ -1,6 +1,8 @@
 """What the broker gave up on. A task whose delivery limit ran out (its workers died or gave it
 back on every attempt) would otherwise stay "Working on it" for ever: it is failed, with the
-reason, in its thread. Messages that aico rejected itself were reported when they were rejected.
+reason, in its thread, and its thread's agent session leaves "processing" (a restarted result
+worker may not know it was set). Messages that aico rejected itself were reported when they were
+rejected.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class DeadLetterHandler:
         else:  # its outcome could not be shown in Slack however often it was tried: record it
             error = "its result could not be shown in Slack"
             self.store.append(task.id, events.FAILED, {"error": error}, task.key("failed"))
+        self.results.end_session(task)  # its thread's session leaves "processing" in any case
 
     def _alert(self, task_id: str, delivery: Delivery) -> None:
         task = self.store.task(task_id)

@@ -78,6 +78,12 @@ def report(event: str, **fields) -> SimpleNamespace:
     return SimpleNamespace(body=message.encode())
 
 
+def receipt_of(reply: dict) -> str:
+    """The line under an answer: its last context block (the feedback buttons come after)."""
+    contexts = [b for b in reply["blocks"] if b["type"] == "context"]
+    return contexts[-1]["elements"][0]["text"]
+
+
 def test_working_then_the_answer_is_one_message(store):
     slack = MemorySlack()
     results = ResultHandler(store, slack)
@@ -102,9 +108,7 @@ def test_the_receipt_shows_the_cost_and_the_event_records_it(store):
 
     # Then the receipt under the answer says what it cost, and so does the event
     (reply,) = [m for m in slack.messages.values() if m["thread_ts"] == "1.000"]
-    assert reply["blocks"][-1]["elements"][0]["text"] == (
-        "claude-x-2025 · 1,000 in / 2,000 out tokens · $0.0330 · 1.5 s"
-    )
+    assert receipt_of(reply) == ("claude-x-2025 · 1,000 in / 2,000 out tokens · $0.0330 · 1.5 s")
     (completed,) = [e for e in store.events(TASK) if e.type == events.COMPLETED]
     assert completed.data["cost_usd"] == pytest.approx(0.033)
 
@@ -115,7 +119,7 @@ def test_an_answer_from_an_unpriced_model_says_its_cost_is_unknown(store):
     ResultHandler(store, slack)(report("completed", text="a", model="m", usage=usage), None)
 
     (reply,) = [m for m in slack.messages.values() if m["thread_ts"] == "1.000"]
-    assert "· cost unknown ·" in reply["blocks"][-1]["elements"][0]["text"]
+    assert "· cost unknown ·" in receipt_of(reply)
     (completed,) = [e for e in store.events(TASK) if e.type == events.COMPLETED]
     assert completed.data["cost_usd"] is None
 
