@@ -1,6 +1,8 @@
 """End-to-end benchmark of aico: the real Procfile processes against RabbitMQ and the fakes.
 
-    .venv/bin/python -m bench.e2e [--quick] [--phases wall,throughput,ack,overhead,recovery]
+    .venv/bin/python -m bench.e2e [--quick]
+                                  [--phases wall,throughput,ack,overhead,streaming,recovery]
+                                  [--stream-tasks 20] [--stream-latency 3]
                                   [--tasks 200] [--throughput-tasks 1000] [--latency 0.2]
                                   [--workers 1] [--concurrency 8] [--ack-rate 50]
                                   [--ack-count 200] [--recovery-rate 20] [--outage 10]
@@ -49,6 +51,13 @@ recovery       how long tasks take to flow again after a broker outage. Commands
                from the WARNING lines of the logs). Needs the private node: left out of the
                default phases with --amqp-url. Runs last (the other phases want no outage behind
                them); ~30 s by default, ~20 s with --quick (a 5 s outage).
+streaming      tasks at 0.5 a second (--stream-tasks), Claude writing 80 words in --stream-latency
+               seconds (3: its first token after 1.5 s): from Claude's first token (the fake's
+               first text delta, latency / 2 after the call arrived) to the first text of that
+               task's answer visible in the thread (the stream's start, or a glimpse where it
+               was not streamed), p50 / p95; how many answers streamed natively; and the Slack
+               Web API calls aico made per task (parent post and updates, stream, session and
+               status calls, all of it), with a breakdown by method.
 CPU per task   user+system CPU of every aico process (bot, pm, the task workers, result worker
                and all their children) during the wall and throughput phases (first command sent
                to last parent Done) ÷ their tasks, with a table by process. The RabbitMQ node's
@@ -100,7 +109,7 @@ from core.domain.messages import RESULTS, TASKS
 from tests.integration.stack import BOT_TOKEN, SIGNING_SECRET, Stack, fresh_vhost
 
 CHANNEL = "C0CHAN1"
-PHASES = ("wall", "throughput", "ack", "overhead", "recovery")
+PHASES = ("wall", "throughput", "ack", "overhead", "streaming", "recovery")
 CPU_PHASES = ("wall", "throughput")
 TASK_IN_BLOCKS = re.compile(r"Task `([0-9a-z]{10})`")
 DONE_BADGE = ":white_check_mark: Done"
@@ -113,6 +122,8 @@ MIB = 1024 * 1024
 PACED_SENDERS = 16  # connections of the paced phases (ack, overhead, recovery), at least
 RECOVERY_LEAD = 2.0  # seconds of paced tasks before the broker is stopped
 RECOVERY_SPARE = 60.0  # seconds of commands prepared beyond lead + outage (stop_app takes time)
+STREAM_RATE = 0.5  # tasks a second in the streaming phase: within Slack's ~20 streams a minute
+STREAM_WORDS = 80  # words of each answer in the streaming phase
 SETTLE_GRACE = 1.0  # seconds, once the queues are empty, for a late duplicate to show up
 RETRYING = re.compile(r"(\S+): broker unavailable \(.*\); retrying in ([0-9.]+)s")
 ROLES = ("bot", "pm", "task", "result")
@@ -124,6 +135,7 @@ FULL = {
     "overhead_count": 200,
     "warmup": 16,
     "outage": 10.0,
+    "stream_tasks": 20,
 }
 QUICK = {
     "tasks": 40,
@@ -132,6 +144,7 @@ QUICK = {
     "overhead_count": 40,
     "warmup": 8,
     "outage": 5.0,
+    "stream_tasks": 8,
 }
 
 TARGETS = {
@@ -141,6 +154,7 @@ TARGETS = {
     "overhead": "≤ 8 / 13",
     "cpu_per_task": "≤ 6",
     "peak_rss": "≤ 250",
+    "first_text": "p50 ≤ 1000",
 }
 REFERENCE = {
     "wall_over_ideal": "1.065",
@@ -805,6 +819,45 @@ class Bench:
             },
         }
 
+    def phase_streaming(self) -> None:
+        """Paced tasks whose answers Claude writes slowly enough to stream: the time from
+        Claude's first token to the first text of the answer visible in Slack, and the Slack
+        Web API calls made per task, by method."""
+        args, slack, claude = self.args, self.slack, self.claude
+        assert slack is not None and claude is not None and self.clock is not None
+        latency = args.stream_latency
+        try:  # warmed up with instant answers, which use none of Slack's budget of streams
+            with self.stack("streaming", 0.0) as stack:
+                claude.latency = latency
+                claude.responder = lambda body: " ".join(f"word{i}" for i in range(STREAM_WORDS))
+                self.tracker.reset()  # the warm-up's tasks are not measured
+                before = len(slack.calls)
+                batch = self.batch(stack, "streaming", args.stream_tasks, rate=STREAM_RATE)
+                calls = [c.method for c in slack.calls[before:]]
+                streams = slack.streams(CHANNEL)
+        finally:
+            claude.responder = None
+        first_text = []
+        for s in batch.sent:
+            spans = self.clock.of(s.prompt)
+            shown = self.tracker.shown.get(s.task_id)
+            if spans and shown is not None:  # the fake's first delta comes after latency / 2
+                first_text.append(shown - (spans[-1][0] + latency / 2))
+        by_method = collections.Counter(calls)
+        count = args.stream_tasks
+        self.results["streaming"] = {
+            "tasks": count,
+            "rate_per_s": STREAM_RATE,
+            "latency_s": latency,
+            "streamed": len({st.thread_ts for st in streams}),
+            "first_text_p50_ms": pct(first_text, 50) * 1000,
+            "first_text_p95_ms": pct(first_text, 95) * 1000,
+            "slack_calls_per_task": len(calls) / count,
+            "slack_calls_per_task_by_method": {
+                m: n / count for m, n in sorted(by_method.items(), key=lambda kv: -kv[1])
+            },
+        }
+
     def phase_recovery(self) -> None:
         """Paced tasks; the broker app stopped for --outage seconds, the tasks still coming;
         then timed from the broker back (start_app returned) to the first and the last answer."""
@@ -1137,6 +1190,17 @@ def report(results: dict[str, Any]) -> str:
             f"{over['p50_ms']:.1f} / {over['p99_ms']:.1f}",
             "overhead",
         )
+    if st := results.get("streaming"):
+        row(
+            f"first token → first text in Slack p50 / p95 ({st['tasks']} at "
+            f"{st['rate_per_s']:g}/s, Claude {st['latency_s']:g} s), ms",
+            f"{st['first_text_p50_ms']:.0f} / {st['first_text_p95_ms']:.0f}",
+            "first_text",
+        )
+        row("  answers streamed natively", f"{st['streamed']} of {st['tasks']}")
+        row("  Slack Web API calls per task", _f(st["slack_calls_per_task"], 1), "slack_calls")
+        by = st["slack_calls_per_task_by_method"]
+        lines.append("  by method: " + ", ".join(f"{m} {n:.1f}" for m, n in by.items()))
     if rec := results.get("recovery"):
         row(
             f"recovery after {rec['outage_s']:g} s down ({rec['rate_per_s']:g}/s), "
@@ -1277,6 +1341,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_argument("--ack-rate", type=float, default=50.0, help="commands per second")
     cli.add_argument("--ack-count", type=int, help="commands of the ack phase (200)")
     cli.add_argument("--overhead-count", type=int, help="tasks of the overhead phase (200)")
+    cli.add_argument("--stream-tasks", type=int, help="tasks of the streaming phase (20)")
+    cli.add_argument(
+        "--stream-latency",
+        type=float,
+        default=3.0,
+        help="Claude's latency in the streaming phase, seconds (half before the first token)",
+    )
     cli.add_argument(
         "--recovery-rate", type=float, default=20.0, help="tasks per second of the recovery phase"
     )
