@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
+from core.domain.attachments import Attachment
 from core.errors import DecodeError
 
 SCHEMA_VERSION = 1
@@ -58,6 +59,8 @@ class TaskMessage(Message):
     generation: int = 0  # raised when the task is queued again on purpose (a retry, a recovery)
     repo: str = ""  # the repository to draw context from ("": every configured one)
     mode: str = ""  # "code": propose a change on a branch; "": answer
+    # Files attached in Slack (Attachment records: metadata and the private URL, never content)
+    files: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require_str(self, "task_id", "prompt", "user", "channel", "thread_ts")
@@ -65,6 +68,15 @@ class TaskMessage(Message):
             raise DecodeError("TaskMessage.generation must be a whole number >= 0")
         if not isinstance(self.repo, str) or self.mode not in ("", "code"):
             raise DecodeError("TaskMessage.repo must be a string and mode '' or 'code'")
+        if not isinstance(self.files, list):
+            raise DecodeError("TaskMessage.files must be a list")
+        try:
+            self.attachments()
+        except ValueError as exc:
+            raise DecodeError(f"TaskMessage.files: {exc}") from None
+
+    def attachments(self) -> list[Attachment]:
+        return [Attachment.of(record) for record in self.files]
 
 
 @dataclass(frozen=True)
