@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from core.adapters.claude import ClaudeModel
     from core.adapters.rabbitmq import AmqpLink
     from core.adapters.slack import SlackNotifier
+    from core.adapters.slack_files import SlackFiles
     from core.domain.scaling import Policy
     from core.ports import EventStore, Regressor
     from core.usecases.alerts import AlertDesk
@@ -96,7 +97,24 @@ def intake(settings: Settings, amqp: AmqpLink, slack: SlackNotifier, events: Eve
     budgets = Budgets(events, settings.budget_user_daily, settings.budget_channel_daily)
     relay = OutboxRelay(events, slack, amqp)
     repos = [spec.name for spec in settings.repos]
-    return Intake(events, relay, settings.max_task_chars, budgets=budgets, repos=repos)
+    return Intake(
+        events,
+        relay,
+        settings.max_task_chars,
+        budgets=budgets,
+        repos=repos,
+        max_file_bytes=settings.max_file_bytes,
+    )
+
+
+def slack_files(settings: Settings) -> SlackFiles | None:
+    """What task workers download attached files with; None without the bot token (the task
+    role does not need it: files are then noted as not readable)."""
+    from core.adapters.slack_files import SlackFiles
+
+    if not settings.slack_bot_token:
+        return None
+    return SlackFiles.for_api(settings.slack_bot_token, settings.slack_api_url)
 
 
 # -- one builder per process's services -----------------------------------------------------

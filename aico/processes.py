@@ -54,7 +54,17 @@ def task_worker(settings: Settings) -> int:
     stopping, breaker = threading.Event(), CircuitBreaker("claude", on_change=_breaker_changed)
     store = bootstrap.store(settings)
     context, code = bootstrap.repo_context(settings), bootstrap.code_changes(settings)
-    handler = TaskHandler(store, model, breaker, stopping, context=context, code=code)
+    files = bootstrap.slack_files(settings)
+    handler = TaskHandler(
+        store,
+        model,
+        breaker,
+        stopping,
+        context=context,
+        code=code,
+        files=files,
+        max_file_bytes=settings.max_file_bytes,
+    )
     runtime = Runtime(
         bootstrap.link(settings, "task"),
         TASKS,

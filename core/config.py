@@ -70,12 +70,17 @@ class Settings:
     repo_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     repo_fetch_every: float = 5 * 60.0  # seconds between two fetches of the repositories
     context_tokens: int = 6000  # tokens of repository context a task's prompt may carry
+    max_file_mb: float = 10.0  # MB one file attached in Slack may have to go to Claude
 
     def repo(self, name: str) -> RepoSpec | None:
         return next((spec for spec in self.repos if spec.name == name), None)
 
     def repo_token(self, name: str) -> str:
         return dict(self.repo_tokens).get(name, "")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
 
     @property
     def drain_timeout(self) -> float:
@@ -146,6 +151,7 @@ class Settings:
             repos=_repos(env, problems),
             repo_fetch_every=_float(env, "AICO_REPO_FETCH_EVERY", 5 * 60.0, problems),
             context_tokens=_int(env, "AICO_CONTEXT_TOKENS", 6000, problems, minimum=0),
+            max_file_mb=_float(env, "AICO_MAX_FILE_MB", 10.0, problems),
         )
         settings = replace(settings, repo_tokens=_repo_tokens(env, settings.repos))
         problems[:0] = [f"{name} is required" for name in settings.missing(role)]

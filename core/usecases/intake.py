@@ -3,10 +3,18 @@ acked; the outbox relay then posts and queues it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from core.domain import events
+from core.domain.attachments import (
+    DEFAULT_MAX_FILE_BYTES,
+    SEE_FILES,
+    Attachment,
+    Refused,
+    sort_files,
+)
 from core.domain.events import TaskView
 from core.domain.task import clean_prompt, new_task_id
 from core.errors import InvalidInput
@@ -27,6 +35,10 @@ class TaskRequest:
     repo: str = ""  # the repository named for its context ("": the channel's default, else all)
     code: bool = False  # a change on a branch, for review, rather than an answer
     source: str = ""  # "mention" or "dm": the user's message is the thread's parent
+    files: tuple[Attachment, ...] = ()  # attached in Slack, accepted by Intake.sort_files
+
+
+Recorded = Callable[[TaskView], None]  # told once, when a request is recorded as a new task
 
 
 class Intake:
@@ -39,23 +51,37 @@ class Intake:
         max_chars: int,
         budgets: Budgets | None = None,
         repos: Sequence[str] = (),
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         self.store = store
         self.relay = relay
         self.max_chars = max_chars
         self.budgets = budgets
         self.repos = tuple(repos)  # the names of AICO_REPOS
+        self.max_file_bytes = max_file_bytes  # AICO_MAX_FILE_MB, for one attached file
 
-    def submit(self, request: TaskRequest) -> TaskView:
-        """Validate and record the task (InvalidInput says what is wrong). Runs before the ack."""
-        prompt = clean_prompt(request.text, self.max_chars)
+    def sort_files(
+        self, files: Sequence[Mapping[str, Any]] | None
+    ) -> tuple[tuple[Attachment, ...], list[Refused]]:
+        """The files of a Slack message that go with its task, and those refused with their
+        reason (for a note to the person), from their metadata: nothing is downloaded here."""
+        accepted, refused = sort_files(files, self.max_file_bytes)
+        return tuple(accepted), refused
+
+    def submit(self, request: TaskRequest, on_recorded: Recorded | None = None) -> TaskView:
+        """Validate and record the task (InvalidInput says what is wrong). Runs before the ack.
+        `on_recorded` is called once, when the request becomes a new task (not for a replay)."""
+        text = request.text if request.text.strip() or not request.files else SEE_FILES
+        prompt = clean_prompt(text, self.max_chars)
         task_id = new_task_id()
-        data = {
+        data: dict[str, Any] = {
             "user": request.user,
             "channel": request.channel,
             "prompt": prompt,
             "response_url": request.response_url,
         }
+        if request.files:  # their metadata only: each attempt downloads them again
+            data["files"] = [attachment.record() for attachment in request.files]
         if request.conversation:
             data.update(thread_ts=request.thread_ts, conversation=request.conversation)
         elif request.source:  # the user's message is the thread: no parent is posted
@@ -75,6 +101,8 @@ class Intake:
             assert existing is not None, "a recorded event has its task"
             return existing
         self.relay.dispatch_soon(task_id)
+        if on_recorded is not None:
+            on_recorded(task)
         return task
 
     def _repo(self, request: TaskRequest) -> str:

@@ -97,6 +97,7 @@ class Recovery:
             generation,
             repo=task.repo,
             mode=task.mode,
+            files=task.files,
         )
         # Recorded first, and only if the task has not moved since it was read (or it is not
         # stranded after all): from then on, an older copy of its message can no longer start.

@@ -136,6 +136,7 @@ class OutboxRelay:
             task.generation,
             repo=task.repo,
             mode=task.mode,
+            files=task.files,
         ).encode()
         waiting = False
         while not self._closing.is_set():

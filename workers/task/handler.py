@@ -15,6 +15,11 @@ last attempt's failure are reported in the thread and dead-lettered at once.
 
 While Claude's circuit breaker is open, deliveries wait here for a permit (the worker stops
 consuming meanwhile, so the rest wait in the queue) instead of burning attempts.
+
+Files attached in Slack are downloaded by each attempt (their content is never stored) and go
+to Claude as content blocks before the prompt: images and PDFs as such, text files quoted in the
+prompt's text. One that cannot be downloaded or read is left out (logged with the task, the file
+and the reason, and Claude is told it could not be read): the answer still comes.
 """
 
 from __future__ import annotations
@@ -26,8 +31,17 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from core.domain import events
+from core.domain.attachments import (
+    DEFAULT_MAX_FILE_BYTES,
+    Attachment,
+    Downloaded,
+    Unreadable,
+    limit_for,
+    message_content,
+)
 from core.domain.breaker import CircuitBreaker
 from core.domain.citations import Source, context_prompt, link_citations
 from core.domain.edits import EditRefused
@@ -52,6 +66,16 @@ PROGRESS_EVERY = 2.0  # seconds between two glimpses of the answer being written
 HOLD_LIMIT = 10 * 60.0
 MAX_TURNS = 20  # earlier turns of a conversation sent with a new one
 _RESULT_FIELDS = frozenset(ResultMessage.__dataclass_fields__)
+
+
+class FileSource(Protocol):
+    """Where attached files are downloaded from (core/adapters/slack_files.py): their bytes,
+    at most `max_bytes`, or Unreadable with the reason."""
+
+    def download(self, attachment: Attachment, max_bytes: int) -> bytes: ...
+
+
+NO_DOWNLOADS = "this worker has no Slack bot token to download files with (SLACK_BOT_TOKEN)"
 
 
 class Stopped(Exception):
@@ -101,6 +125,8 @@ class TaskHandler:
         hold_limit: float = HOLD_LIMIT,
         context: RepoContext | None = None,
         code: CodeChanges | None = None,
+        files: FileSource | None = None,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         self.store = store
         self.model = model
@@ -109,6 +135,8 @@ class TaskHandler:
         self.hold_limit = hold_limit
         self.context = context  # the repositories' indexes, for the prompt's context
         self.code = code  # code write-back, for `--code` tasks
+        self.files = files  # None: attached files cannot be downloaded here (no bot token)
+        self.max_file_bytes = max_file_bytes  # AICO_MAX_FILE_MB
         self.busy = 0  # Claude calls in flight, for the heartbeat
         self._busy_lock = threading.Lock()
 
@@ -162,7 +190,7 @@ class TaskHandler:
         started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
         try:
             excerpts = self._excerpts(task)
-            prompt = context_prompt(task.prompt, excerpts)
+            prompt = self._with_files(task, context_prompt(task.prompt, excerpts))
             if task.mode == "code":
                 answer = self._ask_code(prompt, history)
             else:
@@ -214,6 +242,33 @@ class TaskHandler:
             log.warning("task %s: no repository context: %s", task.task_id, exc)
             return []
 
+    def _with_files(self, task: TaskMessage, prompt: str) -> str | list[dict[str, Any]]:
+        """The prompt, after the task's files as content blocks (downloaded now: each attempt
+        downloads them again); the prompt alone for a task without files."""
+        attachments = task.attachments()
+        if not attachments:
+            return prompt
+        downloaded = [self._download(task, attachment) for attachment in attachments]
+        content, left_out = message_content(prompt, downloaded)
+        for file in left_out:
+            log.warning("task %s: file %r left out: %s", task.task_id, file.name, file.reason)
+        log.info(
+            "task %s: %d of %d file(s) go to Claude",
+            task.task_id,
+            len(attachments) - len(left_out),
+            len(attachments),
+        )
+        return content
+
+    def _download(self, task: TaskMessage, attachment: Attachment) -> Downloaded:
+        if self.files is None:
+            return Downloaded(attachment, failure=NO_DOWNLOADS)
+        try:
+            limit = limit_for(attachment.kind, self.max_file_bytes)
+            return Downloaded(attachment, self.files.download(attachment, limit))
+        except Unreadable as exc:
+            return Downloaded(attachment, failure=str(exc))
+
     def _offers_change(self, task: TaskMessage, sources: list[Source]) -> bool:
         """Whether the answer gets a "Make the change" button: it drew on one repository, and
         this worker can make code changes."""
@@ -224,13 +279,15 @@ class TaskHandler:
             return text
         return link_citations(text, sources, self.context.linker(sources))
 
-    def _ask_code(self, prompt: str, history: list[tuple[str, str]]) -> _CodeAnswer:
+    def _ask_code(
+        self, prompt: str | list[dict[str, Any]], history: list[tuple[str, str]]
+    ) -> _CodeAnswer:
         if self.code is None:
             raise ModelError("code changes are not configured here (AICO_REPOS)", transient=False)
         with self._busy_lock:
             self.busy += 1
         try:
-            call = self.code.ask(self.model, prompt, history)
+            call = self.code.ask(self.model, prompt, history)  # type: ignore[arg-type]
         finally:
             with self._busy_lock:
                 self.busy -= 1
@@ -258,11 +315,16 @@ class TaskHandler:
         report = {k: v for k, v in answered.items() if k not in ("edits", "text", "change")}
         _report(publish, task, "completed", text=answer_text(change), change=change, **report)
 
-    def _ask(self, prompt: str, history: list[tuple[str, str]], progress: _Progress):
+    def _ask(
+        self,
+        prompt: str | list[dict[str, Any]],
+        history: list[tuple[str, str]],
+        progress: _Progress,
+    ):
         with self._busy_lock:
             self.busy += 1
         try:
-            return self.model.complete(prompt, history, progress)
+            return self.model.complete(prompt, history, progress)  # type: ignore[arg-type]
         finally:
             with self._busy_lock:
                 self.busy -= 1
