@@ -169,13 +169,13 @@ class Model(Protocol):
     def check(self) -> str: ...  # ConfigError for a model that cannot be used
     def complete(
         self,
-        prompt: str,
+        prompt: str | list[dict[str, Any]],  # text, or content blocks (files attached)
         history: Sequence[tuple[str, str]] = (),
         on_text: Callable[[list[str]], None] | None = None,
     ) -> Completion: ...
     def use_tool(
         self,
-        prompt: str,
+        prompt: str | list[dict[str, Any]],
         tool: dict[str, Any],
         history: Sequence[dict[str, Any]] = (),
         system: str = "",

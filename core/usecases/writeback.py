@@ -125,7 +125,9 @@ class CodeChanges:
             )
         return spec
 
-    def ask(self, model: Model, prompt: str, history: Sequence[tuple[str, str]]) -> ToolAnswer:
+    def ask(
+        self, model: Model, prompt: str | list[dict[str, Any]], history: Sequence[tuple[str, str]]
+    ) -> ToolAnswer:
         turns = [
             {"role": role, "content": text}
             for asked, answered in history

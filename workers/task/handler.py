@@ -287,7 +287,7 @@ class TaskHandler:
         with self._busy_lock:
             self.busy += 1
         try:
-            call = self.code.ask(self.model, prompt, history)  # type: ignore[arg-type]
+            call = self.code.ask(self.model, prompt, history)
         finally:
             with self._busy_lock:
                 self.busy -= 1
@@ -324,7 +324,7 @@ class TaskHandler:
         with self._busy_lock:
             self.busy += 1
         try:
-            return self.model.complete(prompt, history, progress)  # type: ignore[arg-type]
+            return self.model.complete(prompt, history, progress)
         finally:
             with self._busy_lock:
                 self.busy -= 1
