@@ -1,6 +1,6 @@
 """Benchmark of the code retriever (core/adapters/index.py) against a plain BM25, side by side.
 
-    .venv/bin/python -m bench.retrieval [--quick] [--repo PATH ...] [--ablation]
+    .venv/bin/python -m bench.retrieval [--quick] [--repo PATH ...] [--until REV] [--ablation]
 
 Two query sets:
 
@@ -9,20 +9,23 @@ Two query sets:
     docstring (its first paragraph) is the query, its chunk and its file are the targets, and
     the docstrings of all the sampled functions are removed from the indexed tree, so a query
     cannot match itself.
-(b) Task-like, from real git history (by default this repository's): for each commit that
-    changes 1 to 8 indexed files, the index is the tree at the commit's parent with its history
-    up to the parent only, the query is the commit's subject and the targets are the changed
-    files that existed at the parent. Between consecutive commits the index is brought forward
-    with `refresh()` on the files that changed, as `aico pm` does after a fetch. Figures are
-    given for all commits and for the older and newer halves apart. Caution: the weights were
-    chosen looking at this repository's commits (both halves), so on it they are not a held-out
-    measure; the sdists of (a) served only to check the chunk re-ranking weight.
+(b) Task-like, from real git history (by default this repository's, up to `--until`): for each
+    commit that changes 1 to 8 indexed files, the index is the tree at the commit's parent with
+    its history up to the parent only, the query is the commit's subject and the targets are the
+    changed files that existed at the parent. Between consecutive commits the index is brought
+    forward with `refresh()` on the files that changed, as `aico pm` does after a fetch. Figures
+    are given for all commits and for the older and newer halves apart. The weights were chosen
+    on (a) and on the older half of (b) only; the newer half is the held-out measure. (No other
+    repository with real history was on the machine the weights were chosen on; pass more with
+    `--repo`: every commit of those is held out.)
 
 Figures: file-level success@5 (a target among the first 5 files: "Recall@5" in the issue),
 the mean share of targets in the first 5, MRR@10 of the first target; function-level Recall@5
 and MRR@10 for (a); index build time, size on disk and chunks; query latency p50/p95. The
 baseline is BM25 over whole files, lowercased \\w+ words, no identifier splitting, no stemming.
-`--ablation` adds the retriever with one idea taken out at a time.
+"before" is the retriever as it was before the path, name and embedding rankings (stemming every
+token, identifier wholes too). "ours, BM25 only" is what an install without `wordllama` gets.
+`--ablation` adds the retriever with one idea taken out (or one rejected idea put in) at a time.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from core.adapters.index import CodeIndex, Tuning, eligible_files
+from core.adapters.index import CodeIndex, Tuning, eligible_files, embeddings_available
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(__file__).parent / ".cache"
@@ -256,8 +259,11 @@ def _without_lines(path: Path, spans: list[tuple[int, int]]) -> str:
     return "\n".join(line for n, line in enumerate(lines, start=1) if n not in drop) + "\n"
 
 
-def run_docstrings(trees: list[Path], per_package: int) -> dict[str, Score]:
-    scores = {"ours": Score(), "plain BM25": Score()}
+def run_docstrings(
+    trees: list[Path], per_package: int, search: dict[str, Tuning], rebuilt: dict[str, Tuning]
+) -> dict[str, Score]:
+    names = [*search, *rebuilt, "plain BM25"]
+    scores = {name: Score() for name in names}
     for tree in trees:
         queries, stripped = doc_queries(tree, per_package)
         with tempfile.TemporaryDirectory() as scratch:
@@ -265,14 +271,21 @@ def run_docstrings(trees: list[Path], per_package: int) -> dict[str, Score]:
             shutil.copytree(tree, copy)
             for path, text in stripped.items():
                 (copy / path).write_text(text)
-            index = CodeIndex.build(copy, history=False)
+            main = CodeIndex.build(copy, history=False)
+            indexes = {
+                n: CodeIndex.build(copy, history=False, tuning=t) for n, t in rebuilt.items()
+            }
             plain = PlainBM25(copy)
+        rankers = {n: ours(main, t) for n, t in search.items()}
+        rankers |= {n: ours(indexes[n], t) for n, t in rebuilt.items()}
         for q in queries:
-            files, chunks = timed(scores["ours"], ours(index), q.query)
-            scores["ours"].add_files(files, {q.path})
-            scores["ours"].add_function(chunks, (q.path, q.name))
+            for name, ranker in rankers.items():
+                files, chunks = timed(scores[name], ranker, q.query)
+                scores[name].add_files(files, {q.path})
+                scores[name].add_function(chunks, (q.path, q.name))
             files, _ = timed(scores["plain BM25"], plain.rank, q.query)
             scores["plain BM25"].add_files(files, {q.path})
+        main.tuning = Tuning()
     return scores
 
 
@@ -287,9 +300,9 @@ class CommitQuery:
     changed: tuple[str, ...]  # every path the commit touched
 
 
-def commit_queries(repo: Path) -> list[CommitQuery]:
-    """The non-merge commits along the first parents, oldest first."""
-    log = _git(repo, "log", "--first-parent", "--no-merges", "--reverse", "--format=%H %P")
+def commit_queries(repo: Path, until: str = "HEAD") -> list[CommitQuery]:
+    """The non-merge commits along the first parents up to `until`, oldest first."""
+    log = _git(repo, "log", "--first-parent", "--no-merges", "--reverse", "--format=%H %P", until)
     queries = []
     for line in log.splitlines():
         sha, *parents = line.split()
@@ -307,40 +320,67 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-VARIANTS: dict[str, Tuning] = {
-    "ours": Tuning(),
-    "ours + history votes (weight 1)": Tuning(history_weight=1.0),
-    "ours + history votes (weight 0.3)": Tuning(history_weight=0.3),
+BEFORE = Tuning(
+    path_weight=0.0, symbol_weight=0.0, embedding_weight=0.0, stem="all", embeddings=False
+)
+ABLATION: dict[str, Tuning] = {
     "ours without the chunk ranking": Tuning(chunk_weight=0.0),
     "ours without the whole-file ranking": Tuning(file_weight=0.0),
+    "ours without the path ranking": Tuning(path_weight=0.0),
+    "ours without the defined-names ranking": Tuning(symbol_weight=0.0),
+    "ours without the embedding floor": Tuning(embedding_floor=0.0),
+    "ours without the chunks' embedding rank": Tuning(chunk_embedding_weight=0.0),
+    "ours + history votes (weight 0.3)": Tuning(history_weight=0.3),
+    "ours + co-change of the top 3 (weight 0.2)": Tuning(cochange_weight=0.2),
+    "ours + change-frequency prior (weight 0.1)": Tuning(prior_weight=0.1),
+    "ours + feedback, 5 words (weight 0.2)": Tuning(feedback_terms=5, feedback_weight=0.2),
 }
 REBUILT: dict[str, Tuning] = {
-    "ours without the path field": Tuning(path_field=False),
-    "ours without stemming": Tuning(stem=False),
-    "ours with BM25 b=0.75": Tuning(b=0.75),
+    "ours stemming every token": Tuning(stem="all"),
+    "ours without stemming": Tuning(stem="none"),
+    "ours without the path words in chunks": Tuning(path_field=False),
 }
+
+
+def methods(ablation: bool) -> tuple[dict[str, Tuning], dict[str, Tuning]]:
+    """The variants measured: those that search the main index with other knobs, and those
+    that need an index of their own."""
+    search = {"ours": Tuning()}
+    if embeddings_available():
+        search["ours, BM25 only (no wordllama)"] = Tuning(embedding_weight=0.0)
+    rebuilt = {"before": BEFORE}
+    if ablation:
+        search |= ABLATION
+        rebuilt |= REBUILT
+    return search, rebuilt
 
 
 def run_commits(
-    repo: Path, limit: int | None, ablation: bool
+    repo: Path, limit: int | None, ablation: bool, until: str = "HEAD"
 ) -> tuple[dict[str, list[Score]], dict]:
-    """Each method's scores on the older (tuning) and newer (held-out) halves of the commits."""
-    commits = commit_queries(repo)
+    """Each method's scores on all, the older (tuning) and the newer (held-out) half of the
+    commits."""
+    commits = commit_queries(repo, until)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / "checkout"
         _git(Path(scratch), "clone", "-q", "--no-checkout", str(repo), str(work))
-        return _walk(work, commits, limit, ablation)
+        halves, info = _walk(work, commits, limit, *methods(ablation))
+    head = commits[-1].sha[:12] if commits else ""
+    return halves, {**info, "head": head}
 
 
-def _walk(work: Path, commits: list[CommitQuery], limit: int | None, ablation: bool):
-    variants = VARIANTS if ablation else {"ours": VARIANTS["ours"]}
-    rebuilt = REBUILT if ablation else {}
+def _walk(
+    work: Path,
+    commits: list[CommitQuery],
+    limit: int | None,
+    search: dict[str, Tuning],
+    rebuilt: dict[str, Tuning],
+):
     indexes: dict[str, CodeIndex] = {}
     plain: PlainBM25 | None = None
     at = ""
     asked: list[tuple[str, dict[str, tuple[list[str], float]]]] = []
-    chosen = [c for c in commits if c.changed]
-    for commit in chosen:
+    for commit in [c for c in commits if c.changed]:
         if not at:
             _git(work, "checkout", "-q", "-f", commit.parent)
             indexes = {name: CodeIndex.build(work, tuning=t) for name, t in rebuilt.items()}
@@ -359,7 +399,7 @@ def _walk(work: Path, commits: list[CommitQuery], limit: int | None, ablation: b
         if not targets or len([p for p in commit.changed if _indexable(p)]) > MAX_TARGET_FILES:
             continue
         answers: dict[str, tuple[list[str], float]] = {}
-        for name, tuning in variants.items():
+        for name, tuning in search.items():
             answers[name] = _answer(ours(indexes["ours"], tuning), commit.subject)
         for name, tuning in rebuilt.items():
             answers[name] = _answer(ours(indexes[name], tuning), commit.subject)
@@ -368,7 +408,8 @@ def _walk(work: Path, commits: list[CommitQuery], limit: int | None, ablation: b
         asked.append((",".join(sorted(targets)), answers))
         if limit and len(asked) >= limit:
             break
-    indexes["ours"].tuning = Tuning()
+    if "ours" in indexes:
+        indexes["ours"].tuning = Tuning()
     return _halves(asked), {"queries": len(asked)}
 
 
@@ -399,6 +440,9 @@ def _halves(asked: list[tuple[str, dict[str, tuple[list[str], float]]]]) -> dict
 
 def index_figures(root: Path) -> dict[str, str]:
     started = time.perf_counter()
+    CodeIndex.build(root, tuning=Tuning(embeddings=False, embedding_weight=0.0))
+    bm25_only = time.perf_counter() - started
+    started = time.perf_counter()
     index = CodeIndex.build(root)
     took = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as scratch:
@@ -408,7 +452,7 @@ def index_figures(root: Path) -> dict[str, str]:
         "tree": root.name,
         "files": str(index.files),
         "chunks": str(index.chunks),
-        "build s": f"{took:.2f}",
+        "build s (BM25 only)": f"{took:.2f} ({bm25_only:.2f})",
         "on disk MB": f"{size / 1e6:.2f}",
     }
 
@@ -439,19 +483,22 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--quick", action="store_true", help="fewer queries (about a minute)")
     cli.add_argument("--repo", action="append", type=Path, help="git repositories for (b)")
     cli.add_argument("--ablation", action="store_true", help="each idea taken out in turn")
+    cli.add_argument("--until", default="HEAD", help="the last commit of (b) (default HEAD)")
     args = cli.parse_args(argv)
     per_package = 20 if args.quick else PER_PACKAGE
     limit = 30 if args.quick else None
     started = time.perf_counter()
 
     trees = fetch_sources(PACKAGES[:2] if args.quick else PACKAGES)
-    docs = run_docstrings(trees, per_package)
+    docs = run_docstrings(trees, per_package, *methods(args.ablation))
     print(f"## (a) docstring queries: {', '.join(t.name for t in trees)}\n")
     print(table([{"method": m, **s.row()} for m, s in docs.items()]) + "\n")
 
     for repo in args.repo or [ROOT]:
-        halves, info = run_commits(repo, limit, args.ablation)
-        print(f"## (b) commit subjects: {repo.name}, {info['queries']} commits\n")
+        halves, info = run_commits(repo, limit, args.ablation, args.until)
+        print(
+            f"## (b) commit subjects: {repo.name} up to {info['head']}, {info['queries']} commits\n"
+        )
         rows = []
         for method, (whole, older, newer) in halves.items():
             for label, score in (

@@ -1,29 +1,36 @@
-"""The code index of one repository: BM25 (bm25s) over stemmed, identifier-split chunks, over
-whole files, and over the subjects of the commits that touched each file (git history).
+"""The code index of one repository: BM25 (bm25s) over identifier-split chunks, whole files,
+file paths and defined names, optionally fused with static embeddings (wordllama), and priors from
+git history (how often each file changed, which files changed together).
 
-Scorers rank a repository's files for a query: by the file's best chunks (its functions,
-classes, methods, windows, each carrying the file's path words) and by the whole file (path words
-included); their rankings are merged by weighted reciprocal-rank fusion
-(`core.domain.retrieval.fuse`). A third ranking is kept and measured but off by default
-(`Tuning.history_weight`): the files touched by the earlier commits whose subjects are most like
-the query (`git log --name-only`, the last 2,000 commits). On the benchmark's held-out commits it
-lowered every figure (bench/retrieval.py --ablation). The chunk ranking a prompt receives is the
-chunk BM25 ranking fused with its file's rank.
+Scorers rank a repository's files for a query, each its own way: by the file's best chunks (its
+functions, classes, methods, windows), by the whole file, by the words of its path (its own name
+counted twice) and by the names it defines; with the optional `wordllama` package, also by the
+cosine of the query's and the chunks' static embeddings (weights shipped inside the wheel, never
+downloaded: without the package the index is BM25 alone). Their rankings are merged by weighted
+reciprocal-rank fusion (`core.domain.retrieval.fuse`); the files that changed together with the
+first ranking's best files (`git log --name-only`, the last 2,000 commits) and the files that
+change most often are two more rankings of that fusion (measured, and off by default: they
+lowered the figures). The chunk ranking a prompt receives is the chunks' BM25 ranking (and, with
+wordllama, their embedding ranking) fused with their file's rank. Plain words and identifier
+parts are stemmed; a compound identifier is also kept whole and unstemmed, so an exact name still
+matches exactly.
 
-Each file's chunks and stemmed tokens are kept, so `refresh()` re-reads only the files a fetch
-changed; the BM25 matrices are then rebuilt from the cached tokens (a fraction of a second for
-thousands of chunks). The saved form is gzip-compressed JSON, never a pickle: a data directory is
-not trusted code.
+Each file's chunks and tokens are kept, so `refresh()` re-reads only the files a fetch changed;
+the BM25 matrices are then rebuilt from the cached tokens (a fraction of a second for thousands
+of chunks). The saved form is gzip-compressed JSON, never a pickle: a data directory is not
+trusted code. An index saved in another format is refused with ValueError, and rebuilt.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +43,26 @@ from core.domain.retrieval import (
     FileHit,
     Hit,
     Results,
+    change_prior,
     chunk_file,
+    cochange_scores,
+    cochanges,
     file_scores,
     fuse,
+    name_words,
     path_words,
     ranked,
+    symbol_names,
     tokenize,
 )
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: unstemmed identifier wholes, path and name fields, embeddings (1 is refused)
 INDEX_FILE = "index.json.gz"
 MAX_BYTES = 1_000_000
 HISTORY_COMMITS = 2000
+EMBED_CHARS = 600  # a chunk's embedding reads its name, path and first characters
 
 
 def _words_set(text: str) -> frozenset[str]:
@@ -67,21 +80,38 @@ LOCK_FILES = _words_set(
     "composer.lock Gemfile.lock go.sum npm-shrinkwrap.json pdm.lock"
 )
 MINIFIED = (".min.js", ".min.css", ".map")
+STEMMING = ("parts", "all", "none")
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """The retriever's knobs (the benchmark's ablation turns them off one at a time)."""
+    """The retriever's knobs (the benchmark's ablation turns them off one at a time). The
+    weights are reciprocal-rank fusion weights of the file rankings, chosen on the docstring
+    queries and the older half of this repository's commits (bench/retrieval.py); the rankings
+    at weight 0 were measured there and lowered the figures, so they are off unless asked for."""
 
     chunk_weight: float = 0.5  # files ranked by their best chunks
     file_weight: float = 1.0  # files ranked by whole-file BM25 (path words included)
+    path_weight: float = 0.2  # files ranked by the words of their path, their name twice
+    symbol_weight: float = 0.1  # files ranked by the names they define
+    embedding_weight: float = 1.3  # files ranked by their chunks' embeddings (with wordllama)
+    embedding_floor: float = 0.2  # the cosine a chunk needs to rank its file
     history_weight: float = 0.0  # files voted for by the earlier commits most like the query
-    # (measured: it lowered every figure on the held-out commits, so it is off unless asked)
     similar_commits: int = 20
+    cochange_weight: float = 0.0  # files changed together with the first ranking's best
+    cochange_top: int = 3
+    prior_weight: float = 0.0  # files by how often they changed (recent commits most)
+    prior_half_life: float = 50.0
+    feedback_terms: int = 0  # pseudo-relevance feedback: words added from the best chunks
+    feedback_chunks: int = 3
+    feedback_weight: float = 0.3
     path_field: bool = True  # each chunk and file also carries its path's words
-    stem: bool = True
+    stem: str = "parts"  # "parts": words and identifier parts, not wholes; "all"; "none"
+    embeddings: bool = True  # embed the chunks at build time when wordllama is installed
+    field_floor: float = 0.0  # path and name rankings keep files scoring this share of the best
     rrf_k: int = 60
     chunk_file_weight: float = 1.0  # a chunk's rank fused with its file's fused rank
+    chunk_embedding_weight: float = 1.0  # a chunk's embedding rank fused into its rank too
     k1: float = 1.2
     b: float = 0.5  # code files vary in length more than prose; less length normalization
 
@@ -92,6 +122,7 @@ class _File:
     chunks: list[Chunk]
     chunk_tokens: list[list[str]]
     tokens: list[str]  # the whole file's
+    vectors: np.ndarray | None = None  # one unit embedding per chunk, float16
 
 
 @dataclass
@@ -109,7 +140,16 @@ class _Field:
         model.index([doc or [""] for doc in docs], show_progress=False)
         return cls(model, len(docs))
 
-    def scores(self, query: list[str]) -> np.ndarray:
+    def scores(
+        self, query: list[str], extra: Sequence[str] = (), weight: float = 0.0
+    ) -> np.ndarray:
+        """BM25 of `query`, plus `weight` times that of the `extra` words (feedback)."""
+        total = self._scores(query)
+        if extra and weight:
+            total = total + weight * self._scores(list(extra))
+        return total
+
+    def _scores(self, query: list[str]) -> np.ndarray:
         if self.model is None or not query:
             return np.zeros(self.size, dtype=np.float32)
         ids = self.model.get_tokens_ids(query)
@@ -122,9 +162,16 @@ class _Field:
 class _Fields:
     chunks: _Field
     files: _Field
+    paths_field: _Field
+    symbols: _Field
     history: _Field
     chunk_list: list[Chunk]
+    chunk_docs: list[list[str]]
     paths: list[str]
+    vectors: np.ndarray | None  # the chunks' embeddings, row for row with chunk_list
+    prior: list[str]  # files by how often they changed, most first
+    pairs: dict[str, dict[str, float]]  # co-changes
+    document_frequency: dict[str, int] = field(default_factory=dict)
 
 
 class CodeIndex:
@@ -132,6 +179,8 @@ class CodeIndex:
 
     def __init__(self, tuning: Tuning | None = None) -> None:
         self.tuning = tuning or Tuning()
+        if self.tuning.stem not in STEMMING:
+            raise ValueError(f"stem must be one of {STEMMING}")
         self.revision = ""
         self.history_enabled = False
         self.reads = 0  # files read from disk since this object was made (refresh re-reads few)
@@ -139,7 +188,8 @@ class CodeIndex:
         self._history: list[
             tuple[list[str], list[str]]
         ] = []  # (subject words, paths), newest first
-        self._stemmer = Stemmer.Stemmer("english")
+        self._stem = _stemmer()
+        self._embedder = _embedder() if self.tuning.embeddings else None
         self._fields: _Fields | None = None
 
     # --- building ------------------------------------------------------------------------------
@@ -172,6 +222,11 @@ class CodeIndex:
         self._rebuild()
         return read
 
+    @property
+    def embedded(self) -> bool:
+        """Whether this index ranks by embeddings too (wordllama installed and chunks embedded)."""
+        return self._fields is not None and self._fields.vectors is not None
+
     def _read(self, root: Path, relative: str) -> int:
         text = _text_of(root / relative)
         if text is None:
@@ -179,16 +234,29 @@ class CodeIndex:
         self.reads += 1
         chunks = chunk_file(relative, text)
         self._files[relative] = _File(
-            relative, chunks, [self._words(f"{c.name} {c.text}") for c in chunks], self._words(text)
+            relative,
+            chunks,
+            [self._words(f"{c.name} {c.text}") for c in chunks],
+            self._words(text),
+            self._embed(chunks),
         )
         return 1
+
+    def _embed(self, chunks: list[Chunk]) -> np.ndarray | None:
+        if self._embedder is None or not chunks:
+            return None
+        texts = [f"{c.name} {path_words(c.path)}\n{c.text[:EMBED_CHARS]}" for c in chunks]
+        return self._embedder(texts).astype(np.float16)
 
     def _read_history(self, root: Path) -> list[tuple[list[str], list[str]]]:
         return [(self._words(subject), paths) for subject, paths in commit_history(root)]
 
     def _words(self, text: str) -> list[str]:
+        mode = self.tuning.stem
+        if mode == "parts":
+            return tokenize(text, self._stem)
         words = tokenize(text)
-        return list(self._stemmer.stemWords(words)) if self.tuning.stem else words
+        return [self._stem(w) for w in words] if mode == "all" else words
 
     def _rebuild(self) -> None:
         tuning = self.tuning
@@ -202,13 +270,28 @@ class CodeIndex:
             chunk_list.extend(record.chunks)
             chunk_docs.extend(tokens + where for tokens in record.chunk_tokens)
             file_docs.append(record.tokens + where)
+        changes = [[p for p in ps if p in self._files] for _, ps in self._history]
         self._fields = _Fields(
             _Field.over(chunk_docs, tuning),
             _Field.over(file_docs, tuning),
+            _Field.over([self._words(name_words(p)) for p in paths], tuning),
+            _Field.over([self._words(symbol_names(self._files[p].chunks)) for p in paths], tuning),
             _Field.over([words for words, _ in self._history], tuning),
             chunk_list,
+            chunk_docs,
             paths,
+            self._stacked(paths, len(chunk_list)),
+            ranked(change_prior(changes, tuning.prior_half_life)),
+            cochanges(changes),
         )
+
+    def _stacked(self, paths: list[str], total: int) -> np.ndarray | None:
+        """The chunks' embeddings in one matrix, or None unless every file has them."""
+        blocks = [self._files[p].vectors for p in paths if self._files[p].chunks]
+        if self._embedder is None or not blocks or any(b is None for b in blocks):
+            return None
+        matrix = np.concatenate([b for b in blocks if b is not None]).astype(np.float32)
+        return matrix if len(matrix) == total else None
 
     # --- searching -----------------------------------------------------------------------------
 
@@ -226,28 +309,96 @@ class CodeIndex:
         words = list(dict.fromkeys(self._words(query)))
         if fields is None or not words or not fields.paths:
             return Results([], [])
-        chunk_scores = fields.chunks.scores(words)
+        extra = self._feedback(fields, words)
+        weight = self.tuning.feedback_weight
+        chunk_scores = fields.chunks.scores(words, extra, weight)
         hits = [Hit(fields.chunk_list[i], float(chunk_scores[i])) for i in _top(chunk_scores, 400)]
-        fused = self._fused_files(fields, words, hits)
+        near = self._nearest(fields, query)
+        fused = self._fused_files(fields, words, extra, hits, near)
         file_order = ranked({p: s for p, s in fused.items() if s > 0})
-        chunk_hits = self._rank_chunks(hits, file_order)
-        best = _best_chunks(chunk_hits)
+        chunk_hits = self._rank_chunks(hits, near, file_order)
+        best = _best_chunks(near) | _best_chunks(chunk_hits)  # a BM25 chunk first
         return Results(
             chunk_hits[:k],
             [FileHit(p, fused[p], best.get(p) or self._first_chunk(p)) for p in file_order[:k]],
         )
 
-    def _fused_files(self, fields: _Fields, words: list[str], hits: list[Hit]) -> dict[str, float]:
-        """The three file rankings (by best chunks, whole file, similar commits), fused."""
+    def _feedback(self, fields: _Fields, words: list[str]) -> list[str]:
+        """Pseudo-relevance feedback: the words most typical of the best chunks for `words`
+        (frequent there, rare in the index), to find the files that say it otherwise."""
         tuning = self.tuning
-        whole = fields.files.scores(words)
-        by_file = [fields.paths[i] for i in _top(whole, len(fields.paths))]
-        votes = self._votes(fields.history.scores(words)) if tuning.history_weight else {}
+        if not tuning.feedback_terms or fields.chunks.model is None:
+            return []
+        if not fields.document_frequency:  # counted on the first feedback, then kept
+            fields.document_frequency = _document_frequency(fields.chunk_docs)
+        first = fields.chunks.scores(words)
+        counts: dict[str, float] = {}
+        total = max(1, fields.chunks.size)
+        for rank, i in enumerate(_top(first, tuning.feedback_chunks), start=1):
+            for token in set(fields.chunk_docs[i]):
+                df = fields.document_frequency.get(token, total)
+                counts[token] = counts.get(token, 0.0) + np.log(total / df) / rank
+        asked = set(words)
+        return [t for t in ranked(counts) if t not in asked][: tuning.feedback_terms]
+
+    def _fused_files(
+        self, fields: _Fields, words: list[str], extra: list[str], hits: list[Hit], near: list[Hit]
+    ) -> dict[str, float]:
+        """The file rankings fused: by best chunks, whole file, path, defined names, embeddings
+        and similar commits first; then the files changed with that ranking's best ones and the
+        files that change most."""
+        tuning = self.tuning
+        weight = tuning.feedback_weight
+        rankings = [
+            ranked(file_scores(hits)),
+            self._order(fields, fields.files.scores(words, extra, weight)),
+            self._order(fields, fields.paths_field.scores(words), tuning.field_floor),
+            self._order(fields, fields.symbols.scores(words), tuning.field_floor),
+            ranked(file_scores(near)) if tuning.embedding_weight else [],
+            ranked(self._votes(fields.history.scores(words))) if tuning.history_weight else [],
+        ]
+        weights = [
+            tuning.chunk_weight,
+            tuning.file_weight,
+            tuning.path_weight,
+            tuning.symbol_weight,
+            tuning.embedding_weight,
+            tuning.history_weight,
+        ]
+        first = fuse(rankings, weights, tuning.rrf_k)
+        if not (tuning.cochange_weight or tuning.prior_weight):
+            return first
+        top = ranked(first, tuning.cochange_top)
+        together = (
+            [p for p in ranked(cochange_scores(top, fields.pairs)) if p in first]
+            if tuning.cochange_weight
+            else []
+        )
+        prior = [p for p in fields.prior if p in first] if tuning.prior_weight else []
         return fuse(
-            [ranked(file_scores(hits)), by_file, ranked(votes)],
-            [tuning.chunk_weight, tuning.file_weight, tuning.history_weight],
+            [*rankings, together, prior],
+            [*weights, tuning.cochange_weight, tuning.prior_weight],
             tuning.rrf_k,
         )
+
+    @staticmethod
+    def _order(fields: _Fields, scores: np.ndarray, floor: float = 0.0) -> list[str]:
+        """The files by `scores`, best first; with `floor`, only those scoring at least that
+        share of the best (a name field that matched one common word ranks no one)."""
+        order = _top(scores, len(fields.paths))
+        if floor and order:
+            least = floor * float(scores[order[0]])
+            order = [i for i in order if scores[i] >= least]
+        return [fields.paths[i] for i in order]
+
+    def _nearest(self, fields: _Fields, query: str, n: int = 200) -> list[Hit]:
+        """The `n` chunks whose embeddings are nearest the query's (cosine above the floor: an
+        unrelated chunk ranks nothing), best first; none without wordllama."""
+        if fields.vectors is None or self._embedder is None or not self.tuning.embedding_weight:
+            return []
+        similarity = fields.vectors @ self._embedder([query])[0].astype(np.float32)
+        above = similarity - self.tuning.embedding_floor
+        return [Hit(fields.chunk_list[i], float(similarity[i])) for i in _top(above, n)]
 
     def _votes(self, scores: np.ndarray) -> dict[str, float]:
         """Files by the earlier commits whose subjects are most like the query: each of the
@@ -259,15 +410,25 @@ class CodeIndex:
                 votes[path] = votes.get(path, 0.0) + float(scores[i]) / len(paths) ** 0.5
         return votes
 
-    def _rank_chunks(self, hits: list[Hit], file_order: list[str]) -> list[Hit]:
-        """Chunks by their own BM25 rank fused with their file's rank: a strong chunk of a
-        likely file comes before an equally strong one of an unlikely file."""
+    def _rank_chunks(self, hits: list[Hit], near: list[Hit], file_order: list[str]) -> list[Hit]:
+        """Chunks by their own BM25 rank (and embedding rank) fused with their file's rank: a
+        strong chunk of a likely file comes before an equally strong one of an unlikely file."""
+        tuning = self.tuning
+        k = tuning.rrf_k
         file_rank = {p: r for r, p in enumerate(file_order, start=1)}
-        k = self.tuning.rrf_k
-        weight = self.tuning.chunk_file_weight
+        scores = fuse(
+            [[_key(h.chunk) for h in hits], [_key(h.chunk) for h in near]],
+            [1.0, tuning.chunk_embedding_weight],
+            k,
+        )
+        chunks = {_key(h.chunk): h.chunk for h in [*hits, *near]}
         rescored = [
-            Hit(h.chunk, 1 / (k + r) + weight / (k + file_rank.get(h.chunk.path, len(file_rank))))
-            for r, h in enumerate(hits, start=1)
+            Hit(
+                chunks[key],
+                score + tuning.chunk_file_weight / (k + file_rank.get(key[0], len(file_rank))),
+            )
+            for key, score in scores.items()
+            if score > 0
         ]
         return sorted(rescored, key=lambda h: -h.score)
 
@@ -294,7 +455,8 @@ class CodeIndex:
     @classmethod
     def load(cls, directory: Path, tuning: Tuning | None = None) -> CodeIndex:
         """The index saved under `directory`. FileNotFoundError when there is none; ValueError
-        when it cannot be read whole (never a half-read index)."""
+        when it cannot be read whole (never a half-read index) or was saved in another format
+        or with other stemming (the caller rebuilds it)."""
         target = directory / INDEX_FILE
         if not target.is_file():
             raise FileNotFoundError(f"no saved code index at {directory}")
@@ -320,15 +482,67 @@ class CodeIndex:
 
     def _from_json(self, document: dict[str, Any]) -> None:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise ValueError("unknown format")
-        if bool(document["stem"]) != self.tuning.stem:
+            found = document.get("format") if isinstance(document, dict) else None
+            raise ValueError(f"format {found!r}, not {FORMAT}: rebuild the index")
+        if document["stem"] != self.tuning.stem:
             raise ValueError("saved with other stemming than asked for")
         self.revision = str(document["revision"])
         self.history_enabled = bool(document["history"])
         self._files = {f.path: f for f in map(_file_from_json, document["files"])}
+        for record in self._files.values():  # saved where wordllama was not installed
+            if record.vectors is None:
+                record.vectors = self._embed(record.chunks)
         self._history = [
             (str(w).split(), [str(p) for p in paths]) for w, paths in document["commits"]
         ]
+
+
+# --- the optional models -----------------------------------------------------------------------
+
+
+def _stemmer() -> Callable[[str], str]:
+    """English Snowball stemming of one word, cached (the same words recur across a tree)."""
+    stemmer = Stemmer.Stemmer("english")
+    return lru_cache(maxsize=500_000)(stemmer.stemWord)
+
+
+Embedder = Callable[[list[str]], np.ndarray]
+
+
+def embeddings_available() -> bool:
+    """Whether the optional `wordllama` package is installed and its shipped model loads."""
+    return _embedder() is not None
+
+
+@lru_cache(maxsize=1)
+def _embedder() -> Embedder | None:
+    """wordllama's static embeddings (256 dimensions, weights inside the wheel) as a function of
+    texts to unit vectors, or None when the package is not installed: the index is then BM25
+    alone. Loaded from the package's own folder with downloads disabled, so it never reaches a
+    network (wordllama 0.4 would otherwise look for its tokenizer in the wrong folder and fetch
+    it)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import wordllama
+    except ImportError:
+        logger.info("wordllama is not installed: the code index ranks by BM25 alone")
+        return None
+    finally:  # wordllama calls logging.basicConfig on import: the process's logging is not its
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    try:
+        model = wordllama.WordLlama.load(
+            cache_dir=Path(wordllama.__file__).parent, disable_download=True
+        )
+    except (OSError, ValueError) as exc:
+        logger.warning("wordllama could not load its shipped model (%s): BM25 alone", exc)
+        return None
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.embed(texts, norm=True), dtype=np.float32)
+
+    return embed
 
 
 # --- which files -------------------------------------------------------------------------------
@@ -412,6 +626,19 @@ def _top(scores: np.ndarray, n: int) -> list[int]:
     return sorted(positive.tolist(), key=lambda i: -scores[i])
 
 
+def _key(chunk: Chunk) -> tuple[str, int, int]:
+    return (chunk.path, chunk.start, chunk.end)
+
+
+def _document_frequency(docs: Sequence[list[str]]) -> dict[str, int]:
+    """In how many of `docs` each token occurs."""
+    counts: dict[str, int] = {}
+    for doc in docs:
+        for token in set(doc):
+            counts[token] = counts.get(token, 0) + 1
+    return counts
+
+
 def _best_chunks(hits: list[Hit]) -> dict[str, Chunk]:
     best: dict[str, Chunk] = {}
     for hit in hits:
@@ -424,7 +651,10 @@ def _file_json(record: _File) -> dict[str, Any]:
         [c.start, c.end, c.kind, c.name, c.text, " ".join(t)]
         for c, t in zip(record.chunks, record.chunk_tokens, strict=True)
     ]
-    return {"path": record.path, "chunks": chunks, "tokens": " ".join(record.tokens)}
+    document = {"path": record.path, "chunks": chunks, "tokens": " ".join(record.tokens)}
+    if record.vectors is not None:
+        document["vectors"] = base64.b64encode(record.vectors.astype("<f2").tobytes()).decode()
+    return document
 
 
 def _file_from_json(item: dict[str, Any]) -> _File:
@@ -433,4 +663,14 @@ def _file_from_json(item: dict[str, Any]) -> _File:
     for start, end, kind, name, text, words in item["chunks"]:
         chunks.append(Chunk(path, int(start), int(end), str(kind), str(name), str(text)))
         tokens.append(str(words).split())
-    return _File(path, chunks, tokens, str(item["tokens"]).split())
+    return _File(path, chunks, tokens, str(item["tokens"]).split(), _vectors(item, len(chunks)))
+
+
+def _vectors(item: dict[str, Any], rows: int) -> np.ndarray | None:
+    """The file's saved embeddings (float16, one row per chunk), or None when it has none."""
+    if "vectors" not in item:
+        return None
+    flat = np.frombuffer(base64.b64decode(str(item["vectors"]), validate=True), dtype="<f2")
+    if rows == 0 or flat.size % rows:
+        raise ValueError("embeddings that do not fit the chunks")
+    return flat.reshape(rows, flat.size // rows).astype(np.float16)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import TypeVar
 
 WINDOW_LINES = 40
 WINDOW_OVERLAP = 10
@@ -49,6 +50,7 @@ STOPWORDS = ENGLISH_STOPWORDS | CODE_STOPWORDS
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
 _PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _PYTHON = (".py", ".pyi")
+Key = TypeVar("Key", bound=Hashable)  # what rank fusion ranks: paths, chunk spans
 
 
 @dataclass(frozen=True)
@@ -101,14 +103,28 @@ def _split(word: str) -> tuple[str, ...]:
     return (whole, *parts) if len(parts) > 1 else (whole,)
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, stem: Callable[[str], str] | None = None) -> list[str]:
     """The words of `text` for BM25: identifiers split (and kept whole), lowercased; English and
     code-keyword stopwords, one-letter words and numbers of more than 4 digits (ids, timestamps,
-    data) dropped."""
+    data) dropped. With `stem`, plain words and the parts of identifiers are stemmed but a
+    compound identifier's whole is kept as written: `heartbeats` meets `heartbeat`, while
+    `read_heartbeats` stays one exact name that only itself matches."""
     tokens: list[str] = []
     for word in _WORD.findall(text):
-        tokens.extend(_kept(word))
+        tokens.extend(_kept(word) if stem is None else _stemmed(word, stem))
     return tokens
+
+
+@lru_cache(maxsize=200_000)
+def _stemmed(word: str, stem: Callable[[str], str]) -> tuple[str, ...]:
+    kept = _kept(word)
+    if kept and _compound(word) and kept[0] == _split(word)[0]:
+        return (kept[0], *(stem(t) for t in kept[1:]))
+    return tuple(stem(t) for t in kept)
+
+
+def _compound(word: str) -> bool:
+    return len(_split(word)) > 1
 
 
 @lru_cache(maxsize=200_000)
@@ -122,6 +138,18 @@ def path_words(path: str) -> str:
     """A path as text for the tokenizer: `core/adapters/sqlite_store.py` -> `core adapters
     sqlite_store py`, so a file is found by the words of its name."""
     return re.sub(r"[/\\.\-]+", " ", path)
+
+
+def name_words(path: str) -> str:
+    """A path as text that weighs the file's own name twice over its folders: a subject that
+    says "the stack" or "the ports" names `stack.py` or `ports.py` more than a folder of them."""
+    name = _basename(path)
+    return f"{path_words(path)} {path_words(name)}"
+
+
+def symbol_names(chunks: Iterable[Chunk]) -> str:
+    """The names a file defines (functions, classes, methods), as text for their own field."""
+    return " ".join(c.name for c in chunks if c.kind in ("function", "class", "method"))
 
 
 # --- chunks ------------------------------------------------------------------------------------
@@ -247,11 +275,11 @@ def _aggregate(scores: list[float], share: float, depth: int) -> float:
 
 
 def fuse(
-    rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60
-) -> dict[str, float]:
+    rankings: Sequence[Sequence[Key]], weights: Sequence[float], k: int = 60
+) -> dict[Key, float]:
     """Weighted reciprocal-rank fusion: each ranking gives an item `weight / (k + rank)`; rank
     fusion needs no common scale across scorers as unlike as chunk BM25 and commit subjects."""
-    fused: dict[str, float] = {}
+    fused: dict[Key, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         for rank, item in enumerate(ranking, start=1):
             fused[item] = fused.get(item, 0.0) + weight / (k + rank)
@@ -309,3 +337,48 @@ def _head(chunk: Chunk, chars: int) -> Chunk:
     if not kept:
         return replace(chunk, end=chunk.start, text=chunk.text[:chars])
     return replace(chunk, end=chunk.start + len(kept) - 1, text="\n".join(kept))
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def change_prior(history: Sequence[Sequence[str]], half_life: float = 50.0) -> dict[str, float]:
+    """How often each file changed, the newest commits counting most (`history` newest first;
+    a commit `half_life` commits back counts half): the files a team keeps touching are the
+    likely targets of its next task."""
+    prior: dict[str, float] = {}
+    for age, paths in enumerate(history):
+        weight = 0.5 ** (age / half_life)
+        for path in paths:
+            prior[path] = prior.get(path, 0.0) + weight
+    return prior
+
+
+def cochanges(history: Sequence[Sequence[str]], max_files: int = 12) -> dict[str, dict[str, float]]:
+    """For each file, the files changed in the same commits and how often (commits of more than
+    `max_files` files, sweeping renames and reformats, are left out)."""
+    pairs: dict[str, dict[str, float]] = {}
+    for paths in history:
+        unique = sorted(set(paths))
+        if len(unique) > max_files:
+            continue
+        for a in unique:
+            row = pairs.setdefault(a, {})
+            for b in unique:
+                if a != b:
+                    row[b] = row.get(b, 0.0) + 1.0
+    return pairs
+
+
+def cochange_scores(
+    top: Sequence[str], pairs: Mapping[str, Mapping[str, float]]
+) -> dict[str, float]:
+    """The files that changed together with the `top` files of a first ranking, each top file's
+    vote shared by rank (1/r) and normalised by how often it changed at all."""
+    scores: dict[str, float] = {}
+    for rank, path in enumerate(top, start=1):
+        row = pairs.get(path, {})
+        total = sum(row.values()) or 1.0
+        for other, count in row.items():
+            scores[other] = scores.get(other, 0.0) + count / total / rank
+    return scores

@@ -1,15 +1,19 @@
 """The code index on a real git repository made in tmp_path: the right file for known queries,
-refresh after a commit, save and load, a corrupt index refused."""
+refresh after a commit, save and load, a corrupt or older index refused; with and without the
+optional embedding model (wordllama)."""
 
 from __future__ import annotations
 
 import gzip
+import json
+import socket
+import sys
 from pathlib import Path
 
 import git
 import pytest
 
-from core.adapters.index import CodeIndex, Tuning
+from core.adapters.index import CodeIndex, Tuning, _embedder, embeddings_available
 
 FILES = {
     "core/heartbeat.py": '''"""Worker heartbeats."""
@@ -167,3 +171,95 @@ def test_a_truncated_index_is_refused(repo, tmp_path):
 
     with pytest.raises(ValueError, match="corrupt"):
         CodeIndex.load(tmp_path / "saved")
+
+
+def test_a_subject_that_names_a_file_finds_it_before_files_that_only_mention_the_word(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests/stack.py").write_text(
+        '"""The processes of a test run."""\n\n\ndef start_all(processes):\n'
+        '    """Start each process; when one fails, stop those already started."""\n'
+        "    return [p.start() for p in processes]\n"
+    )
+    (tmp_path / "tests/drills.py").write_text(
+        '"""Fault drills against the stack."""\n\n\ndef kill_broker(stack):\n'
+        "    stack.broker.kill()  # the stack goes on\n\n\ndef slack_down(stack):\n"
+        "    stack.slack.stop()  # the stack fails to reach Slack\n"
+    )
+    index = CodeIndex.build(tmp_path, history=False)
+
+    found = index.search("Test stack: a stack that fails to start stops what it started")
+
+    assert [f.path for f in found.files] == ["tests/stack.py", "tests/drills.py"]
+
+
+def test_an_index_saved_in_the_previous_format_is_refused_so_that_it_is_rebuilt(repo, tmp_path):
+    CodeIndex.build(_root(repo)).save(tmp_path / "saved")
+    old = {"format": 1, "revision": "abc", "history": True, "stem": True, "files": []}
+    (tmp_path / "saved" / "index.json.gz").write_bytes(gzip.compress(json.dumps(old).encode()))
+
+    with pytest.raises(ValueError, match="rebuild"):
+        CodeIndex.load(tmp_path / "saved")
+
+
+@pytest.fixture
+def without_wordllama(monkeypatch):
+    """An environment where `import wordllama` fails, as on an install without the package."""
+    monkeypatch.setitem(sys.modules, "wordllama", None)
+    _embedder.cache_clear()
+    yield
+    _embedder.cache_clear()
+
+
+def test_without_wordllama_the_index_is_bm25_alone_and_still_finds_files(
+    repo, tmp_path, without_wordllama
+):
+    index = CodeIndex.build(_root(repo))
+
+    assert not embeddings_available() and not index.embedded
+    assert index.search("circuit breaker reset cooldown").files[0].path == "core/breaker.py"
+    index.save(tmp_path / "saved")
+    assert CodeIndex.load(tmp_path / "saved").search("trip") == index.search("trip")
+
+
+def test_with_wordllama_a_query_in_other_words_finds_the_file_bm25_cannot(repo):
+    pytest.importorskip("wordllama")
+    index = CodeIndex.build(_root(repo))
+    query = "a fuse that blows after repeated faults"
+
+    assert index.embedded
+    found = index.search(query)
+    assert found.files[0].path == "core/breaker.py"
+    assert found.chunks[0].chunk.path == "core/breaker.py"  # the prompt quotes the breaker
+    index.tuning = Tuning(embedding_weight=0.0)
+    assert "core/breaker.py" not in [f.path for f in index.search(query).files]
+
+
+def test_the_embedding_model_loads_from_its_package_without_the_network(monkeypatch):
+    pytest.importorskip("wordllama")
+
+    def refuse(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _embedder.cache_clear()
+    try:
+        embed = _embedder()
+        assert embed is not None
+        vectors = embed(["read the heartbeats", "the heartbeat reader"])
+        assert vectors.shape == (2, 256)
+        assert float(vectors[0] @ vectors[1]) > 0.5
+    finally:
+        _embedder.cache_clear()
+
+
+def test_an_index_saved_without_embeddings_gains_them_when_loaded_with_wordllama(repo, tmp_path):
+    pytest.importorskip("wordllama")
+    CodeIndex.build(_root(repo), tuning=Tuning(embeddings=False)).save(tmp_path / "saved")
+
+    loaded = CodeIndex.load(tmp_path / "saved")
+
+    assert loaded.embedded
+    assert loaded.search("a fuse that blows after repeated faults").files[0].path == (
+        "core/breaker.py"
+    )

@@ -5,11 +5,16 @@ from __future__ import annotations
 from core.domain.retrieval import (
     Chunk,
     Hit,
+    change_prior,
     chunk_file,
+    cochange_scores,
+    cochanges,
     file_scores,
     fuse,
+    name_words,
     ranked,
     split_identifier,
+    symbol_names,
     tokenize,
     windows,
     within_budget,
@@ -154,3 +159,36 @@ def test_rank_fusion_rewards_agreement_and_honours_weights():
     fused = fuse([["a", "b"], ["b", "c"]], [1.0, 1.0], k=1)
     assert ranked(fused) == ["b", "a", "c"]
     assert ranked(fuse([["a", "b"], ["b", "a"]], [1.0, 0.0])) == ["a", "b"]
+
+
+def test_stemming_meets_plural_words_and_keeps_a_compound_name_exact():
+    def stem(word: str) -> str:
+        return word.removesuffix("s")
+
+    assert tokenize("heartbeats", stem) == ["heartbeat"]
+    assert tokenize("read_heartbeats", stem) == ["read_heartbeats", "read", "heartbeat"]
+    assert tokenize("readHeartbeats", stem) == ["readheartbeats", "read", "heartbeat"]
+
+
+def test_a_file_name_weighs_more_than_its_folders_and_its_names_are_a_field():
+    assert tokenize(name_words("tests/integration/stack.py")).count("stack") == 2
+    assert tokenize(name_words("tests/integration/stack.py")).count("integration") == 1
+    chunks = chunk_file("m.py", MODULE)
+    assert symbol_names(chunks).split() == ["read_heartbeats", "Beat", "Beat.age", "Beat.late"]
+
+
+def test_history_counts_recent_changes_most_and_pairs_files_changed_together():
+    history = [["a.py", "test_a.py"], ["b.py"], ["a.py", "test_a.py", "README.md"]]  # newest first
+
+    prior = change_prior(history, half_life=1.0)
+    assert prior["a.py"] == 1.0 + 0.25 and prior["b.py"] == 0.5
+    pairs = cochanges(history)
+    assert pairs["a.py"] == {"test_a.py": 2.0, "README.md": 1.0}
+    assert "b.py" not in pairs["a.py"]
+    scores = cochange_scores(["a.py"], pairs)
+    assert ranked(scores) == ["test_a.py", "README.md"]
+
+
+def test_a_sweeping_commit_pairs_nothing():
+    sweep = [f"f{i}.py" for i in range(30)]
+    assert cochanges([sweep]) == {}
