@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from core.usecases.health import Health
     from core.usecases.intake import Intake
     from core.usecases.operations import Operations
+    from core.usecases.projects import Projects
     from core.usecases.recovery import Recovery
     from core.usecases.repos import RepoContext, RepoKeeper
     from core.usecases.status import Status
     from core.usecases.writeback import ChangeKeeper, CodeChanges
     from workers.pm.plane import ControlPlane
+    from workers.task.projects import ProjectWork
 
 
 def configure_logging(settings: Settings, process: str) -> None:
@@ -133,11 +135,12 @@ def bot_services(
     from core.usecases.scaling import PoolAdmin
     from core.usecases.writeback import ChangeReview
 
+    conductor = projects(settings, store, amqp)
     return UseCases(
         intake=intake,
         status=status(store, amqp, wait=2.0, repos=[spec.name for spec in settings.repos]),
         tasks=store,
-        control=TaskControl(store, intake, amqp, RESULTS, settings.admins),
+        control=TaskControl(store, intake, amqp, RESULTS, settings.admins, conductor),
         max_chars=settings.max_task_chars,
         budgets=intake.budgets,
         admins=settings.admins,
@@ -147,6 +150,7 @@ def bot_services(
         recover=RecoverRequests(store),
         changes=ChangeReview(store, settings.admins),
         feedback=Feedback(store),
+        projects=conductor,
     )
 
 
@@ -367,4 +371,48 @@ def change_keeper(settings: Settings, store: EventStore) -> ChangeKeeper | None:
         return None
     return ChangeKeeper(
         store, git, settings.data_dir, settings.repos, settings.repo_token, notifier(settings)
+    )
+
+
+# -- projects ---------------------------------------------------------------------------------
+
+
+def projects(settings: Settings, store: EventStore, amqp: AmqpLink) -> Projects:
+    """The conductor of projects (any process may move a project on)."""
+    from core.usecases.projects import ProjectLimits, Projects
+
+    limits = ProjectLimits(
+        steps=settings.project_max_steps,
+        depth=settings.project_max_depth,
+        parallel=settings.project_parallel,
+        spend_usd=settings.project_max_usd,
+        confirm_usd=settings.project_confirm_usd,
+    )
+    return Projects(store, amqp.publish, limits)
+
+
+def project_work(
+    settings: Settings, store: EventStore, amqp: AmqpLink, claude: ClaudeModel
+) -> ProjectWork:
+    """A task worker's part in projects: the planner, the estimate, the budget left."""
+    import functools
+
+    from core.usecases.budgets import Budgets
+    from core.usecases.planning import Planner
+    from workers.task.projects import ProjectWork
+
+    conductor = projects(settings, store, amqp)
+    budgets = Budgets(store, settings.budget_user_daily, settings.budget_channel_daily)
+
+    def budget_left(user: str, channel: str) -> float | None:
+        left = [lim.usd - lim.spent for lim in budgets.limits(user, channel) if lim.usd > 0]
+        return min(left) if left else None
+
+    return ProjectWork(
+        conductor,
+        Planner(claude, conductor.limits.plan, [spec.name for spec in settings.repos]),
+        functools.partial(settings.prices.cost, settings.model),
+        settings.max_tokens,
+        budget_left,
+        settings.context_tokens if settings.repos else 0,
     )

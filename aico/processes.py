@@ -55,6 +55,7 @@ def task_worker(settings: Settings) -> int:
     store = bootstrap.store(settings)
     context, code = bootstrap.repo_context(settings), bootstrap.code_changes(settings)
     files = bootstrap.slack_files(settings)
+    link = bootstrap.link(settings, "task")
     handler = TaskHandler(
         store,
         model,
@@ -64,9 +65,10 @@ def task_worker(settings: Settings) -> int:
         code=code,
         files=files,
         max_file_bytes=settings.max_file_bytes,
+        projects=bootstrap.project_work(settings, store, link, model),
     )
     runtime = Runtime(
-        bootstrap.link(settings, "task"),
+        link,
         TASKS,
         handler,
         settings.task_concurrency,
@@ -87,8 +89,14 @@ def result_worker(settings: Settings) -> int:
 
     bootstrap.configure_logging(settings, "result")
     stopping, store = threading.Event(), bootstrap.store(settings)
-    results = ResultHandler(store, bootstrap.notifier(settings), stopping, prices=settings.prices)
     link = bootstrap.link(settings, "result")
+    results = ResultHandler(
+        store,
+        bootstrap.notifier(settings),
+        stopping,
+        prices=settings.prices,
+        projects=bootstrap.projects(settings, store, link),
+    )
     concurrency = settings.result_concurrency
     runtime = Runtime(link, RESULTS, results, concurrency, ordered=True, stopping=stopping)
     dead = DeadLetterHandler(store, results, bootstrap.alert_desk(settings, store))
@@ -99,6 +107,7 @@ def result_worker(settings: Settings) -> int:
 
 
 def pm(settings: Settings) -> int:
+    from core.usecases.projects import sweep as sweep_projects
     from workers.pm import control
 
     bootstrap.configure_logging(settings, "pm")
@@ -116,6 +125,8 @@ def pm(settings: Settings) -> int:
         ops.answer_requests()
 
     control.watch(jobs, plane.leadership, checks.run, settings.check_every, tell)
+    conductor = bootstrap.projects(settings, store, link)
+    control.conduct(jobs, plane.leadership, lambda: sweep_projects(conductor))
     keeper, changes = (
         bootstrap.repo_keeper(settings, store),
         bootstrap.change_keeper(settings, store),

@@ -17,6 +17,7 @@ VERBS = (
     "scale",
     "recover",
     "config",
+    "project",
 )
 HISTORY_DEFAULT, HISTORY_MAX = 10, 50
 

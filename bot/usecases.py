@@ -12,6 +12,7 @@ from core.usecases.conversations import Conversations
 from core.usecases.feedback import Feedback
 from core.usecases.intake import Intake
 from core.usecases.operations import RecoverRequests
+from core.usecases.projects import Projects
 from core.usecases.scaling import PoolAdmin
 from core.usecases.status import Status
 from core.usecases.writeback import ChangeReview
@@ -32,3 +33,4 @@ class UseCases:
     recover: RecoverRequests | None = None
     changes: ChangeReview | None = None  # Approve / Reject of a code task's change
     feedback: Feedback | None = None  # the feedback buttons under answers
+    projects: Projects | None = None  # a project's Confirm, Stop and Retry

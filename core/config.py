@@ -70,6 +70,11 @@ class Settings:
     repo_tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     repo_fetch_every: float = 5 * 60.0  # seconds between two fetches of the repositories
     context_tokens: int = 6000  # tokens of repository context a task's prompt may carry
+    project_max_steps: int = 12  # steps a project's plan may have
+    project_max_depth: int = 4  # the longest chain of steps needing each other
+    project_parallel: int = 8  # steps of one project in flight at once
+    project_max_usd: float = 5.0  # a project stops its queued steps once it has spent this
+    project_confirm_usd: float = 1.0  # an estimate over this waits for the requester's Confirm
     max_file_mb: float = 10.0  # MB one file attached in Slack may have to go to Claude
 
     def repo(self, name: str) -> RepoSpec | None:
@@ -151,6 +156,11 @@ class Settings:
             repos=_repos(env, problems),
             repo_fetch_every=_float(env, "AICO_REPO_FETCH_EVERY", 5 * 60.0, problems),
             context_tokens=_int(env, "AICO_CONTEXT_TOKENS", 6000, problems, minimum=0),
+            project_max_steps=_int(env, "AICO_PROJECT_MAX_STEPS", 12, problems, minimum=1),
+            project_max_depth=_int(env, "AICO_PROJECT_MAX_DEPTH", 4, problems, minimum=1),
+            project_parallel=_int(env, "AICO_PROJECT_PARALLEL", 8, problems, minimum=1),
+            project_max_usd=_float(env, "AICO_PROJECT_MAX_USD", 5.0, problems),
+            project_confirm_usd=_float(env, "AICO_PROJECT_CONFIRM_USD", 1.0, problems, zero=True),
             max_file_mb=_float(env, "AICO_MAX_FILE_MB", 10.0, problems),
         )
         settings = replace(settings, repo_tokens=_repo_tokens(env, settings.repos))

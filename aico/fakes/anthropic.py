@@ -93,7 +93,8 @@ also sends `retry-after: <retry_after>` (default 0: the SDK then uses its own ba
 Latency: a JSON answer waits `latency` seconds; a stream waits `latency / 2` before its headers
 and spreads the other half over the gaps between its text deltas.
 
-Faults, taken by a request that passed the checks above, first from `fail_next`, then from
+Faults, taken by a request that passed the checks above, first from `fault_when` (a function
+of the request's body that names a fault kind or a status, or None), then from `fail_next`, then from
 `fault_next`, then from `fail_for`, then drawn by `flaky`; `hang_next` holds a request without
 answering (to trip client timeouts) and adds to any of them. Waits end early on `stop()`.
 The kinds (`FAULT_KINDS`):
@@ -353,6 +354,9 @@ class FakeClaude:
     ) -> None:
         self.latency = latency
         self.responder = responder
+        # A fault chosen by the request itself: body -> a fault kind or an HTTP status as text
+        # ("400", "529", "refusal", …), or None for no fault. Taken before the other faults.
+        self.fault_when: Callable[[dict[str, Any]], str | None] | None = None
         self.label = label
         self.api_key = api_key
         self.models = models
@@ -573,8 +577,12 @@ class FakeClaude:
         if seconds > 0:
             self._stopping.wait(seconds)
 
-    def _take_fault(self) -> _Injected:
+    def _take_fault(self, body: dict[str, Any] | None = None) -> _Injected:
         """The fault and hang time the current request gets."""
+        if self.fault_when is not None and body is not None:
+            chosen = self.fault_when(body)
+            if chosen is not None:
+                return _Injected(chosen)
         faults = self._faults
         with self._changed:
             hang = 0.0
@@ -743,7 +751,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fake._lifecycle(model) in (None, "retired"):
             raise _ApiError(404, f"model: {model}")
         _check_sampling(model, body)
-        injected = fake._take_fault()
+        injected = fake._take_fault(body)
         fake._sleep(injected.hang)
         self._fault = injected.kind
         stream = bool(body.get("stream"))

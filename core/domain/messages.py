@@ -58,7 +58,7 @@ class TaskMessage(Message):
     submitted_at: float
     generation: int = 0  # raised when the task is queued again on purpose (a retry, a recovery)
     repo: str = ""  # the repository to draw context from ("": every configured one)
-    mode: str = ""  # "code": propose a change on a branch; "": answer
+    mode: str = ""  # "code": propose a change on a branch; "project": plan it; "": answer
     # Files attached in Slack (Attachment records: metadata and the private URL, never content)
     files: list[dict[str, Any]] = field(default_factory=list)
 
@@ -66,8 +66,8 @@ class TaskMessage(Message):
         _require_str(self, "task_id", "prompt", "user", "channel", "thread_ts")
         if not isinstance(self.generation, int) or self.generation < 0:
             raise DecodeError("TaskMessage.generation must be a whole number >= 0")
-        if not isinstance(self.repo, str) or self.mode not in ("", "code"):
-            raise DecodeError("TaskMessage.repo must be a string and mode '' or 'code'")
+        if not isinstance(self.repo, str) or self.mode not in ("", "code", "project"):
+            raise DecodeError("TaskMessage.repo must be a string and mode '', 'code' or 'project'")
         if not isinstance(self.files, list):
             raise DecodeError("TaskMessage.files must be a list")
         try:
@@ -112,6 +112,7 @@ class ResultMessage(Message):
         "completed",
         "failed",
         "cancelled",
+        "plan",  # a project's plan was made (or moved on): its live plan is shown again
     )
 
     def __post_init__(self) -> None:

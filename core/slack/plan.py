@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 STOP_ACTION = "aico_project_stop"
 CONFIRM_ACTION = "aico_project_confirm"
 RETRY_ACTION = "aico_project_retry"
+PLAN_IT_ACTION = "aico_plan_it"  # under an answer: its request as a project
+
+
+def plan_it_button(task_id: str) -> dict[str, Any]:
+    return _button("Plan it", PLAN_IT_ACTION, task_id, "")
+
+
 CARD_STATUS = {  # a step's state -> the task card's status (Block Kit: pending, in_progress, …)
     "waiting": "pending",
     "queued": "pending",
@@ -105,13 +112,13 @@ def _buttons(state: ProjectState) -> list[dict[str, Any]]:
 
 
 def _button(label: str, action_id: str, value: str, style: str) -> dict[str, Any]:
-    return {
+    button = {
         "type": "button",
         "text": {"type": "plain_text", "text": label},
         "action_id": action_id,
         "value": value,
-        "style": style,
     }
+    return button | ({"style": style} if style else {})
 
 
 def _section(text: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from core.domain.text import escape, preview
 from core.errors import Conflict, InvalidInput
 from core.ports import Broker, EventStore
 from core.usecases.intake import Intake
+from core.usecases.projects import Projects
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,19 @@ class TaskControl:
         publisher: Broker,
         results_queue: str,
         admins: frozenset[str],
+        projects: Projects | None = None,
     ) -> None:
         self.store = store
         self.intake = intake
         self.publisher = publisher
         self.results_queue = results_queue
         self.admins = admins
+        self.projects = projects  # a project, or a step of one, is stopped as a whole
 
     def cancel(self, task_id: str, user: str) -> TaskView:
         task = self._allowed(task_id, user, "cancel")
+        if self.projects is not None and (task.mode == "project" or task.project):
+            return self.projects.stop(task.project or task.id, user, self.admins)
         if task.status.final:
             raise InvalidInput(f"Task `{task.id}` is already {task.status.value}.")
         view = self.store.append(task.id, events.CANCELLED, {"by": user}, task.key("cancelled"))
@@ -52,6 +57,9 @@ class TaskControl:
 
     def retry(self, task_id: str, user: str) -> TaskView:
         task = self._allowed(task_id, user, "retry")
+        if self.projects is not None and task.mode == "project" and task.answered:
+            self.projects.retry(task.id, user, self.admins)  # its plan stays: failed steps rerun
+            return self.store.task(task.id) or task
         key = f"{task.id}:retried:{task.generation + 1}"
         try:
             view = self.store.append(task.id, events.RETRIED, {"by": user}, key)

@@ -34,7 +34,8 @@ class TaskRequest:
     conversation: str = ""  # the task that started that thread
     repo: str = ""  # the repository named for its context ("": the channel's default, else all)
     code: bool = False  # a change on a branch, for review, rather than an answer
-    source: str = ""  # "mention" or "dm": the user's message is the thread's parent
+    project: bool = False  # a goal the PM plans into steps run in parallel
+    source: str = ""  # "mention", "dm", "button": the thread exists; no parent is posted
     files: tuple[Attachment, ...] = ()  # attached in Slack, accepted by Intake.sort_files
 
 
@@ -90,6 +91,8 @@ class Intake:
             data["repo"] = repo
         if request.code:
             data["mode"] = "code"
+        elif request.project:
+            data["mode"] = "project"
         event_id = f"intake:{request.key}" if request.key else f"{task_id}:submitted"
         if request.key and (existing := self.store.task_by_event(event_id)):
             return existing  # the same request again: answer with the task it made

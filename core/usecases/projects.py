@@ -259,7 +259,7 @@ class Projects:
         project = state.project
         error = step.task.error if step.task is not None else ""
         reason = f"step “{step.title}” {step.state}" + (f": {error}" if error else "")
-        self._cancel_unfinished(state, by="")
+        self._cancel_unfinished(state, by="", running=False)  # what runs may finish, and is kept
         self._report(project, "failed", error=reason)
         log.warning("project %s: %s", project.id, reason)
 
@@ -292,9 +292,10 @@ class Projects:
         if project.status.final:
             raise InvalidInput(f"Project `{project.id}` is already {project.status.value}.")
         self._cancel_unfinished(state_of(self.store, project), by=user)
-        view = self.store.append(
-            project.id, events.CANCELLED, {"by": user}, project.key("cancelled")
-        )
+        key = project.key("cancelled")
+        view = self.store.append(project.id, events.CANCELLED, {"by": user}, key)
+        self._report(project, "cancelled")  # the thread shows it
+        log.info("project %s: stopped by %s", project.id, user)
         return view or self.store.task(project.id) or project
 
     def retry(self, project_id: str, user: str, admins: frozenset[str]) -> str:
@@ -326,11 +327,16 @@ class Projects:
         names = ", ".join(s.title for s in again) or "nothing"
         return f"Project `{project.id}`: running again {names}."
 
-    def _cancel_unfinished(self, state: ProjectState, by: str) -> None:
+    def _cancel_unfinished(self, state: ProjectState, by: str, running: bool = True) -> None:
+        """Cancel the steps that have not finished (those not started only, unless `running`)."""
         for step in state.steps:
             task = step.task
-            if task is not None and not task.status.final and not task.answered:
+            if task is None or task.status.final or task.answered:
+                continue
+            if running or task.status is not TaskStatus.RUNNING:
                 self.store.append(task.id, events.CANCELLED, {"by": by}, task.key("cancelled"))
+                if step.id == FINAL:  # its answer may be streaming: the thread stops it
+                    self._report(task, "cancelled")
 
     def _report(self, project: TaskView, event: str, **fields: Any) -> None:
         message = ResultMessage(

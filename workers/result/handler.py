@@ -56,6 +56,7 @@ from typing import Any
 from core.domain import events
 from core.domain.events import TaskView
 from core.domain.messages import ResultMessage
+from core.domain.plan import FINAL
 from core.domain.pricing import DEFAULT_PRICES, Prices
 from core.domain.task import TaskStatus
 from core.domain.text import INLINE_LIMIT, escape, preview, to_mrkdwn
@@ -63,6 +64,8 @@ from core.errors import Reject, SlackError
 from core.ports import Delivery, EventStore, Notifier
 from core.slack import blocks
 from core.slack.patience import SLACK_PATIENCE, with_patience
+from core.slack.plan import plan_blocks, plan_it_button
+from core.usecases.projects import Projects, state_of
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ class ResultHandler:
         patience: float = SLACK_PATIENCE,
         prices: Prices = DEFAULT_PRICES,
         clock: Callable[[], float] = time.monotonic,
+        projects: Projects | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -180,6 +184,8 @@ class ResultHandler:
         self._live: dict[tuple[str, int], _Live] = {}  # (task, generation) -> its message
         self._working: set[str] = set()  # tasks whose session / status line says "working"
         self._uploading: set[str] = set()  # files this worker began to upload
+        self.projects = projects  # the conductor: a step that ended moves its project on
+        self._plan_locks: dict[str, threading.Lock] = {}  # one project's plan drawn at a time
         self._on: dict[str, OnEvent] = {  # what each reported event does in the thread
             "started": self._on_started,
             "progress": self._on_progress,
@@ -187,6 +193,7 @@ class ResultHandler:
             "completed": self._on_completed,
             "failed": self._on_failed,
             "cancelled": self._on_cancelled,
+            "plan": self._on_plan,
         }
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
@@ -211,11 +218,66 @@ class ResultHandler:
         task = self.store.task(result.task_id)  # read again on every try: it may have moved on
         if task is None:
             raise Reject(f"result for unknown task {result.task_id}")
+        if task.project and task.step != FINAL:  # a step: it only moves its project's plan on
+            self._on_step(task, result)
+            return
         shows_cancel = result.event == "cancelled" and task.status is TaskStatus.CANCELLED
         if task.status.final and not shows_cancel:
             log.info("task %s: already %s; ignoring %s", task.id, task.status, result.event)
             return
         on_event(task, result)
+        if task.project and result.event in ("completed", "failed", "cancelled"):
+            self._move_on(task.project)  # the final step: the project is done
+
+    # -- projects ----------------------------------------------------------------------------
+
+    def _on_plan(self, task: TaskView, result: ResultMessage) -> None:
+        """A project's plan was made: its live plan in the thread, its session working."""
+        self._start_processing(task)
+        self._draw_plan(task.id)
+        self._show_status(task)
+
+    def _on_step(self, task: TaskView, result: ResultMessage) -> None:
+        """A step's report: recorded as any task's, shown only in its project's plan."""
+        if result.event == "completed" and not task.status.final:
+            cost = self.prices.cost(result.model, result.usage)
+            data = {
+                "model": result.model,
+                "usage": result.usage,
+                "claude_ms": result.claude_ms,
+                "cost_usd": cost,
+                "chars": len(result.text),
+                "started_at": result.started_at,
+                "stop_reason": result.stop_reason,
+            }
+            self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
+        elif result.event == "failed" and not task.status.final:
+            data = {"error": result.error, "started_at": result.started_at}
+            self.store.append(task.id, events.FAILED, data, task.key("failed"))
+        if result.event in ("started", "completed", "failed", "cancelled"):
+            self._move_on(task.project)
+
+    def _move_on(self, project_id: str) -> None:
+        """The conductor, then the plan drawn again (and, once it ended, the project's parent
+        and session)."""
+        if self.projects is not None:
+            self.projects.advance(project_id)
+        project = self._draw_plan(project_id)
+        if project is not None and project.status.final:
+            self._leave_processing(project, True)
+            self._show_status(project)
+
+    def _draw_plan(self, project_id: str, reason: str = "") -> TaskView | None:
+        lock = self._plan_locks.setdefault(project_id, threading.Lock())
+        with lock:  # the latest state, drawn by one thread at a time
+            project = self.store.task(project_id)
+            if project is None:
+                return None
+            state = state_of(self.store, project)
+            if state.plan is None and not reason:
+                return project
+            self._reply(project, *plan_blocks(state, reason), final=project.status.final)
+            return project
 
     # -- what each report does ---------------------------------------------------------------
 
@@ -273,14 +335,23 @@ class ResultHandler:
 
     def _on_failed(self, task: TaskView, result: ResultMessage) -> None:
         was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
-        self._reply(task, *blocks.failure_blocks(task.id, result.error))
         data = {"error": result.error, "started_at": result.started_at}
+        if task.mode == "project" and task.answered:  # its plan stays, with the reason
+            view = self.store.append(task.id, events.FAILED, data, task.key("failed"))
+            self._draw_plan(task.id, result.error)
+            self._ended(view or task, was_working)
+            return
+        self._reply(task, *blocks.failure_blocks(task.id, result.error))
         view = self.store.append(task.id, events.FAILED, data, task.key("failed"))
         log.info("task %s: failed: %s", task.id, result.error)
         self._ended(view or task, was_working)
 
     def _on_cancelled(self, task: TaskView, result: ResultMessage) -> None:
         was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
+        if task.mode == "project" and task.answered:  # its plan stays, marked stopped
+            self._draw_plan(task.id)
+            self._ended(task, was_working)
+            return
         self._reply(task, *blocks.cancelled_blocks(task))
         log.info("task %s: cancelled by %s", task.id, task.cancelled_by)
         self._ended(task, was_working)
@@ -593,9 +664,12 @@ def _with_feedback(task: TaskView, shown: tuple[str, blocks.Blocks]) -> tuple[st
 
 def _buttons(task: TaskView, result: ResultMessage) -> list[dict] | None:
     """Approve / Reject under a proposed change; "Make the change" under an answer that drew
-    on a repository, where code changes can be made."""
+    on a repository, where code changes can be made; "Plan it" (as a project) under answers."""
     if result.change.get("branch"):
         return blocks.change_buttons(task.id)
+    if task.project:  # a project's answer: its plan has the project's buttons
+        return None
+    plan_it = [plan_it_button(task.id)] if task.mode != "project" else []
     if result.change.get("offer"):
-        return blocks.make_change_button(task.id)
-    return None
+        return blocks.make_change_button(task.id) + plan_it
+    return plan_it or None

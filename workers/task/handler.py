@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from core.domain import events
@@ -47,11 +47,13 @@ from core.domain.citations import Source, context_prompt, link_citations
 from core.domain.edits import EditRefused
 from core.domain.events import TaskView
 from core.domain.messages import DELIVERY_LIMIT, RESULTS, ResultMessage, TaskMessage, salvage_route
-from core.errors import Conflict, DecodeError, ModelError, Reject, TryLater
+from core.domain.plan import FINAL, Plan
+from core.errors import Conflict, DecodeError, InvalidInput, ModelError, Reject, TryLater
 from core.ports import Delivery, EventStore, Model
 from core.usecases.repos import RepoContext
 from core.usecases.writeback import CodeChanges, answer_text
 from workers.runtime import Publish
+from workers.task.projects import PlannedAnswer, ProjectWork
 
 log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -59,7 +61,8 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # "Working on it" is shown only for tasks that take longer than this: a task answered sooner goes
 # from Queued to Done without a status flip nobody could read.
 PROGRESS_AFTER = 0.5
-PROGRESS_EVERY = 2.0  # seconds between two glimpses of the answer being written
+PROGRESS_EVERY = 1.0  # seconds between two reports of the answer being written (the result
+# worker streams them, or shows a glimpse at chat.update's pace)
 # The longest a delivery waits for the breaker before it is given back. With 3 requests of at most
 # AICO_CLAUDE_TIMEOUT (<= 300 s) each, a delivery stays unacked well below the broker's
 # consumer_timeout (30 min), past which the broker would take it back.
@@ -90,7 +93,8 @@ class _Progress:
         self, store: EventStore, task: TaskMessage, publish: Publish, attempt: int
     ) -> None:
         self.store, self.task, self.publish, self.attempt = store, task, publish, attempt
-        self.started = self.last = time.monotonic()
+        self.started = time.monotonic()
+        self.last = float("-inf")  # the first glimpse goes PROGRESS_AFTER after the start
 
     def __call__(self, pieces: list[str]) -> None:
         now = time.monotonic()
@@ -127,6 +131,7 @@ class TaskHandler:
         code: CodeChanges | None = None,
         files: FileSource | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        projects: ProjectWork | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -137,6 +142,7 @@ class TaskHandler:
         self.code = code  # code write-back, for `--code` tasks
         self.files = files  # None: attached files cannot be downloaded here (no bot token)
         self.max_file_bytes = max_file_bytes  # AICO_MAX_FILE_MB
+        self.projects = projects  # planning projects, and their steps' prompts
         self.busy = 0  # Claude calls in flight, for the heartbeat
         self._busy_lock = threading.Lock()
 
@@ -157,10 +163,13 @@ class TaskHandler:
             recorded = self._recorded_answer(task.task_id)
             if task.mode == "code":
                 self._propose(task, publish, recorded)
+            elif task.mode == "project":
+                self._planned(view, task, publish, recorded)
             else:
                 _report(publish, task, "completed", **recorded)
+                self._step_answered(view)
         else:
-            self._attempt(task, delivery, publish, self._history(view))
+            self._attempt(task, delivery, publish, self._history(view), view)
 
     def _history(self, view: TaskView) -> list[tuple[str, str]]:
         """The earlier turns of the task's conversation, answered ones, oldest first."""
@@ -169,7 +178,7 @@ class TaskHandler:
         earlier = [
             t
             for t in self.store.thread(view.channel, view.thread_ts)
-            if t.created_at < view.created_at and t.answered
+            if t.created_at < view.created_at and t.answered and t.step in ("", FINAL)
         ][-MAX_TURNS:]
         return [(t.prompt, self._recorded_answer(t.id)["text"]) for t in earlier]
 
@@ -179,6 +188,7 @@ class TaskHandler:
         delivery: Delivery,
         publish: Publish,
         history: list[tuple[str, str]],
+        view: TaskView,
     ) -> None:
         if not self.breaker.acquire(timeout=self.hold_limit, cancel=self.stopping):
             raise TryLater(f"task {task.task_id}: Claude's circuit breaker is still open")
@@ -190,15 +200,23 @@ class TaskHandler:
         started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
         try:
             excerpts = self._excerpts(task)
-            prompt = self._with_files(task, context_prompt(task.prompt, excerpts))
+            own = self._step_prompt(view) if view.project else task.prompt
+            prompt = self._with_files(task, context_prompt(own, excerpts))
             if task.mode == "code":
                 answer = self._ask_code(prompt, history)
+            elif task.mode == "project":
+                answer = self._ask_plan(task.prompt)
             else:
                 answer = self._ask(prompt, history, _Progress(self.store, task, publish, attempt))
         except ModelError as exc:
             started.cancel()
             self._failed(task, delivery, publish, exc, started_at, attempt)
             return
+        except InvalidInput as exc:  # a plan still invalid after its repair
+            self.breaker.release()  # Claude is up: it planned badly
+            started.cancel()
+            _report(publish, task, "failed", error=str(exc), started_at=started_at)
+            raise Reject(f"task {task.task_id}: {exc}") from exc
         except Stopped as stop:
             self.breaker.release()  # stopped by us: it says nothing about Claude
             started.cancel()
@@ -220,6 +238,7 @@ class TaskHandler:
             "sources": [source.record() for source in sources],
             **({"edits": answer.edits} if task.mode == "code" else {}),
             **({"change": {"offer": True}} if self._offers_change(task, sources) else {}),
+            **({"plan": answer.plan.record()} if isinstance(answer, PlannedAnswer) else {}),
         }
         key = f"{task.task_id}:answered:{task.generation}"
         recorded = self.store.append(task.task_id, events.ANSWERED, fields, key)
@@ -230,8 +249,42 @@ class TaskHandler:
             return
         if task.mode == "code":
             self._propose(task, publish, fields)
+        elif task.mode == "project":
+            self._planned(recorded or view, task, publish, fields)
         else:
             _report(publish, task, "completed", **fields)
+            self._step_answered(recorded or view)
+
+    # -- projects ------------------------------------------------------------------------------
+
+    def _ask_plan(self, goal: str) -> PlannedAnswer:
+        if self.projects is None:
+            raise ModelError("projects are not run by this worker", transient=False)
+        with self._busy_lock:
+            self.busy += 1
+        started = time.perf_counter()
+        try:
+            planned = self.projects.plan(goal, getattr(self.model, "model", ""))
+        finally:
+            with self._busy_lock:
+                self.busy -= 1
+        return replace(planned, ms=(time.perf_counter() - started) * 1000)
+
+    def _planned(self, view: TaskView, task: TaskMessage, publish: Publish, answered: dict) -> None:
+        """The project's plan recorded (again, idempotently, after a crash), its first steps
+        queued, and the plan shown in its thread."""
+        assert self.projects is not None, "a project's plan was recorded by a project worker"
+        self.projects.planned(view, Plan.of(answered["plan"]))
+        _report(publish, task, "plan", started_at=float(answered.get("started_at", 0.0)))
+
+    def _step_prompt(self, view: TaskView) -> str:
+        if self.projects is None:
+            raise ModelError("projects are not run by this worker", transient=False)
+        return self.projects.prompt_of(view)
+
+    def _step_answered(self, view: TaskView) -> None:
+        if view.project and self.projects is not None:
+            self.projects.answered(view)
 
     def _excerpts(self, task: TaskMessage) -> list[tuple[Source, str]]:
         if self.context is None:

@@ -3,6 +3,7 @@ from bot.listeners.actions import (
     change_buttons,
     feedback_buttons,
     home_buttons,
+    project_buttons,
     task_buttons,
 )
 
@@ -13,3 +14,4 @@ def register(app, services):
     home_buttons.register(app, services)
     change_buttons.register(app, services)
     feedback_buttons.register(app, services)
+    project_buttons.register(app, services)

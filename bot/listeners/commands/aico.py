@@ -29,6 +29,11 @@ def make_handler(services: UseCases):
         parsed = parse(command.get("text", ""))
         if parsed.verb == "task":
             ack(text=_submit(services, command, parsed.args), response_type="ephemeral")
+        elif parsed.verb == "project":
+            ack(
+                text=_submit(services, command, parsed.args, project=True),
+                response_type="ephemeral",
+            )
         elif parsed.verb == "status":
             ack(**_status(services))
         elif parsed.verb == "history":
@@ -53,9 +58,11 @@ def make_handler(services: UseCases):
     return handle_aico
 
 
-def _submit(services: UseCases, command: dict[str, Any], text: str) -> str:
+def _submit(services: UseCases, command: dict[str, Any], text: str, project: bool = False) -> str:
     try:
         options = task_options(text)
+        if project and options.code:
+            raise ValueError("A project plans its own steps: leave out `--code`.")
         request = TaskRequest(
             user=command["user_id"],
             channel=command["channel_id"],
@@ -64,6 +71,7 @@ def _submit(services: UseCases, command: dict[str, Any], text: str) -> str:
             key=command.get("trigger_id", ""),
             repo=options.repo,
             code=options.code,
+            project=project,
         )
         task = services.intake.submit(request)
     except (ValueError, InvalidInput) as exc:

@@ -66,8 +66,11 @@ def _start(services: UseCases, event: dict[str, Any], files: Files, refused: lis
     """A task from a mention or a DM, answered in the message's own thread."""
     channel, ts = event["channel"], event["ts"]
     source = "dm" if is_direct(event) else "mention"
+    words = text_of(event).split(maxsplit=1)
+    project = bool(words) and words[0].lower() == "project"  # "@aico project <goal>"
+    rest = (words[1] if len(words) > 1 else "") if project else text_of(event)
     try:
-        options = task_options(text_of(event))
+        options = task_options(rest)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     request = TaskRequest(
@@ -77,7 +80,8 @@ def _start(services: UseCases, event: dict[str, Any], files: Files, refused: lis
         key=f"message:{channel}:{ts}",  # a mention arrives as a message and an app_mention
         thread_ts=event.get("thread_ts") or ts,
         repo=options.repo,
-        code=options.code,
+        code=options.code and not project,
+        project=project,
         source=source,
         files=files,
     )

@@ -62,8 +62,17 @@ def test_register_wires_the_aico_command_the_buttons_and_the_events(world) -> No
         "aico_change_reject",
         "aico_make_change",
         "aico_feedback",
+        "aico_project_confirm",
+        "aico_project_stop",
+        "aico_project_retry",
+        "aico_plan_it",
     }
-    assert set(world.app.events) == {"message", "app_mention", "app_home_opened"}
+    assert set(world.app.events) == {
+        "message",
+        "app_mention",
+        "app_home_opened",
+        "agent_session_stopped",
+    }
 
 
 # --------------------------------------------------------------------------- task

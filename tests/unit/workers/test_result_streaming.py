@@ -125,7 +125,7 @@ def test_an_answer_streams_into_one_message_that_ends_with_its_receipt(results, 
         "the end.",
     ]
     assert slack.streams[reply["ts"]]["state"] == "stopped"
-    assert [b["type"] for b in reply["blocks"]][-2:] == ["context", "context_actions"]
+    assert [b["type"] for b in reply["blocks"]][-3:] == ["context", "actions", "context_actions"]
     assert reply["metadata"]["event_type"] == REPLY_EVENT
     assert called(slack, "post", "update", "start_stream", "stop_stream") == [
         "post",  # the thread's parent, by the test
