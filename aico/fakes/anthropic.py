@@ -94,8 +94,8 @@ Latency: a JSON answer waits `latency` seconds; a stream waits `latency / 2` bef
 and spreads the other half over the gaps between its text deltas.
 
 Faults, taken by a request that passed the checks above, first from `fault_when` (a function
-of the request's body that names a fault kind or a status, or None), then from `fail_next`, then from
-`fault_next`, then from `fail_for`, then drawn by `flaky`; `hang_next` holds a request without
+of the request's body that names a fault kind or a status, or None), then from `fail_next`, then
+from `fault_next`, then from `fail_for`, then drawn by `flaky`; `hang_next` holds a request without
 answering (to trip client timeouts) and adds to any of them. Waits end early on `stop()`.
 The kinds (`FAULT_KINDS`):
 - "429", "500", "529", "413": that API error instead of an answer (`fail_next` / `fail_for`
