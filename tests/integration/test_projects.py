@@ -221,3 +221,23 @@ def test_workers_killed_mid_project_still_end_with_one_answer(rabbit, tmp_path, 
             assert len(text_requests(claude, marker)) == 1, marker
     finally:
         stack.stop()
+
+
+def test_a_plan_still_invalid_after_its_repair_fails_the_project_clearly(
+    rabbit, tmp_path, slack, claude
+):
+    cycle = json.loads(json.dumps(PLAN))
+    cycle["steps"][0]["needs"] = ["compare"]  # rabbit -> compare -> rabbit
+    claude.tool_answers["plan_project"] = [cycle, cycle]
+    stack = start(tmp_path, rabbit, slack, claude)
+    try:
+        project_id, thread = project_thread(stack, slack, "compare RabbitMQ and Kafka")
+
+        wait_until(lambda: "Failed" in json.dumps(parent_of(slack, project_id)["blocks"]), 30)
+        shown = json.dumps(slack.replies(CHANNEL, thread))
+        assert "cycle" in shown.lower()
+        plans = [c for c in claude.calls if c.body.get("tool_choice", {}).get("name")]
+        assert len(plans) == 2  # asked once more to repair it, then refused
+        assert not any("STEP" in json.dumps(c.body["messages"][-1]) for c in claude.calls)
+    finally:
+        stack.stop()
