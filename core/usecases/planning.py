@@ -10,13 +10,13 @@ so is any ModelError (a transient one goes up as it is, for the caller to retry)
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from core.domain.plan import Limits, Plan, PlanRejected, defused, plan_tool, read_plan
 from core.errors import InvalidInput
-from core.ports import ToolAnswer
+from core.ports import Model, ToolAnswer
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +35,9 @@ REPAIR = (
 )
 
 
-class ToolModel(Protocol):
-    """What the planner needs of Claude (core/adapters/claude.py's ClaudeModel): a forced tool
-    call whose prompt may be content blocks (the `tool_result` of a repair)."""
-
-    def use_tool(
-        self,
-        prompt: str | list[dict[str, Any]],
-        tool: dict[str, Any],
-        history: Sequence[dict[str, Any]] = (),
-        system: str = "",
-    ) -> ToolAnswer: ...
-
-
 @dataclass(frozen=True)
 class Planner:
-    model: ToolModel
+    model: Model  # a forced tool call; a repair sends content blocks (its tool_result)
     limits: Limits = field(default_factory=Limits)
     repos: Collection[str] = ()
 

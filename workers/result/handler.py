@@ -241,15 +241,7 @@ class ResultHandler:
         """A step's report: recorded as any task's, shown only in its project's plan."""
         if result.event == "completed" and not task.status.final:
             cost = self.prices.cost(result.model, result.usage)
-            data = {
-                "model": result.model,
-                "usage": result.usage,
-                "claude_ms": result.claude_ms,
-                "cost_usd": cost,
-                "chars": len(result.text),
-                "started_at": result.started_at,
-                "stop_reason": result.stop_reason,
-            }
+            data = _completed(result, cost)
             self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
         elif result.event == "failed" and not task.status.final:
             data = {"error": result.error, "started_at": result.started_at}
@@ -320,15 +312,7 @@ class ResultHandler:
         self._show_answer(task, result, receipt, _buttons(task, result))
         if result.change.get("diff"):
             self._attach(task, str(result.change["diff"]), f"aico-{task.id}.diff", "The diff.")
-        data = {
-            "model": result.model,
-            "usage": result.usage,
-            "claude_ms": result.claude_ms,
-            "cost_usd": cost,
-            "chars": len(result.text),
-            "started_at": result.started_at,
-            "stop_reason": stop,
-        }
+        data = _completed(result, cost)
         view = self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
         log.info("task %s: done", task.id)
         self._ended(view or task, was_working)
@@ -639,6 +623,19 @@ class ResultHandler:
             log.warning("task %s: parent message not updated: %s", task.id, exc)
 
 
+def _completed(result: ResultMessage, cost: float | None) -> dict[str, Any]:
+    """The `completed` event of a reported answer: its model, tokens, time, cost, length."""
+    return {
+        "model": result.model,
+        "usage": result.usage,
+        "claude_ms": result.claude_ms,
+        "cost_usd": cost,
+        "chars": len(result.text),
+        "started_at": result.started_at,
+        "stop_reason": result.stop_reason,
+    }
+
+
 def _key(task: TaskView) -> tuple[str, int]:
     return task.id, task.generation
 
@@ -652,9 +649,8 @@ def _speaks(notifier: object, method: str) -> bool:
 
 
 def _feedback(task: TaskView, body: blocks.Blocks) -> blocks.Blocks:
-    """Slack's feedback buttons under an answer, where the blocks module has them."""
-    feedback = getattr(blocks, "feedback_block", None)
-    return [*body, feedback(task.id)] if feedback is not None else body
+    """Slack's feedback buttons under an answer."""
+    return [*body, blocks.feedback_block(task.id)]
 
 
 def _with_feedback(task: TaskView, shown: tuple[str, blocks.Blocks]) -> tuple[str, blocks.Blocks]:
