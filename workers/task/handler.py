@@ -48,7 +48,15 @@ from core.domain.edits import EditRefused
 from core.domain.events import TaskView
 from core.domain.messages import DELIVERY_LIMIT, RESULTS, ResultMessage, TaskMessage, salvage_route
 from core.domain.plan import FINAL, Plan
-from core.errors import Conflict, DecodeError, InvalidInput, ModelError, Reject, TryLater
+from core.errors import (
+    AicoError,
+    Conflict,
+    DecodeError,
+    InvalidInput,
+    ModelError,
+    Reject,
+    TryLater,
+)
 from core.ports import Delivery, EventStore, Model
 from core.usecases.repos import RepoContext
 from core.usecases.writeback import CodeChanges, answer_text
@@ -357,7 +365,11 @@ class TaskHandler:
             change = self.code.apply(
                 task.task_id, task.repo, answered.get("edits", {}), task.user, task.prompt
             )
-        except EditRefused as exc:
+        except (AicoError, OSError) as exc:
+            if not isinstance(exc, EditRefused):  # git failed (no clone yet, a full disk, …)
+                error = f"The change could not be committed, and nothing was kept: {exc}"
+                _report(publish, task, "failed", error=error, started_at=started_at)
+                raise Reject(f"task {task.task_id}: {exc}") from exc
             reason = f"The change was refused and nothing was written: {exc}"
             key = f"{task.task_id}:change-refused:{task.generation}"
             self.store.append(task.task_id, events.CHANGE_REFUSED, {"reason": str(exc)}, key)
