@@ -160,7 +160,7 @@ def run_case(
     case: Case, policy: str, forecast: bool = True, aico: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """One policy's figures on one case; `aico` overrides AicoPolicy's constants (tuning)."""
-    chosen = make_policy(policy, case.minimum, case.maximum, case.concurrency)
+    chosen = make_policy(policy, case.minimum, case.maximum, case.concurrency, case.startup)
     for name, value in (aico or {}).items() if policy == "aico" else ():
         setattr(chosen, name, value)
     model = ArrivalForecast(regressor) if policy == "aico" and forecast else None

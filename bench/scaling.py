@@ -62,7 +62,9 @@ HELDOUT = (TUNING, Setting(4, 2, 8, 30.0), Setting(16, 1, 5, 5.0), Setting(8, 1,
 
 def run_one(path: Path, column: str, setting: Setting) -> dict[str, Any]:
     name = "aico" if column.startswith("aico") else column
-    policy = make_policy(name, setting.minimum, setting.maximum, setting.concurrency)
+    policy = make_policy(
+        name, setting.minimum, setting.maximum, setting.concurrency, setting.startup
+    )
     forecast = ArrivalForecast(regressor) if column == "aico" else None
     return simulate(
         read_trace(path), policy, setting.concurrency, setting.minimum, setting.startup, forecast
@@ -215,7 +217,10 @@ def _reading() -> list[str]:
         "seconds, and sheds a worker as soon as the tasks in the system fit in fewer and the "
         "arrivals do not need it. It discounts the noise of a measured minute of arrivals, so"
         " that noise alone starts no worker that it sheds seconds later (a start-up is paid "
-        "in worker-seconds). Where the pool can keep up, that gives it the lowest p95 at "
+        "in worker-seconds), and sheds less of that noise than it grows on, so that it does "
+        "not drop below the flow that keeps arriving; a backlog drains over a longer time "
+        "when workers start slowly (fewer, longer-lived workers). Where the pool can keep "
+        "up, that gives it the lowest p95 at "
         "about the fewest worker-seconds; where the maximum cannot keep up with the load "
         "(C=4, 2-8 workers on the diurnal and ramp traces) every policy runs the maximum and "
         "the figures converge. The arrival forecast is rarely trusted and rising at the same "

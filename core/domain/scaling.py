@@ -27,6 +27,7 @@ RATE_WINDOW_S = 60.0  # the window over which the pm and the simulator measure a
 
 POLICIES: tuple[str, ...] = ("threshold", "queue-ratio", "aico")
 RISE_Z = 2.0  # how clearly the arrival rate must rise before aico believes a higher forecast
+STARTUP_S = 10.0  # a new worker's start-up time that aico assumes when nobody tells it (the pm)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Load:
     service_s: float  # mean service time (s) of the tasks finished in the window; 0: unknown
     forecast_rate: float | None = None  # the model's rate for the next minutes; None: not trusted
     saturated: str = ""  # why the host(s) cannot take another worker now ("" if they can)
+    startup_s: float | None = None  # a new worker's start-up time (s); None: the policy's default
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,13 @@ class Policy(Protocol):
     def decide(self, load: Load) -> Decision: ...
 
 
-def make_policy(name: str, minimum: int, maximum: int, slots: int) -> Policy:
-    """ "threshold" | "queue-ratio" | "aico"; ValueError (listing the names) otherwise."""
+def make_policy(
+    name: str, minimum: int, maximum: int, slots: int, startup_s: float | None = None
+) -> Policy:
+    """ "threshold" | "queue-ratio" | "aico"; ValueError (listing the names) otherwise.
+
+    `startup_s` is a new worker's start-up time, for aico (None: its default, STARTUP_S); the
+    baselines do not read it. A Load that carries `startup_s` overrides it."""
     if not 0 <= minimum <= maximum:
         raise ValueError(f"need 0 <= minimum <= maximum, got {minimum} and {maximum}")
     if slots < 1:
@@ -75,7 +82,9 @@ def make_policy(name: str, minimum: int, maximum: int, slots: int) -> Policy:
     if name == "queue-ratio":
         return QueueRatioPolicy(minimum, maximum, slots)
     if name == "aico":
-        return AicoPolicy(minimum, maximum, slots)
+        return AicoPolicy(
+            minimum, maximum, slots, startup_s=STARTUP_S if startup_s is None else startup_s
+        )
     raise ValueError(f"unknown scaling policy {name!r}; the policies are {', '.join(POLICIES)}")
 
 
@@ -222,8 +231,11 @@ class AicoPolicy:
                (busy x wait_s / service), at most `wait_cap` tasks;
     flow     = rate x service: the slots busy in the steady state (Little's law), less its noise
                (see below), counted only while more is queued than is absorbed;
-    backlog  = the queued tasks beyond the absorbed ones, each worth min(1, service / drain_s)
-               slots, so that the backlog drains within `drain_s`;
+    backlog  = the queued tasks beyond the absorbed ones, each worth min(1, service / drain)
+               slots, so that the backlog drains within drain = drain_s + drain_per_start x
+               the start-up time (a worker started for it serves only after its start-up:
+               with long start-ups, fewer workers that drain the backlog for longer cost fewer
+               worker-seconds than many that each arrive to find it nearly gone);
     up       = ceil((flow + backlog) / C), at once.
 
     The rate is the one-minute arrival rate. The forecast's rate replaces it when it is higher
@@ -242,16 +254,25 @@ class AicoPolicy:
 
     Down by what is in the system now, not by the one-minute rate (which stays high for a
     minute after a burst): to ceil((busy + queued) x (1 + headroom) / C), never below what the
-    up rule wants nor below the flow (less its noise) that the measured rate says keeps
-    arriving, once fewer workers than the pool have been enough for `keep_alive_s` in a row; it
-    then goes to the highest target wanted during the keep-alive. The gap between the two
-    rules (grow when the queue outgrows what the busy slots absorb; shrink only when every task
-    in the system fits in fewer workers and the arrivals do not need them) is the hysteresis.
+    up rule wants nor below the flow that the measured rate says keeps arriving (less only
+    `floor_z` standard deviations of its noise, fewer than the up rule's `noise_z`: a pool shed
+    below its steady flow queues at once and grows back, paying a start-up each time), once
+    fewer workers than the pool have been enough for `keep_alive_s` in a row; it then goes to
+    the highest target wanted during the keep-alive. The gaps between the two rules (grow when
+    the queue outgrows what the busy slots absorb and on the flow less `noise_z` of noise;
+    shrink only when every task in the system fits in fewer workers and the flow less `floor_z`
+    of noise does not need them) are the hysteresis.
+
+    The start-up time comes with the load (`Load.startup_s`: the simulator passes its
+    --startup) or else is `startup_s` (make_policy's, default STARTUP_S, which the pm uses).
 
     The constants were chosen with the simulator on random traces and settings
     (bench/heldout.py --set tuning) and reported on others (bench/heldout.py). A worker started
     and shed within seconds costs its start-up: sizing by the flow's noise, the absorbed queue
-    and the flow floor on the way down cut the starts where workers are small (C of 1-4).
+    and the flow floor on the way down cut the starts where workers are small (C of 1-4); the
+    floor's smaller noise allowance (floor_z) and the drain time grown by the start-up
+    (drain_per_start) were chosen on 12 scaled traces a family of the tuning seeds and checked
+    on seeds 3000 on, before the report set was run.
     """
 
     name = "aico"
@@ -268,15 +289,21 @@ class AicoPolicy:
         headroom: float = 0.0,
         noise_z: float = 2.5,
         wait_cap: float = 30.0,
+        floor_z: float = 1.0,
+        drain_per_start: float = 0.5,
+        startup_s: float = STARTUP_S,
     ) -> None:
-        if drain_s <= 0 or min(wait_s, keep_alive_s, headroom, noise_z, wait_cap) < 0:
+        others = (wait_s, keep_alive_s, headroom, noise_z, wait_cap, floor_z, drain_per_start)
+        if drain_s <= 0 or min(*others, startup_s) < 0:
             raise ValueError(
-                "drain_s must be > 0; wait_s, keep_alive_s, headroom, noise_z, wait_cap >= 0"
+                "drain_s must be > 0; wait_s, keep_alive_s, headroom, noise_z, wait_cap,"
+                " floor_z, drain_per_start, startup_s >= 0"
             )
         self.minimum, self.maximum, self.slots = minimum, maximum, slots
         self.drain_s, self.wait_s, self.flow_tolerance = drain_s, wait_s, flow_tolerance
         self.keep_alive_s, self.headroom = keep_alive_s, headroom
         self.noise_z, self.wait_cap = noise_z, wait_cap
+        self.floor_z, self.drain_per_start, self.startup_s = floor_z, drain_per_start, startup_s
         self._lower_since: float | None = None
         self._lower_max = 0
         self._rates: deque[tuple[float, float]] = deque()  # (at, arrival rate) of the last minute
@@ -293,7 +320,7 @@ class AicoPolicy:
                 return Decision(load.at, self.name, current, current, f"{why} -> {up}", held)
             return Decision(load.at, self.name, current, up, f"{why} -> {up} (up at once)")
         in_system = (load.busy + load.queued) * (1 + self.headroom) / self.slots
-        floor = self.flow(load.arrival_rate, load.service_s) / self.slots
+        floor = self.flow(load.arrival_rate, load.service_s, self.floor_z) / self.slots
         # never below what up wants, nor below what keeps arriving
         down = max(up, self._clamp(math.ceil(max(in_system, floor) - 1e-9)))
         if current > self.maximum:
@@ -320,6 +347,12 @@ class AicoPolicy:
         self._lower_since = None
         return Decision(load.at, self.name, current, target, f"{reason} -> {target} (down)")
 
+    def drain_time(self, load: Load) -> float:
+        """Within how long the backlog is to drain: `drain_s` plus `drain_per_start` of the
+        start-up time (the load's if it says, else `startup_s`)."""
+        startup = self.startup_s if load.startup_s is None else load.startup_s
+        return self.drain_s + self.drain_per_start * startup
+
     def _remember(self, load: Load) -> None:
         self._rates.append((load.at, load.arrival_rate))
         while len(self._rates) > 1 and self._rates[1][0] <= load.at - RATE_WINDOW_S:
@@ -334,13 +367,14 @@ class AicoPolicy:
         noise = math.sqrt((before + now) / RATE_WINDOW_S)
         return now - before > RISE_Z * noise
 
-    def flow(self, rate: float, service: float) -> float:
+    def flow(self, rate: float, service: float, z: float | None = None) -> float:
         """Slots that `rate` tasks/s of `service` s keep busy (Little's law), less the noise of a
-        rate measured over RATE_WINDOW_S (`noise_z` standard deviations) and the tolerance."""
+        rate measured over RATE_WINDOW_S (`z` standard deviations, `noise_z` by default) and the
+        tolerance."""
         if rate <= 0 or service <= 0:
             return 0.0
         noise = service * math.sqrt(rate / RATE_WINDOW_S)
-        tolerance = self.noise_z * noise + self.flow_tolerance * self.slots
+        tolerance = (self.noise_z if z is None else z) * noise + self.flow_tolerance * self.slots
         return max(0.0, rate * service - tolerance)
 
     def needed(self, load: Load) -> tuple[float, str]:
@@ -356,8 +390,9 @@ class AicoPolicy:
         if forecast is not None and forecast > rate and self.rising(load):
             rate, source = forecast, "forecast"
         flow = self.flow(rate, service)
-        backlog = max(0.0, load.queued - absorbed) * min(1.0, service / self.drain_s)
+        drain = self.drain_time(load)
+        backlog = max(0.0, load.queued - absorbed) * min(1.0, service / drain)
         parts = [f"{source} {rate:.2f}/s x {service:.1f} s"] if source else []
-        parts.append(f"backlog {load.queued} in {self.drain_s:.0f} s" if load.queued else "")
+        parts.append(f"backlog {load.queued} in {drain:.0f} s" if load.queued else "")
         how = " + ".join(p for p in parts if p) or f"nothing queued, {load.busy} busy"
         return flow + backlog, f"{how}: {flow + backlog:.1f} slots / {self.slots} per worker"

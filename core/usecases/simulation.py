@@ -5,7 +5,8 @@ any free slot of a ready worker (the least busy one, as RabbitMQ hands a deliver
 with prefetch room); wait = start - arrival. The pool starts at `minimum` ready workers at time
 0. Every `tick_s` the policy is asked with a Load built as `aico pm` builds it (queue, busy
 slots, workers including starting ones, the arrival rate and mean service time over the last
-RATE_WINDOW_S, the forecast's rate) and its decision is applied at once:
+RATE_WINDOW_S, the forecast's rate), plus the start-up time `startup_s` (which the pm leaves
+to the policy's default), and its decision is applied at once:
 
 - a worker asked for becomes ready `startup_s` later;
 - a scale-down first cancels workers still starting (the newest first), then drains ready ones,
@@ -211,6 +212,7 @@ def _load(
         arrival_rate=rate,
         service_s=service,
         forecast_rate=predicted,
+        startup_s=pool.startup_s,
     )
 
 

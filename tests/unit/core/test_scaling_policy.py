@@ -23,8 +23,9 @@ def load(
     service: float = 10.0,
     forecast: float | None = None,
     saturated: str = "",
+    startup: float | None = None,
 ) -> Load:
-    return Load(at, queued, busy, workers, 8, rate, service, forecast, saturated)
+    return Load(at, queued, busy, workers, 8, rate, service, forecast, saturated, startup)
 
 
 def aico(**kw) -> AicoPolicy:
@@ -36,6 +37,8 @@ def aico(**kw) -> AicoPolicy:
         "keep_alive_s": 30.0,
         "headroom": 0.25,
         "noise_z": 0.0,
+        "floor_z": 0.0,
+        "drain_per_start": 0.0,
         **kw,
     }
     return AicoPolicy(1, 10, 8, **settings)
@@ -59,6 +62,26 @@ def test_aico_drains_a_backlog_within_the_drain_time():
     decision = aico(drain_s=30.0).decide(load(0.0, queued=40, busy=8, rate=0.0, service=12.0))
 
     assert decision.target == 2  # 40 x 0.4 = 16 slots
+
+
+def test_aico_drains_a_backlog_longer_when_workers_take_longer_to_start():
+    # Given 12 s tasks, a 10 s drain target plus half the start-up time, 40 tasks queued
+    policy = aico(drain_per_start=0.5)
+    seen = {"queued": 40, "busy": 8, "rate": 0.0, "service": 12.0}
+
+    # With instant workers each queued task needs a slot (12 s > 10 s): 5 workers
+    assert policy.decide(load(0.0, startup=0.0, **seen)).target == 5
+    # With a 30 s start-up the backlog drains within 25 s: 40 x 12/25 = 19.2 slots, 3 workers
+    assert aico(drain_per_start=0.5).decide(load(0.0, startup=30.0, **seen)).target == 3
+    # A load that does not say uses the policy's own start-up time (30 s here)
+    assert aico(drain_per_start=0.5, startup_s=30.0).decide(load(0.0, **seen)).target == 3
+
+
+def test_make_policy_gives_aico_the_start_up_time():
+    policy = make_policy("aico", 1, 10, 8, startup_s=30.0)
+
+    assert isinstance(policy, AicoPolicy) and policy.startup_s == 30.0
+    assert make_policy("aico", 1, 10, 8).startup_s == 10.0  # type: ignore[attr-defined]
 
 
 def test_aico_lets_completions_absorb_a_short_queue():
@@ -173,6 +196,21 @@ def test_aico_does_not_scale_down_below_the_flow_that_keeps_arriving():
     assert policy.decide(load(0.0, busy=2, workers=4, rate=2.0, service=10.0)).target == 3
     # and with no arrivals it goes down to 1
     assert policy.decide(load(1.0, busy=2, workers=3, rate=0.0, service=10.0)).target == 1
+
+
+def test_aico_sheds_below_the_flow_only_by_less_noise_than_it_grows_on():
+    # A minute of 1/s arrivals of 10 s tasks: 10 slots of flow, give or take
+    # 10 x sqrt(1/60) = 1.3 slots; the up rule discounts 2.5 of them, the floor 1
+    policy = aico(keep_alive_s=0.0, headroom=0.0, noise_z=2.5, floor_z=1.0)
+
+    # 2 workers, 4 slots busy, nothing queued: the floor keeps 10 - 1.3 = 8.7 slots, 2 workers
+    assert not policy.decide(load(0.0, busy=4, workers=2, rate=1.0, service=10.0)).changed
+    # and one task queued on 8 busy slots does not grow it: 10 - 3.2 + 1 = 7.8 slots want 1
+    held = policy.decide(load(1.0, queued=1, busy=8, workers=2, rate=1.0, service=10.0))
+    assert not held.changed
+    # with the floor discounting as much as the up rule (7 slots), it sheds to 1 worker
+    lax = aico(keep_alive_s=0.0, headroom=0.0, noise_z=2.5, floor_z=2.5)
+    assert lax.decide(load(0.0, busy=4, workers=2, rate=1.0, service=10.0)).target == 1
 
 
 def test_aico_holds_between_its_up_and_down_rules():

@@ -131,6 +131,14 @@ def test_the_load_is_measured_as_the_pm_measures_it():
     assert policy.loads[0].service_s == 0.0
 
 
+def test_the_load_tells_the_policy_the_start_up_time():
+    policy = Scripted()
+
+    run([(0.0, 1.0), (5.0, 1.0)], policy, startup_s=30.0)
+
+    assert {load.startup_s for load in policy.loads} == {30.0}
+
+
 def test_the_forecast_is_trained_on_the_past_only():
     class Recording(ArrivalForecast):
         def __init__(self) -> None:
