@@ -154,7 +154,12 @@ def test_an_absent_index_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "content",
-    [b"not gzip at all", gzip.compress(b"{not json"), gzip.compress(b'{"format": 99}')],
+    [
+        b"not gzip at all",
+        gzip.compress(b"{not json", mtime=0),
+        gzip.compress(b'{"format": 99}', mtime=0),
+    ],
+    ids=["not gzip", "not JSON", "an unknown format"],  # stable ids: xdist's workers must agree
 )
 def test_a_corrupt_index_is_refused(repo, tmp_path, content):
     CodeIndex.build(_root(repo)).save(tmp_path / "saved")
