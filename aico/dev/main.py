@@ -6,11 +6,15 @@ What it brings up, from the environment (the same variables as production, see D
   `AICO_DATA_DIR` (`rabbitmq/`), stopped on exit. When we are root and the `rabbitmq` user cannot
   reach the data dir (a private home directory), the node lives under the temp dir instead.
 - Claude: the real API with `ANTHROPIC_API_KEY`; without it the project's fake Messages API,
-  whose answers are labelled "[offline model]", so the whole path still runs.
+  whose answers are labelled "[offline model]", so the whole path still runs. It takes
+  OFFLINE_LATENCY seconds to answer, half before its first word and half writing, so that an
+  answer visibly streams (progress is reported from 0.5 s into an answer, then every second).
 - Slack: real Slack with `SLACK_BOT_TOKEN` (the processes then write to this terminal);
-  without it the project's fake Slack Web API and a console on stdin/stdout. A `/aico …` line is
-  signed and posted to the bot exactly as Slack would post it, and what the bot posts or updates
-  in the channel is printed as Slack would show it; the processes log to `<data dir>/logs/`.
+  without it the project's fake Slack Web API, subscribed to the manifest's events (the stop
+  button's `agent_session_stopped` included), and a console on stdin/stdout (console.py): a
+  `/aico …` line, a mention, a reply, a DM, an attached file, a button pressed is sent to the bot
+  exactly as Slack would send it, and what the bot posts, streams or updates is printed as Slack
+  would show it; the processes log to `<data dir>/logs/`.
 
 Then the Procfile's processes (bot, pm, result) run until `quit`, end of input, Ctrl-C or SIGTERM,
 and everything this command started is stopped. The fakes of Slack and Claude are the ones the
@@ -48,7 +52,7 @@ from aico.dev.console import (
 )
 from aico.fakes.anthropic import FakeClaude
 from aico.fakes.signing import SlackSender
-from aico.fakes.slack import FakeSlack
+from aico.fakes.slack import SUBSCRIBED_EVENTS, FakeSlack
 from aico.procfile import ProcessGroup
 from aico.rabbit_node import NODE_USER, NOT_INSTALLED, RabbitNode, is_installed
 from core.config import Settings
@@ -63,6 +67,9 @@ OFFLINE_NOTICE = (
     f"No ANTHROPIC_API_KEY: using the offline model; answers are labelled {OFFLINE_LABEL}"
 )
 READY_TIMEOUT = 60.0  # seconds for the bot to answer /healthz
+OFFLINE_LATENCY = 3.0  # seconds the offline model takes to answer (see the docstring)
+# The bot events the fake Slack sends, as manifest.yml subscribes them.
+BOT_EVENTS = SUBSCRIBED_EVENTS | {"agent_session_stopped"}
 
 
 class DevError(AicoError):
@@ -209,7 +216,9 @@ class Dev:
     def _start_offline_model(self) -> None:
         self.out.say(OFFLINE_NOTICE)
         models = (OFFLINE_MODEL,)
-        claude = FakeClaude(label=OFFLINE_LABEL, latency=0.3, models=models).start()
+        claude = FakeClaude(label=OFFLINE_LABEL, latency=OFFLINE_LATENCY, models=models)
+        claude.tool_answers["plan_project"] = offline_plan
+        claude.start()
         self._on_exit(claude.stop)
         self.env["ANTHROPIC_BASE_URL"] = claude.url
         self.env["ANTHROPIC_API_KEY"] = "offline-model-placeholder"
@@ -221,7 +230,7 @@ class Dev:
 
     def _start_fake_slack(self) -> FakeSlack:
         token = "xoxb-dev-" + secrets.token_hex(8)
-        slack = FakeSlack(bot_token=token).start()
+        slack = FakeSlack(bot_token=token, bot_events=frozenset(BOT_EVENTS)).start()
         self._on_exit(slack.stop)
         self.env.pop("SLACK_APP_TOKEN", None)
         self.env.update(
@@ -301,12 +310,42 @@ class Dev:
             f"  model    {model}\n"
             f"  slack    local console: you are @{USER_NAME} in #{CHANNEL_NAME}\n"
             f"  logs     {self.data_dir / 'logs'}\n"
-            f"Type a slash command as in Slack, e.g.  {EXAMPLE}\n"
+            f"Type a slash command as in Slack, e.g.  {EXAMPLE}  (or @aico <what to do>)\n"
             "`help` shows more; `quit` (or Ctrl-D) stops everything.\n"
         )
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def offline_plan(body: dict[str, Any]) -> dict[str, Any]:
+    """The offline model's plan for a project (its `plan_project` input): two steps side by
+    side, a third after both, and the final assembly, around the goal it was given; so that
+    `/aico project` runs offline too."""
+    goal = _last_user_text(body).rpartition("Their goal:")[2].strip() or "the goal"
+    about = goal[:200]
+
+    def step(id_: str, title: str, needs: list[str]) -> dict[str, Any]:
+        prompt = f"{title} for: {about}"
+        return {"id": id_, "title": title, "prompt": prompt, "needs": needs, "produces": title}
+
+    return {
+        "title": f"Offline plan: {goal[:60]}",
+        "steps": [
+            step("facts", "Gather the facts", []),
+            step("outline", "Outline the answer", []),
+            step("draft", "Write the draft", ["facts", "outline"]),
+        ],
+        "final": {"prompt": f"Assemble the answer to: {about}"},
+    }
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+    content = users[-1].get("content") if users else ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in content or [] if b.get("type") == "text")
 
 
 def rotate_logs(log_dir: Path, names: list[str]) -> None:

@@ -1,8 +1,11 @@
 """`aico dev` end to end: the real command in a subprocess, driven through its stdin and stdout.
 
 Given no Slack or Anthropic settings, when a person types `/aico …` into the console, then they
-see the ack, the parent message and the answer in its thread as Slack would show them, from the
-offline model; with no broker at AICO_AMQP_URL, dev starts a node of its own and stops it on quit.
+see the ack, the parent message and the answer streaming in its thread as Slack would show them,
+from the offline model; with no broker at AICO_AMQP_URL, dev starts a node of its own and stops
+it on quit. A mention, a reply, a DM and an attached file reach the bot as Slack's events and are
+answered in their threads; buttons, feedback and the session's stop button are pressed as
+Slack's clicks. How the console draws a plan and builds a click is checked without the stack.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from aico.dev import console
 from tests.integration.stack import free_port, fresh_vhost
 
 READY = 90.0  # seconds for dev to be ready (a node of its own takes about 3-6 s to boot)
@@ -142,16 +146,23 @@ def run_dev(tmp_path: Path) -> Iterator:
         dev.stop()
 
 
-def ask(dev: DevConsole, after: int) -> tuple[str, int, int, int]:
+def ask(dev: DevConsole, after: int, task: str = TASK) -> tuple[str, int, int, int]:
     """Type the task; (task id, index of the ack, of the parent message, of the answer)."""
-    dev.send(f"/aico task {TASK}")
+    dev.send(f"/aico task {task}")
     ack = dev.wait_for("received", ANSWER, after)
     match = re.search(r"Task `(\w+)` received", dev.lines[ack])
     assert match, dev.report()
     task_id = match.group(1)
     parent = dev.wait_for(f"#dev  aico: Task `{task_id}` from @you", ANSWER, after)
-    answer = dev.wait_for(f"[offline model] Answer to: {TASK}", ANSWER, after)
+    answer = dev.wait_for(f"aico: [offline model] Answer to: {task}", ANSWER, after)
     return task_id, ack, parent, answer
+
+
+def number(line: str) -> str:
+    """The [n] a top-level message shows, which `reply n` takes."""
+    match = re.match(r"\[(\d+)\] ", line)
+    assert match, line
+    return match.group(1)
 
 
 def test_a_task_typed_in_the_console_is_answered_in_its_thread(rabbit, run_dev, tmp_path):
@@ -163,8 +174,12 @@ def test_a_task_typed_in_the_console_is_answered_in_its_thread(rabbit, run_dev, 
 
     assert notice < ready < ack < parent < answer, dev.report()
     assert dev.lines[ack].startswith("(only visible to you) aico: 📥 Task"), dev.report()
-    assert dev.lines[answer].startswith(f"  ↳ [thread of Task `{task_id}` from @you] aico: ")
-    dev.wait_for(f"  ✎ updated [Task `{task_id}` from @you]: ✅ Done", ANSWER, answer - 1)
+    n = number(dev.lines[parent])
+    thread = f"  ↳ [thread {n}: Task `{task_id}` from @you] aico"
+    # the answer streamed: first its beginning as Claude wrote it, then the finished message
+    writing = dev.wait_for(f"{thread} is writing: [offline", ANSWER, parent)
+    assert writing < answer and dev.lines[answer].startswith(f"{thread}: "), dev.report()
+    dev.wait_for(f"  ✎ updated [{n}: Task `{task_id}` from @you]: ✅ Done", ANSWER, answer - 1)
     # the receipt names the offline model and shows no Claude cost
     receipt = dev.wait_for("aico-offline · ", ANSWER, answer)
     assert "$0.0000" in dev.lines[receipt] and "claude" not in dev.lines[receipt], dev.report()
@@ -211,6 +226,147 @@ def test_help_and_an_empty_task_get_their_answers_in_the_console(rabbit, run_dev
     refusal = dev.wait_for("(only visible to you) aico: ⚠️", ANSWER, bot_help)
 
     assert "`/aico task <what to do>`" in dev.lines[refusal], dev.report()
-    posted = [line for line in dev.lines if line.startswith("#dev  aico:")]
+    posted = [line for line in dev.lines if re.match(r"\[\d+\] #dev  aico:", line)]
     assert posted == [], dev.report()  # nothing was posted in the channel
     assert dev.quit() == 0, dev.report()
+
+
+def test_a_mention_a_reply_a_file_buttons_feedback_and_stop_in_the_console(
+    rabbit, run_dev, tmp_path
+):
+    dev = run_dev(tmp_path / "data", fresh_vhost(rabbit))
+    ready = dev.wait_for("`help` shows more", READY)
+
+    # When you mention aico in the channel, then it answers in your message's thread, streamed
+    dev.send("@aico explain queues")
+    said = dev.wait_for("#dev  you: @aico explain queues", ANSWER, ready)
+    thread = f"  ↳ [thread {number(dev.lines[said])}: @aico explain queues] aico"
+    writing = dev.wait_for(f"{thread} is writing: ", ANSWER, said)
+    answer = dev.wait_for(f"{thread}: [offline model] Answer to: explain queues", ANSWER, said)
+    begun = dev.lines[writing].partition(" is writing: ")[2]
+    assert writing < answer and "[offline model] Answer to: explain queues".startswith(begun)
+    buttons = dev.wait_for("👍 Good answer · 👎 Bad answer", ANSWER, answer)
+
+    # When you rate it, then the bot's thanks is shown to you alone
+    dev.send("good")
+    thanks = dev.wait_for("(only visible to you) aico: Thanks: noted as a good", ANSWER, buttons)
+
+    # When you reply in its thread, then the conversation goes on there
+    dev.send(f"reply {number(dev.lines[said])} and one more thing")
+    dev.wait_for("you: and one more thing", ANSWER, thanks)
+    replied = dev.wait_for(f"{thread}: [offline model] Answer to: and one more thing", ANSWER)
+
+    # When you press Cancel on a running task, then it is cancelled; Retry runs it again
+    task = "count the queues"
+    dev.send(f"/aico task {task}")
+    parent = dev.wait_for("#dev  aico: Task `", ANSWER, replied)
+    task_id = re.search(r"Task `(\w+)`", dev.lines[parent]).group(1)  # type: ignore[union-attr]
+    dev.wait_for("[1] Cancel", ANSWER, parent)
+    dev.send("press cancel")
+    dev.wait_for(f"(you pressed Cancel on {number(dev.lines[parent])}: Task `{task_id}`", ANSWER)
+    cancelled = dev.wait_for(f"Task `{task_id}` is cancelled", ANSWER, parent)
+    dev.wait_for("🚫 Cancelled", ANSWER, parent)
+    dev.wait_for("[1] Retry", ANSWER, parent)
+    dev.send("press 1")
+    retried = dev.wait_for(f"Task `{task_id}` is queued again", ANSWER, cancelled)
+    answered = dev.wait_for(f"aico: [offline model] Answer to: {task}", ANSWER, retried)
+
+    # When you attach a text file to a mention, then Claude got its content
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The secret word is plum.\n")
+    dev.send(f"attach {notes} what is the secret word")
+    posted = dev.wait_for("#dev  you: @aico what is the secret word", ANSWER, answered)
+    dev.wait_for("you shared a file notes.txt (25 bytes, text/plain)", ANSWER, posted)
+    finished = dev.wait_for("aico: [offline model] Answer to: ", ANSWER, posted)
+    dev.wait_for("The secret word is plum.", ANSWER, finished)
+
+    # When you press the stop button of a DM's session while aico works, then the task stops
+    dev.send("dm write a long story")
+    dm = dev.wait_for("DM  you: write a long story", ANSWER, finished)
+    dev.wait_for("aico's session is processing", ANSWER, dm)
+    dev.send("stop")
+    dev.wait_for(f"(you pressed the stop button of thread {number(dev.lines[dm])}: ", ANSWER, dm)
+    dev.wait_for("was cancelled by @you", ANSWER, dm)
+    dev.wait_for("aico's session is active", ANSWER, dm)
+    assert dev.quit() == 0, dev.report()
+
+
+# --------------------------------------------------------------------------- without the stack
+
+
+def test_a_plan_shows_as_a_checklist_with_numbered_buttons():
+    message = {
+        "ts": "1.000100",
+        "text": "Project p1",
+        "blocks": [
+            {
+                "type": "plan",
+                "title": "Ship it",
+                "tasks": [
+                    {"type": "task_card", "task_id": "a", "title": "Write", "status": "complete"},
+                    {"type": "task_card", "task_id": "b", "title": "Test", "status": "in_progress"},
+                    {"type": "task_card", "task_id": "c", "title": "Ship", "status": "pending"},
+                ],
+            },
+            {
+                "type": "actions",
+                "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Confirm"}},
+                    {"type": "button", "text": {"type": "plain_text", "text": "Stop"}},
+                ],
+            },
+        ],
+    }
+
+    shown = console.render(message).split("\n")
+
+    assert shown == [
+        "📋 Ship it",
+        "  [x] Write — complete",
+        "  [~] Test — in progress",
+        "  [ ] Ship — pending",
+        "[1] Confirm  [2] Stop",
+    ]
+    assert [b.label for b in console.buttons_of(message)] == ["Confirm", "Stop"]
+
+
+def test_a_pressed_button_is_the_click_slack_posts():
+    message = {
+        "ts": "1.000200",
+        "thread_ts": "1.000100",
+        "metadata": {"event_type": "x"},
+        "blocks": [
+            {
+                "type": "actions",
+                "block_id": "task:t1",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Cancel"},
+                        "action_id": "aico_cancel",
+                        "value": "t1",
+                    }
+                ],
+            }
+        ],
+    }
+    (button,) = console.buttons_of(message)
+
+    payload = console.button_payload(
+        message, "C0DEV", button, team_id="T1", api_app_id="A1", response_url="http://r"
+    )
+
+    (action,) = payload["actions"]
+    assert (action["action_id"], action["block_id"], action["value"]) == (
+        "aico_cancel",
+        "task:t1",
+        "t1",
+    )
+    assert payload["container"]["thread_ts"] == "1.000100"
+    assert payload["user"]["id"] == console.USER and "metadata" not in payload["message"]
+
+
+def test_what_a_person_types_is_escaped_and_mentions_aico():
+    text = console.slack_text("@aico is 1 < 2 & 3 > 2? ask @aico", "U0BOT")
+
+    assert text == "<@U0BOT> is 1 &lt; 2 &amp; 3 &gt; 2? ask <@U0BOT>"
