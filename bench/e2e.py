@@ -94,7 +94,7 @@ import traceback
 import urllib.parse
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,17 +355,19 @@ def send_commands(
     senders: int,
     rate: float | None = None,
     stop: threading.Event | None = None,
+    connect: Callable[[str, str], SlackSender] = SlackSender,
 ) -> list[Sent]:
     """`/aico task <prompt>` for every (prompt, response_url), from `senders` threads each with
     its own keep-alive connection: as fast as they go, or the i-th at t0 + i/rate (open loop).
-    Once `stop` is set, no more commands go (those not sent are left out of the result)."""
+    Once `stop` is set, no more commands go (those not sent are left out of the result).
+    `connect(url, secret)` opens a sender's connection (a SlackSender, or one that counts)."""
     results: list[Sent | None] = [None] * len(commands)
     indexes = itertools.count()
     go = threading.Event()
     t0 = 0.0
 
     def sender_thread() -> None:
-        with SlackSender(url, SIGNING_SECRET) as sender:
+        with connect(url, SIGNING_SECRET) as sender:
             go.wait()
             while (i := next(indexes)) < len(commands):
                 due = t0 + i / rate if rate else t0
@@ -655,15 +657,7 @@ class Bench:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def settings(self) -> dict[str, str]:
-        return {
-            "AICO_MIN_WORKERS": str(self.args.workers),
-            "AICO_MAX_WORKERS": str(self.args.workers),  # a fixed pool: the relay is measured
-            "AICO_TASK_CONCURRENCY": str(self.args.concurrency),
-            "AICO_LOG_LEVEL": self.args.log_level,
-            # Every task goes to one channel here; Slack's pace for one channel (1 post/s)
-            # would measure Slack, not aico.
-            "AICO_SLACK_CHANNEL_RATE": "0",
-        }
+        return aico_settings(self.args.workers, self.args.concurrency, self.args.log_level)
 
     def _wait_for_workers(self, stack: Stack, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -1055,6 +1049,20 @@ class Bench:
         ]
         if notes:
             self.results["notes"] = notes
+
+
+def aico_settings(workers: int, concurrency: int, log_level: str) -> dict[str, str]:
+    """The environment a benchmarked aico stack gets beyond Stack's: a fixed pool of `workers`
+    task workers of `concurrency` Claude calls each, and no per-channel pacing."""
+    return {
+        "AICO_MIN_WORKERS": str(workers),
+        "AICO_MAX_WORKERS": str(workers),  # a fixed pool: the relay is measured
+        "AICO_TASK_CONCURRENCY": str(concurrency),
+        "AICO_LOG_LEVEL": log_level,
+        # Every task goes to one channel here; Slack's pace for one channel (1 post/s)
+        # would measure Slack, not aico.
+        "AICO_SLACK_CHANNEL_RATE": "0",
+    }
 
 
 def build_id() -> str:
