@@ -689,12 +689,13 @@ def cpu_per_task(runs: list[dict[str, Any]], kind: str) -> list[float]:
     return [cpu * 1000 / tasks for _, (cpu, tasks) in sorted(by_rep.items()) if tasks]
 
 
-def peak_memory(runs: list[dict[str, Any]], kind: str) -> list[float]:
-    """Per repetition: the highest peak RSS of `kind`'s stacks over the phases, in MiB."""
+def peak_memory(runs: list[dict[str, Any]], kind: str, key: str = "peak_rss_mib") -> list[float]:
+    """Per repetition: the highest peak (RSS, or `key`) of `kind`'s stacks over the phases, in
+    MiB."""
     by_rep: dict[int, float] = defaultdict(float)
     for r in runs:
-        if r["kind"] == kind and "peak_rss_mib" in r:
-            by_rep[r["rep"]] = max(by_rep[r["rep"]], r["peak_rss_mib"])
+        if r["kind"] == kind and r.get(key) is not None:
+            by_rep[r["rep"]] = max(by_rep[r["rep"]], r[key])
     return [v for _, v in sorted(by_rep.items())]
 
 
@@ -727,6 +728,9 @@ def table_rows(runs: list[dict[str, Any]], config: dict[str, Any]) -> list[Row]:
     peer, aico = (Spread.of(peak_memory(runs, k)) for k in ("peer", "aico"))
     if peer or aico:
         rows.append(Row("peak memory of the whole stack (RSS), MiB", peer, aico, 0))
+    peer, aico = (Spread.of(peak_memory(runs, k, "peak_pss_mib")) for k in ("peer", "aico"))
+    if peer or aico:  # forked processes share pages that RSS counts in each of them
+        rows.append(Row("  the same in PSS (shared pages split), MiB", peer, aico, 0))
     return rows
 
 
@@ -795,9 +799,23 @@ def _detail_lines(runs: list[dict[str, Any]]) -> list[str]:
                     values.append(f"{spread.median:.{digits}f}" if spread else "n/a")
             cells.append(" / ".join(values))
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    rss = [_rss_by_role(runs, kind) for kind in ("peer", "aico")]
+    lines.append(f"| peak RSS by process, MiB | {rss[0]} | {rss[1]} |")
     by_role = [_by_role(runs, kind) for kind in ("peer", "aico")]
     lines.append(f"| CPU per task by process (wall+throughput), ms | {by_role[0]} | {by_role[1]} |")
     return lines
+
+
+def _rss_by_role(runs: list[dict[str, Any]], kind: str) -> str:
+    """Each process's peak RSS: the highest over a repetition's runs, the median over reps."""
+    peaks: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for r in runs:
+        for role, mib in r.get("peak_rss_by_process_mib", {}).items() if r["kind"] == kind else ():
+            peaks[role][r["rep"]] = max(peaks[role][r["rep"]], mib)
+    cells = [
+        f"{role} {statistics.median(reps.values()):.0f}" for role, reps in sorted(peaks.items())
+    ]
+    return ", ".join(cells) or "n/a"
 
 
 def _by_role(runs: list[dict[str, Any]], kind: str) -> str:
