@@ -26,7 +26,7 @@ def test_the_default_model_is_current_and_its_receipts_are_priced(rabbit, tmp_pa
         stack.stop()
 
     # Then it is answered by the current Sonnet, with a price in dollars on its receipt
-    receipt = json.dumps(replies[0]["blocks"][-1])
+    receipt = json.dumps([b for b in replies[0]["blocks"] if b.get("type") == "context"])
     assert "claude-sonnet-5-5" in receipt and "$" in receipt and "cost unknown" not in receipt
     assert [call.body["model"] for call in claude.calls] == ["claude-sonnet-5-5"]
 

@@ -47,8 +47,8 @@ def answered_once(slack, task_id: str) -> dict:
     """The task's parent once its thread shows the answer with its receipt (not a glimpse of it
     being written); the thread must hold just that one message."""
 
-    def final(reply: dict) -> bool:
-        shown = json.dumps(reply["blocks"])
+    def final(reply: dict) -> bool:  # a streamed answer's text is the message's, not its blocks'
+        shown = reply.get("text", "") + json.dumps(reply["blocks"])
         return ANSWER in shown and " out tokens" in shown
 
     def answered():
