@@ -241,3 +241,34 @@ def test_a_plan_still_invalid_after_its_repair_fails_the_project_clearly(
         assert not any("STEP" in json.dumps(c.body["messages"][-1]) for c in claude.calls)
     finally:
         stack.stop()
+
+
+def test_a_costly_plan_waits_for_the_requesters_confirm(rabbit, tmp_path, slack, claude):
+    from core.slack.plan import CONFIRM_ACTION
+
+    stack = start(tmp_path, rabbit, slack, claude, AICO_PROJECT_CONFIRM_USD="0")
+    try:
+        project_id, thread = project_thread(stack, slack, "compare RabbitMQ and Kafka")
+
+        def waiting():
+            shown = plan_message(slack, thread)
+            return shown if shown and "press Confirm" in json.dumps(shown["blocks"]) else None
+
+        message = slack.wait_for(waiting, 30)
+        assert "$" in json.dumps(message["blocks"])  # the estimate is shown
+        time.sleep(2)
+        assert text_requests(claude, "STEP") == []  # nothing runs before the go-ahead
+
+        told = stack.press(CHANNEL, message, CONFIRM_ACTION, project_id, "U0OTHER")
+        assert "Only" in json.dumps([p.payload for p in told])
+        stack.press(CHANNEL, message, CONFIRM_ACTION, project_id, "U0USER1")
+
+        def done():
+            shown = plan_message(slack, thread)
+            if shown and set(card_states(shown).values()) == {"complete"}:
+                return shown
+            return None
+
+        slack.wait_for(done, 60)
+    finally:
+        stack.stop()
