@@ -565,6 +565,7 @@ class Versus:
             "not_acked": batch.not_acked,
             "connection_failures": len(batch.connection_failures),
             "send_late_p99_ms": pct([(s.sent - s.due) * 1000 for s in batch.sent], 99),
+            **_cpu_figures(batch),
             **memory,
         }
 
@@ -595,6 +596,7 @@ class Versus:
             "claude_to_answer_p50_ms": pct(from_claude, 50),
             "not_acked": batch.not_acked,
             "connection_failures": len(batch.connection_failures),
+            **_cpu_figures(batch),
             **memory,
         }
 
