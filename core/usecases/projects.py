@@ -105,10 +105,13 @@ class ProjectState:
     needs_confirm: bool
     confirmed: bool
     steps: list[StepState] = field(default_factory=list)
+    plan_cost: float = 0.0  # what asking for the plan cost
 
     @property
     def cost(self) -> float:
-        return self.project.cost + sum(s.task.cost for s in self.steps if s.task is not None)
+        """USD so far: the planning, and each step's (each step is a task of its own, counted
+        once in the day's spend; the project's own record carries the planning only)."""
+        return self.plan_cost + sum(s.task.cost for s in self.steps if s.task is not None)
 
     def counts(self) -> dict[str, int]:
         tally: dict[str, int] = {}
@@ -141,9 +144,9 @@ def state_of(store: EventStore, project: TaskView) -> ProjectState:
     views = {v.step: v for v in store.thread(project.channel, project.thread_ts) if v.project}
     steps = [StepState(sid, titles[sid], needs[sid], views.get(sid)) for sid in ids]
     estimate = planned.get("estimate")
-    return ProjectState(
-        project, plan, estimate, bool(planned.get("needs_confirm")), confirmed, steps
-    )
+    confirm = bool(planned.get("needs_confirm"))
+    plan_cost = float(planned.get("plan_cost") or 0.0)
+    return ProjectState(project, plan, estimate, confirm, confirmed, steps, plan_cost)
 
 
 @dataclass
@@ -156,13 +159,23 @@ class Projects:
     # -- the plan ------------------------------------------------------------------------------
 
     def planned(
-        self, project: TaskView, plan: Plan, estimate: float | None, budget_left: float | None
+        self,
+        project: TaskView,
+        plan: Plan,
+        estimate: float | None,
+        budget_left: float | None,
+        plan_cost: float | None = None,
     ) -> ProjectState:
         """Record the plan; ask the requester to confirm it when its estimate is over the
         project threshold or over what their budget has left (or cannot be priced)."""
         over = estimate is None or estimate > self.limits.confirm_usd
         over = over or (budget_left is not None and (estimate or 0.0) > budget_left)
-        data = {"plan": plan.record(), "estimate": estimate, "needs_confirm": over}
+        data = {
+            "plan": plan.record(),
+            "estimate": estimate,
+            "needs_confirm": over,
+            "plan_cost": plan_cost or 0.0,
+        }
         self.store.append(project.id, events.PROJECT_PLANNED, data, project.key("planned"))
         return state_of(self.store, self.store.task(project.id) or project)
 
@@ -275,7 +288,8 @@ class Projects:
     def _done(self, state: ProjectState) -> None:
         project = state.project
         data = {
-            "cost_usd": state.cost,
+            "cost_usd": state.plan_cost,  # the steps' costs are their own tasks'
+            "steps_cost_usd": state.cost - state.plan_cost,
             "started_at": project.started_at,
             "steps": len(state.steps),
         }

@@ -282,7 +282,7 @@ class TaskHandler:
         """The project's plan recorded (again, idempotently, after a crash), its first steps
         queued, and the plan shown in its thread."""
         assert self.projects is not None, "a project's plan was recorded by a project worker"
-        self.projects.planned(view, Plan.of(answered["plan"]))
+        self.projects.planned(view, Plan.of(answered["plan"]), answered.get("usage") or {})
         _report(publish, task, "plan", started_at=float(answered.get("started_at", 0.0)))
 
     def _step_prompt(self, view: TaskView) -> str:

@@ -44,13 +44,14 @@ class ProjectWork:
         title = f"Plan: {plan.title} ({len(plan.steps)} steps)"
         return PlannedAnswer(title, model, usage, 0.0, "tool_use", plan)
 
-    def planned(self, project: TaskView, plan: Plan) -> None:
-        """The plan recorded with its estimate, then the first steps queued (unless the
-        estimate waits for the requester's go-ahead)."""
+    def planned(self, project: TaskView, plan: Plan, usage: dict[str, Any]) -> None:
+        """The plan recorded with its estimate and what asking for it cost, then the first
+        steps queued (unless the estimate waits for the requester's go-ahead)."""
         guess = estimate(
             plan, project.prompt, self.cost, self.max_tokens, None, self.context_tokens
         )
-        self.projects.planned(project, plan, guess, self.budget_left(project.user, project.channel))
+        left = self.budget_left(project.user, project.channel)
+        self.projects.planned(project, plan, guess, left, self.cost(usage))
         self.projects.advance(project.id)
 
     def prompt_of(self, step: TaskView) -> str:

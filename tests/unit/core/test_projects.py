@@ -79,7 +79,8 @@ def test_independent_steps_run_at_once_and_a_dependent_one_after_its_inputs(
 
     project = store.task("p1")
     assert project.status is TaskStatus.DONE
-    assert project.cost == pytest.approx(0.05)
+    assert state_of(store, project).cost == pytest.approx(0.05)  # the steps', each counted once
+    assert project.cost == 0.0  # the planning's only (none here): no step counted twice
 
 
 def test_a_steps_prompt_quotes_the_results_it_needs(store, broker, projects) -> None:
