@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from core.domain.citations import Linker, Source
 from core.domain.health import Level, Probe
@@ -293,17 +293,3 @@ def _size(index: Index) -> tuple[int, int]:
 
 def _scrubbed(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
-
-
-def describe(state: RepoState) -> dict[str, Any]:
-    """A repository's state for the status views."""
-    return {
-        "name": state.name,
-        "host": state.host,
-        "ok": state.ok,
-        "at": state.at,
-        "revision": state.revision[:12],
-        "error": state.error,
-        "files": state.files,
-        "chunks": state.chunks,
-    }

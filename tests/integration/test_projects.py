@@ -10,7 +10,6 @@ Real processes from the Procfile, a real broker, the fakes of Slack and Claude.
 from __future__ import annotations
 
 import json
-import time
 
 import psutil
 import pytest
@@ -184,7 +183,8 @@ def test_stop_cancels_what_had_not_finished(rabbit, tmp_path, slack, claude):
             return shown if shown and "Stopped" in json.dumps(shown["blocks"]) else None
 
         slack.wait_for(stopped, 30)
-        time.sleep(5)  # what was running has had its time to finish: nothing more is asked
+        # what was running has ended (its answer dropped): nothing more is asked after it
+        claude.wait_for(lambda fake: fake.in_flight == 0, timeout=30)
         assert text_requests(claude, "STEP compare") == []
         assert text_requests(claude, "STEP final") == []
     finally:
@@ -256,7 +256,12 @@ def test_a_costly_plan_waits_for_the_requesters_confirm(rabbit, tmp_path, slack,
 
         message = slack.wait_for(waiting, 30)
         assert "$" in json.dumps(message["blocks"])  # the estimate is shown
-        time.sleep(2)
+        # the plan is shown once the conductor has had its say: it queued no step
+        store = SqliteEventStore(stack.workdir / "data" / "aico.db")
+        try:
+            assert [t for t in store.thread(CHANNEL, thread) if t.project] == []
+        finally:
+            store.close()
         assert text_requests(claude, "STEP") == []  # nothing runs before the go-ahead
 
         told = stack.press(CHANNEL, message, CONFIRM_ACTION, project_id, "U0OTHER")
