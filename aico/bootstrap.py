@@ -324,32 +324,34 @@ def recovery(settings: Settings, store: EventStore, amqp: AmqpLink) -> Recovery:
 
 def repo_context(settings: Settings) -> RepoContext | None:
     """A task worker's search of the saved indexes (None without repositories)."""
+    if not settings.repos:  # numpy, scipy and the stemmer stay out of the worker's memory
+        return None
     from core.adapters.index import CodeIndex
     from core.usecases.repos import RepoContext
 
-    if not settings.repos:
-        return None
     return RepoContext(settings.repos, settings.data_dir, CodeIndex.load, settings.context_tokens)
 
 
 def code_changes(settings: Settings) -> CodeChanges | None:
     """A task worker's code write-back (None without repositories)."""
+    if not settings.repos:
+        return None
     from core.adapters import git
     from core.usecases.writeback import CodeChanges
 
-    return CodeChanges(git, settings.data_dir, settings.repos) if settings.repos else None
+    return CodeChanges(git, settings.data_dir, settings.repos)
 
 
 def repo_keeper(settings: Settings, store: EventStore) -> RepoKeeper | None:
     """A pm's clones and indexes of its host (None without repositories)."""
+    if not settings.repos:
+        return None
     import socket
 
     from core.adapters import git
     from core.adapters.index import CodeIndex
     from core.usecases.repos import RepoKeeper
 
-    if not settings.repos:
-        return None
     return RepoKeeper(
         settings.repos,
         settings.data_dir,
@@ -364,11 +366,11 @@ def repo_keeper(settings: Settings, store: EventStore) -> RepoKeeper | None:
 
 def change_keeper(settings: Settings, store: EventStore) -> ChangeKeeper | None:
     """A pm's pushes and removals of the reviewed changes on its host."""
+    if not settings.repos:
+        return None
     from core.adapters import git
     from core.usecases.writeback import ChangeKeeper
 
-    if not settings.repos:
-        return None
     return ChangeKeeper(
         store, git, settings.data_dir, settings.repos, settings.repo_token, notifier(settings)
     )

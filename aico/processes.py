@@ -66,6 +66,7 @@ def task_worker(settings: Settings) -> int:
         files=files,
         max_file_bytes=settings.max_file_bytes,
         projects=bootstrap.project_work(settings, store, link, model),
+        slots=settings.task_concurrency,
     )
     runtime = Runtime(
         link,
@@ -74,6 +75,7 @@ def task_worker(settings: Settings) -> int:
         settings.task_concurrency,
         paused=lambda: breaker.state is BreakerState.OPEN,
         stopping=stopping,
+        spare=True,  # the handler keeps to task_concurrency Claude calls itself
     )
     _on_signals(runtime.stop)
     start_heartbeat(store, handler, breaker, settings.task_concurrency, stopping)

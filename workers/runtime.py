@@ -42,18 +42,23 @@ class Runtime:
         ordered: bool = False,
         paused: Callable[[], bool] | None = None,
         stopping: threading.Event | None = None,
+        spare: bool = False,
     ) -> None:
-        """`ordered`: deliveries of one task (by message id prefix) run one at a time, in order."""
+        """`ordered`: deliveries of one task (by message id prefix) run one at a time, in order.
+        `spare`: the deliveries waiting beside the busy ones (PREFETCH_EXTRA) get threads of their
+        own, for a handler that limits its slow part itself (a task worker's Claude slots): they
+        do their bookkeeping while the slots are busy, and a slot set free is taken at once."""
         self.link = link
         prefetch = concurrency + PREFETCH_EXTRA
         self.routes: dict[str, tuple[Handler, int]] = {queue: (handler, prefetch)}
         self.concurrency = concurrency
         self.paused = paused
         self._paused = False
+        threads = prefetch if spare else concurrency
         self._lanes: list[Executor] = (
             [ThreadPoolExecutor(1, thread_name_prefix=f"lane{i}") for i in range(concurrency)]
             if ordered
-            else [ThreadPoolExecutor(concurrency, thread_name_prefix="work")]
+            else [ThreadPoolExecutor(threads, thread_name_prefix="work")]
         )
         self.stopping = stopping or threading.Event()  # handlers may watch it too
         self._unsettled = 0

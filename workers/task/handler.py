@@ -140,7 +140,10 @@ class TaskHandler:
         files: FileSource | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         projects: ProjectWork | None = None,
+        slots: int = 0,
     ) -> None:
+        """`slots`: Claude calls at once (0: as many as the runtime's threads); the handler
+        then runs on more threads than that, which claim and record beside the busy slots."""
         self.store = store
         self.model = model
         self.breaker = breaker
@@ -151,6 +154,7 @@ class TaskHandler:
         self.files = files  # None: attached files cannot be downloaded here (no bot token)
         self.max_file_bytes = max_file_bytes  # AICO_MAX_FILE_MB
         self.projects = projects  # planning projects, and their steps' prompts
+        self._slots = threading.BoundedSemaphore(slots) if slots else None
         self.busy = 0  # Claude calls in flight, for the heartbeat
         self._busy_lock = threading.Lock()
 
@@ -201,40 +205,17 @@ class TaskHandler:
         if not self.breaker.acquire(timeout=self.hold_limit, cancel=self.stopping):
             raise TryLater(f"task {task.task_id}: Claude's circuit breaker is still open")
         attempt = self._claim(task, delivery)
-        if not attempt:
+        if not attempt or not self._enter_slot(task):
             self.breaker.release()
             return
-        started_at = time.time()
-        started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
-        try:
-            excerpts = self._excerpts(task)
-            own = self._step_prompt(view) if view.project else task.prompt
-            prompt = self._with_files(task, context_prompt(own, excerpts))
-            if task.mode == "code":
-                answer = self._ask_code(prompt, history)
-            elif task.mode == "project":
-                answer = self._ask_plan(task.prompt)
-            else:
-                answer = self._ask(prompt, history, _Progress(self.store, task, publish, attempt))
-        except ModelError as exc:
-            started.cancel()
-            self._failed(task, delivery, publish, exc, started_at, attempt)
+        try:  # the slot is free for the next task before this one's answer is recorded
+            asked = self._consult(task, delivery, publish, history, view, attempt)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+        if asked is None:
             return
-        except InvalidInput as exc:  # a plan still invalid after its repair
-            self.breaker.release()  # Claude is up: it planned badly
-            started.cancel()
-            _report(publish, task, "failed", error=str(exc), started_at=started_at)
-            raise Reject(f"task {task.task_id}: {exc}") from exc
-        except Stopped as stop:
-            self.breaker.release()  # stopped by us: it says nothing about Claude
-            started.cancel()
-            log.info("task %s: %s while Claude wrote; stopped asking", task.task_id, stop)
-            return
-        except BaseException:
-            self.breaker.release()  # a bug of ours says nothing about Claude: free the permit
-            raise
-        self.breaker.record_success()  # a refusal too: Claude is up, it declined this task
-        started.cancel()
+        answer, excerpts, started_at = asked
         sources = [source for source, _ in excerpts]
         fields = {
             "text": self._linked(answer.text, sources),
@@ -262,6 +243,63 @@ class TaskHandler:
         else:
             _report(publish, task, "completed", **fields)
             self._step_answered(recorded or view)
+
+    def _consult(
+        self,
+        task: TaskMessage,
+        delivery: Delivery,
+        publish: Publish,
+        history: list[tuple[str, str]],
+        view: TaskView,
+        attempt: int,
+    ) -> tuple[Any, list[tuple[Source, str]], float] | None:
+        """Claude asked, in a slot: the answer, the context it was given and when it started;
+        None when the attempt ended otherwise (failed, stopped: reported)."""
+        started_at = time.time()
+        started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
+        try:
+            excerpts = self._excerpts(task)
+            own = self._step_prompt(view) if view.project else task.prompt
+            prompt = self._with_files(task, context_prompt(own, excerpts))
+            if task.mode == "code":
+                answer = self._ask_code(prompt, history)
+            elif task.mode == "project":
+                answer = self._ask_plan(task.prompt)
+            else:
+                answer = self._ask(prompt, history, _Progress(self.store, task, publish, attempt))
+        except ModelError as exc:
+            started.cancel()
+            self._failed(task, delivery, publish, exc, started_at, attempt)
+            return None
+        except InvalidInput as exc:  # a plan still invalid after its repair
+            self.breaker.release()  # Claude is up: it planned badly
+            started.cancel()
+            _report(publish, task, "failed", error=str(exc), started_at=started_at)
+            raise Reject(f"task {task.task_id}: {exc}") from exc
+        except Stopped as stop:
+            self.breaker.release()  # stopped by us: it says nothing about Claude
+            started.cancel()
+            log.info("task %s: %s while Claude wrote; stopped asking", task.task_id, stop)
+            return None
+        except BaseException:
+            self.breaker.release()  # a bug of ours says nothing about Claude: free the permit
+            raise
+        self.breaker.record_success()  # a refusal too: Claude is up, it declined this task
+        started.cancel()
+        return answer, excerpts, started_at
+
+    def _enter_slot(self, task: TaskMessage) -> bool:
+        """Take a Claude slot, waiting for one; False for a task that ended while it waited
+        (cancelled: it is not asked)."""
+        if self._slots is None or self._slots.acquire(blocking=False):
+            return True
+        self._slots.acquire()
+        view = self.store.task(task.task_id)
+        if view is not None and view.status.final:
+            self._slots.release()
+            log.info("task %s: %s while it waited for a slot", task.task_id, view.status)
+            return False
+        return True
 
     # -- projects ------------------------------------------------------------------------------
 

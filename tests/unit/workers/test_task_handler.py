@@ -182,3 +182,70 @@ def test_while_the_breaker_is_open_a_delivery_waits_and_is_never_claimed(store):
         handler(store, model, breaker, stopping)(delivery(), Published())
 
     assert model.asked == 0 and store.task(TASK).attempts == 0
+
+
+class GatedModel(Model):
+    """Claude's stand-in that holds each call until it is let go, and counts calls at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def complete(self, prompt: str, history=(), on_text=None) -> Completion:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        self.go.wait(10)
+        with self.lock:
+            self.now -= 1
+        return super().complete(prompt, history, on_text)
+
+
+def submitted(store, task_id: str) -> SimpleNamespace:
+    data = {"user": "U1", "channel": "C1", "prompt": f"do {task_id}"}
+    store.append(task_id, events.SUBMITTED, data)
+    store.append(task_id, events.POSTED, {"thread_ts": "1.000"})
+    store.append(task_id, events.QUEUED, {})
+    body = TaskMessage(task_id, f"do {task_id}", "U1", "C1", "1.000", 1.0).encode()
+    return SimpleNamespace(body=body, delivery_count=0)
+
+
+def test_more_threads_than_slots_never_ask_claude_more_than_the_slots_at_once(store):
+    model, published = GatedModel(), Published()
+    work = TaskHandler(store, model, CircuitBreaker("claude"), slots=2)
+    tasks = [submitted(store, f"t00000010{i}") for i in range(4)]
+    threads = [threading.Thread(target=work, args=(d, published)) for d in tasks]
+    for thread in threads:
+        thread.start()
+    claimed = lambda: sum(store.task(f"t00000010{i}").attempts for i in range(4))  # noqa: E731
+    while claimed() < 4:  # the two waiting for a slot have claimed their attempt already
+        threading.Event().wait(0.01)
+    model.go.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert model.most == 2 and model.asked == 4
+    assert published.events().count("completed") == 4
+
+
+def test_a_task_cancelled_while_it_waits_for_a_slot_is_not_asked(store):
+    model, published = GatedModel(), Published()
+    work = TaskHandler(store, model, CircuitBreaker("claude"), slots=1)
+    first, second = submitted(store, "t000000201"), submitted(store, "t000000202")
+    busy = threading.Thread(target=work, args=(first, published))
+    busy.start()
+    while model.now < 1:
+        threading.Event().wait(0.01)
+    waiting = threading.Thread(target=work, args=(second, published))
+    waiting.start()
+    while store.task("t000000202").attempts < 1:  # claimed, now waiting for the slot
+        threading.Event().wait(0.01)
+    store.append("t000000202", events.CANCELLED, {"by": "U1"})
+    model.go.set()
+    busy.join(10)
+    waiting.join(10)
+
+    assert model.asked == 1, "only the first task reached Claude"
+    assert published.events() == ["completed"]
