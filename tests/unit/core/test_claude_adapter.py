@@ -315,3 +315,35 @@ def test_an_image_too_big_is_a_permanent_error(fake):
     with pytest.raises(ModelError, match="image exceeds 5 MB maximum") as failed:
         stream(model(fake), [png_block(too_big), {"type": "text", "text": "what is this"}])
     assert not failed.value.transient and failed.value.status == 400
+
+
+def test_a_streamed_answer_keeps_the_caches_token_counts():
+    from core.adapters.claude import _Answer, _fold
+
+    answer, pieces = _Answer(model=CURRENT), []
+    usage = {
+        "input_tokens": 5,
+        "output_tokens": 1,
+        "cache_read_input_tokens": 7,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 3},
+    }
+    start = {"type": "message_start", "message": {"model": "claude-x", "usage": usage}}
+    for event in (
+        start,
+        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 4},
+        },
+        {"type": "message_stop"},
+    ):
+        _fold(answer, pieces, "", event, lambda _: None)
+
+    assert (answer.model, answer.stop_reason, answer.complete) == ("claude-x", "end_turn", True)
+    assert answer.usage == {
+        "input_tokens": 5,
+        "output_tokens": 4,
+        "cache_read_input_tokens": 7,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 3},
+    }
