@@ -15,7 +15,6 @@ adds a projection rebuilds it from the events.
 
 from __future__ import annotations
 
-import json
 import queue
 import random
 import sqlite3
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.adapters import store_schema as schema
+from core.domain import fastjson
 from core.domain.events import TaskView
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ SQLITE = schema.Dialect(
     user="user",
     thread_ts="json_extract(state, '$.thread_ts')",
     without_rowid=" WITHOUT ROWID",
-    decode=json.loads,
+    decode=fastjson.loads,
     # no lock: the writer holds the database's (BEGIN IMMEDIATE), and is one thread
 )
 SQL = schema.Sql(SQLITE)

@@ -12,13 +12,13 @@ once per dialect at import (`Sql`). The projections themselves are pure function
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from core.domain import fastjson
 from core.domain.budget import AGGREGATE as BUDGET_AGGREGATE
 from core.domain.events import Event, TaskView, apply
 from core.domain.pool import SYSTEM as SYSTEM_AGGREGATES
@@ -438,7 +438,7 @@ def schema_version(db: Connection, sql: Sql) -> int:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return fastjson.dumps(value)
 
 
 def task_row(v: TaskView) -> tuple[Any, ...]:

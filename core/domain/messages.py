@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
 
+from core.domain import fastjson
 from core.domain.attachments import Attachment
 from core.errors import DecodeError
 
@@ -26,13 +26,13 @@ class Message:
 
     def encode(self) -> bytes:
         body = {"kind": self.kind, "v": SCHEMA_VERSION, **asdict(self)}  # type: ignore[call-overload]
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return fastjson.dumps_bytes(body)
 
     @classmethod
     def decode(cls, raw: bytes) -> Self:
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            body = fastjson.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
             raise DecodeError(f"not JSON: {exc}") from exc
         if not isinstance(body, dict) or body.get("kind") != cls.kind:
             raise DecodeError(f"expected a {cls.kind!r} message")
@@ -132,7 +132,7 @@ def salvage_route(raw: bytes) -> tuple[str, str, str] | None:
     """(task_id, channel, thread_ts) of a task message that cannot be decoded whole, if they can
     be read from it, so that its owner can be told in the thread."""
     try:
-        body = json.loads(raw)
+        body = fastjson.loads(raw)
         route = (body["task_id"], body["channel"], body["thread_ts"])
     except (ValueError, TypeError, KeyError):
         return None
