@@ -62,6 +62,7 @@ POSTGRES = schema.Dialect(
     json_value="?::json",
     user="user_id",
     thread_ts="(state->>'thread_ts')",
+    mode="(state->>'mode')",
     without_rowid="",
     decode=dict,  # psycopg has parsed the JSON already: a copy of its own to change
     lock=f"SELECT pg_advisory_xact_lock({_TASK_LOCKS}, hashtext(?))",

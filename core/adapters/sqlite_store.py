@@ -43,6 +43,7 @@ SQLITE = schema.Dialect(
     json_value="?",
     user="user",
     thread_ts="json_extract(state, '$.thread_ts')",
+    mode="json_extract(state, '$.mode')",
     without_rowid=" WITHOUT ROWID",
     decode=fastjson.loads,
     # no lock: the writer holds the database's (BEGIN IMMEDIATE), and is one thread

@@ -62,6 +62,7 @@ class Dialect:
     json_value: str  # a JSON parameter (? for one, as a template)
     user: str  # the column of a task's user (`user` is reserved in PostgreSQL)
     thread_ts: str  # a task row's thread, from its state
+    mode: str  # a task row's mode ("", "code", "project"), from its state
     without_rowid: str  # a table option for tables that are only their primary key
     decode: Callable[[Any], Any]  # a JSON column's value as read -> a new dict (or list)
     lock: str = ""  # SELECT taking a write lock on one aggregate (one parameter), if needed
@@ -77,6 +78,7 @@ class Dialect:
             "json_value": self.json_value,
             "user": self.user,
             "thread_ts": self.thread_ts,
+            "mode": self.mode,
             "without_rowid": self.without_rowid,
         }
         return template.format(**words).replace("?", self.placeholder)
@@ -281,6 +283,9 @@ class Sql:
         )
         self.events = q(f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = ? ORDER BY version")
         self.tasks_in = q("SELECT state FROM tasks WHERE status = ? ORDER BY created_at")
+        self.tasks_in_mode = q(
+            "SELECT state FROM tasks WHERE status = ? AND {mode} = ? ORDER BY created_at"
+        )
         self.top_spenders = q(
             "SELECT who, tasks, cost FROM spend WHERE day = ? AND scope = ?"
             " ORDER BY cost DESC, tasks DESC LIMIT ?"
@@ -566,7 +571,9 @@ class SqlEventStore(ABC):
         rows = self._rows(self._sql.events, (task_id,))
         return [Event(r[0], r[1], decode(r[2]), r[3], r[4], r[5]) for r in rows]
 
-    def tasks_in(self, status: TaskStatus) -> list[TaskView]:
+    def tasks_in(self, status: TaskStatus, mode: str = "") -> list[TaskView]:
+        if mode:  # filtered by the database: a backlog of tasks is not read to find projects
+            return self._views(self._sql.tasks_in_mode, (status.value, mode))
         return self._views(self._sql.tasks_in, (status.value,))
 
     def top_spenders(self, day: str, scope: str, limit: int = 3) -> list[Spender]:

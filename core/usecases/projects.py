@@ -407,6 +407,5 @@ def running_projects(store: EventStore) -> Sequence[TaskView]:
     return [
         t
         for status in (TaskStatus.RUNNING, TaskStatus.QUEUED)
-        for t in store.tasks_in(status)
-        if t.mode == "project"
+        for t in store.tasks_in(status, mode="project")
     ]

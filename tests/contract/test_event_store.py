@@ -44,6 +44,17 @@ def test_events_are_versioned_and_the_projection_follows(store):
     assert store.task("t1") == view
 
 
+def test_tasks_in_a_status_can_be_narrowed_to_one_mode_by_the_store(store):
+    for task_id, mode in (("t1", ""), ("t2", "project"), ("t3", "code"), ("t4", "project")):
+        data = {**SUBMIT, **({"mode": mode} if mode else {})}
+        store.append(task_id, events.SUBMITTED, data, f"{task_id}:submitted")
+    store.append("t4", events.FAILED, {"error": "no"}, "t4:failed")
+
+    assert [t.id for t in store.tasks_in(TaskStatus.SUBMITTED, mode="project")] == ["t2"]
+    assert [t.id for t in store.tasks_in(TaskStatus.SUBMITTED, mode="code")] == ["t3"]
+    assert [t.id for t in store.tasks_in(TaskStatus.SUBMITTED)] == ["t1", "t2", "t3"]
+
+
 def test_replaying_an_event_id_changes_nothing(store):
     store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted")
     assert store.append("t1", events.SUBMITTED, SUBMIT, "t1:submitted") is None
