@@ -63,6 +63,7 @@ POSTGRES = schema.Dialect(
     user="user_id",
     thread_ts="(state->>'thread_ts')",
     mode="(state->>'mode')",
+    times="(state->>'started_at')::float8, (state->>'finished_at')::float8",
     without_rowid="",
     decode=dict,  # psycopg has parsed the JSON already: a copy of its own to change
     lock=f"SELECT pg_advisory_xact_lock({_TASK_LOCKS}, hashtext(?))",

@@ -44,6 +44,7 @@ SQLITE = schema.Dialect(
     user="user",
     thread_ts="json_extract(state, '$.thread_ts')",
     mode="json_extract(state, '$.mode')",
+    times="json_extract(state, '$.started_at'), json_extract(state, '$.finished_at')",
     without_rowid=" WITHOUT ROWID",
     decode=fastjson.loads,
     # no lock: the writer holds the database's (BEGIN IMMEDIATE), and is one thread
