@@ -222,4 +222,4 @@ def _patiently(statement: Callable[[], object], patience: float = 30.0) -> None:
                 raise
             if time.monotonic() > deadline:
                 raise
-            time.sleep(random.uniform(0.0005, 0.0015))
+            time.sleep(random.uniform(0.0001, 0.0004))
