@@ -61,6 +61,10 @@ Slack's agent platform (see the constants below for each figure's source):
 * Files from users: :meth:`FakeSlack.add_file`; ``files.info`` answers it; a scope in
   :attr:`FakeSlack.missing_scopes` (files:read) makes files.info missing_scope and downloads
   fail as without a token.
+* Connections: kept alive (HTTP/1.1) like a real server's, and closed like one: without a word
+  after ``idle_timeout`` seconds waiting for a request (default :data:`IDLE_TIMEOUT`), with
+  ``Connection: close`` on the last answer of ``max_requests`` (off by default); counted in
+  :attr:`FakeSlack.connections` and :attr:`FakeSlack.idle_closes`. ``tls`` serves https.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ import mimetypes
 import secrets
 import socket
 import socketserver
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -239,6 +245,13 @@ FILETYPES = {
     "yml": "yaml",
     "jpeg": "jpg",
 }
+
+# Kept-alive connections: a server closes one that stayed idle too long, saying nothing (an ELB
+# load balancer after 60 s by default, "Edit attributes for your Application Load Balancer";
+# Node's http server after 5 s until its version 24, server.keepAliveTimeout; Apache's
+# KeepAliveTimeout is 5 s). The fake holds the short end: seconds a connection may wait for its
+# next request, settable per fake (``idle_timeout``; 0 keeps them forever).
+IDLE_TIMEOUT = 5.0
 
 Event = tuple[str, str, dict]
 HttpResult = tuple[int, bytes, dict[str, str]]
@@ -801,20 +814,49 @@ class _Workspace:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One kept-alive connection, served like a load balancer would: it waits at most the fake's
+    ``idle_timeout`` for the next request (then closes, saying nothing, as an idle connection is
+    closed), and with ``max_requests`` set it answers the last request it takes on the
+    connection with ``Connection: close`` and closes."""
+
     protocol_version = "HTTP/1.1"
     wbufsize = -1  # buffer headers + body into one send; flushed by handle_one_request
-    timeout = 300
+    timeout = 300  # once a request has begun: for the rest of it to arrive
     server: _Server
 
     def setup(self) -> None:
+        if self.server.tls is not None:  # the handshake, in this connection's own thread
+            self.request = self.server.tls.wrap_socket(self.request, server_side=True)
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.served = 0
         self.server.track(self.connection)
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
             super().finish()
         self.server.untrack(self.connection)
+        if self.server.tls is not None:  # the server closes the plain socket it handed over
+            with contextlib.suppress(OSError):
+                self.connection.close()
+
+    def handle_one_request(self) -> None:
+        """Wait for the next request's first byte (or the client's close) for at most
+        ``idle_timeout`` seconds, then read it with the handler's ``timeout``."""
+        self.connection.settimeout(self.server.fake.idle_timeout or None)
+        try:
+            started = self.rfile.peek(1)
+        except TimeoutError:
+            self.close_connection = True
+            self.server.closed_idle()
+            return
+        except OSError:
+            started = b""
+        if not started:
+            self.close_connection = True
+            return
+        self.connection.settimeout(self.timeout)
+        super().handle_one_request()
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -837,6 +879,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response_only(status)
         for name, value in extra.items():
             self.send_header(name, value)
+        self.served += 1
+        if self.server.fake.max_requests and self.served >= self.server.fake.max_requests:
+            self.send_header("Connection", "close")  # sets close_connection: closed after this
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -863,10 +908,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], fake: FakeSlack):
-        self.fake = fake
+    def __init__(self, address: tuple[str, int], fake: FakeSlack, tls: ssl.SSLContext | None):
+        self.fake, self.tls = fake, tls
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self.opened = self.idle_closed = 0
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
@@ -877,6 +923,18 @@ class _Server(ThreadingHTTPServer):
     def track(self, conn: socket.socket) -> None:
         with self._conns_lock:
             self._conns.add(conn)
+            self.opened += 1
+        self.fake._connections_changed()
+
+    def closed_idle(self) -> None:
+        with self._conns_lock:
+            self.idle_closed += 1
+        self.fake._connections_changed()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+            return  # a client that refused our certificate or went away: nothing to tell
+        super().handle_error(request, client_address)
 
     def untrack(self, conn: socket.socket) -> None:
         with self._conns_lock:
@@ -908,6 +966,13 @@ class FakeSlack:
     :data:`RATE_LIMITS`); ``file_share_delay`` is how long a completed upload takes to show in
     its channel (0: at once); ``clock`` is what :meth:`now` counts from (a test may pass a fixed
     one, ``lambda: 0.0``, so that only :meth:`advance` moves time).
+
+    Connections are kept alive (HTTP/1.1) like a real server's: one that waits longer than
+    ``idle_timeout`` seconds (real time, not the fake's clock) for its next request is closed
+    without a word; with ``max_requests`` (0: no limit) a connection's last request is answered
+    with ``Connection: close`` and the connection closed. Both are attributes a test may change
+    at any time. :attr:`connections` counts the connections accepted, :attr:`idle_closes` those
+    closed for idling. ``tls`` (a server-side ``ssl.SSLContext``) serves https instead.
     """
 
     def __init__(
@@ -932,8 +997,12 @@ class FakeSlack:
         stream_max_chars: int = STREAM_MAX_CHARS,
         stream_overflow: str = "reject",
         bot_events: frozenset[str] | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_requests: int = 0,
+        tls: ssl.SSLContext | None = None,
     ):
         self.host, self.port = host, port
+        self.idle_timeout, self.max_requests, self.tls = idle_timeout, max_requests, tls
         self.enforce_rate_limits = rate_limits
         self.file_share_delay = file_share_delay
         self.home_tab_enabled = home_tab_enabled
@@ -992,7 +1061,7 @@ class FakeSlack:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> FakeSlack:
-        self._server = _Server((self.host, self.port), self)
+        self._server = _Server((self.host, self.port), self, self.tls)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -1033,11 +1102,27 @@ class FakeSlack:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError("FakeSlack is not started")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/api/"
+
+    # ------------------------------------------------------------------ connections
+
+    @property
+    def connections(self) -> int:
+        """How many connections the fake has accepted since it started."""
+        return self._server.opened if self._server else 0
+
+    @property
+    def idle_closes(self) -> int:
+        """How many of them it closed because they idled past ``idle_timeout``."""
+        return self._server.idle_closed if self._server else 0
+
+    def _connections_changed(self) -> None:
+        with self._cond:
+            self._bump()
 
     # ------------------------------------------------------------------ the fake's clock
 
