@@ -1,4 +1,5 @@
-"""slack_sdk at the edge: one WebClient per process, Slack errors translated into SlackError.
+"""slack_sdk at the edge: WebClients over one pool of kept-alive connections per process
+(core/adapters/slack_http.py), Slack errors translated into SlackError.
 
 Posts are paced per channel (Slack allows about one message a second per channel, with short
 bursts): a token bucket per channel holds a post back instead of letting Slack answer 429.
@@ -16,20 +17,34 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from core.adapters.slack_http import IDLE_TIMEOUT, PooledWebClient
 from core.errors import SlackError
 
 log = logging.getLogger(__name__)
 
 
-def web_client(token: str, base_url: str, timeout: int = 15) -> WebClient:
-    """A WebClient that waits out 429s. Connection errors are not retried here: a retried
-    chat.postMessage can post twice, so the caller decides."""
-    return WebClient(
+def web_client(
+    token: str, base_url: str, timeout: int = 15, idle_timeout: float = IDLE_TIMEOUT
+) -> WebClient:
+    """A WebClient that waits out 429s, its calls on kept-alive connections (unused for at most
+    `idle_timeout` seconds). Connection errors are not retried here: a retried chat.postMessage
+    can post twice, so the caller decides."""
+    return PooledWebClient(
         token=token,
         base_url=base_url,
         timeout=timeout,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=5)],
+        idle_timeout=idle_timeout,
     )
+
+
+def _once(client: WebClient) -> WebClient:
+    """`client` with no retry handler at all: no 429 waited out, nothing sent twice."""
+    token, url, timeout = client.token, client.base_url, client.timeout
+    if isinstance(client, PooledWebClient):
+        idle = client.idle_timeout
+        return PooledWebClient(token, url, timeout, retry_handlers=[], idle_timeout=idle)
+    return WebClient(token, url, timeout, retry_handlers=[])
 
 
 class ChannelPacer:
@@ -67,12 +82,7 @@ class SlackNotifier:
     def __init__(self, client: WebClient, pacer: ChannelPacer | None = None) -> None:
         self.client = client
         self.pacer = pacer or ChannelPacer(0, 1)
-        self.once = WebClient(  # no retry handler at all: no 429 waited out, nothing sent twice
-            token=client.token,
-            base_url=client.base_url,
-            timeout=client.timeout,
-            retry_handlers=[],
-        )
+        self.once = _once(client)
         self._me: dict[str, str] = {}  # auth.test's team_id, user_id, bot_id, once asked
 
     def post(
