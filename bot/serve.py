@@ -1,21 +1,27 @@
 """How the Bolt app meets Slack: Socket Mode when SLACK_APP_TOKEN is set, else HTTP on $PORT,
-until SIGTERM or SIGINT. In both modes $PORT answers `GET /healthz` and `GET /metrics`. In Socket
+until SIGTERM or SIGINT. In both modes $PORT answers `GET /healthz` and `GET /metrics`, served by
+bot/http.py (one event loop for every socket, a pool of threads for the app). Over HTTP, a signed
+request whose body cannot be parsed gets 400, a forged one 401, before Bolt sees either. In Socket
 Mode with an alert channel, a canary (bot/canary.py) finds a socket that went silent."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
-from cheroot import wsgi
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
 
 from bot.canary import Canary, CanaryPlan
+from bot.http import Server
 
 log = logging.getLogger(__name__)
 # slack_sdk replaces a Socket Mode connection after 4 pings without a pong: every 3 s, a dead
@@ -37,16 +43,20 @@ def serve(
     metrics: Metrics | None = None,
     beat: Beat | None = None,
     canary: CanaryPlan | None = None,
+    signing_secret: str | None = None,
 ) -> None:
     """Serve `app` until a signal; `check` raises to stop sooner (RabbitMQ refused our login);
     `beat` is told every few seconds how the bot's side of Slack stands (the pm's checks read
-    it); `canary`: how to find a Socket Mode connection gone silent (Socket Mode only)."""
+    it); `canary`: how to find a Socket Mode connection gone silent (Socket Mode only);
+    `signing_secret`: what HTTP requests are signed with (by default the one `app` verifies)."""
     if app_token:
         _serve_socket_mode(app, app_token, port, check, metrics, beat, canary)
     else:
         if canary is not None:
             log.info("no canary over HTTP: it watches a Socket Mode connection")
-        _serve_http(app, port, check, metrics, beat)
+        if signing_secret is None:  # Bolt keeps it without a public name
+            signing_secret = str(getattr(app, "_signing_secret", "") or "")
+        _serve_http(app, port, check, metrics, beat, signing_secret)
 
 
 def _serve_socket_mode(
@@ -101,10 +111,16 @@ def _canary(plan: CanaryPlan, handler: SocketModeHandler) -> Canary:
 
 
 def _serve_http(
-    app: Any, port: int, check: Callable[[], None], metrics: Metrics | None, beat: Beat | None
+    app: Any,
+    port: int,
+    check: Callable[[], None],
+    metrics: Metrics | None,
+    beat: Beat | None,
+    signing_secret: str,
 ) -> None:
-    server = _start(port, with_ops(SlackRequestHandler(app), metrics))
-    log.info("listening for Slack on http://0.0.0.0:%d/slack/events", server.bind_addr[1])
+    bolt = checked_bodies(SlackRequestHandler(app, EVENTS_PATH), signing_secret)
+    server = _start(port, with_ops(bolt, metrics))
+    log.info("listening for Slack on http://0.0.0.0:%d%s", server.port, EVENTS_PATH)
     try:
         _wait_for_signal(check, _beating(beat, lambda: {"mode": "http", "connected": True}))
     finally:
@@ -127,11 +143,8 @@ def _beating(beat: Beat | None, state: Callable[[], dict[str, Any]]) -> Callable
     return tick
 
 
-def _start(port: int, wsgi_app: Callable[..., Iterable[bytes]]) -> wsgi.Server:
-    server = wsgi.Server(("0.0.0.0", port), wsgi_app, numthreads=16)
-    server.prepare()
-    threading.Thread(target=server.serve, name="http", daemon=True).start()
-    return server
+def _start(port: int, wsgi_app: Callable[..., Iterable[bytes]]) -> Server:
+    return Server(wsgi_app, "0.0.0.0", port).start()
 
 
 def with_ops(
@@ -161,6 +174,79 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def _answer(start_response: Callable[..., Any], status: str, kind: str, body: bytes) -> list[bytes]:
     start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
     return [body]
+
+
+WsgiApp = Callable[..., Iterable[bytes]]
+EVENTS_PATH = "/slack/events"
+TEXT = "text/plain; charset=utf-8"
+INVALID = json.dumps({"error": "invalid request"}).encode()  # what Bolt itself answers a forgery
+
+
+def checked_bodies(inner: WsgiApp, signing_secret: str, path: str = EVENTS_PATH) -> WsgiApp:
+    """`inner` (Bolt's WSGI handler), behind a check of each POST to `path`: a request that is
+    not signed with `signing_secret` gets 401 before anything is said about its body; a signed
+    one whose body Bolt could not parse gets 400 with what is wrong (Bolt would raise: a 500 with
+    no body). Without a secret (verification off) only the body is checked."""
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
+
+    def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != path:
+            return inner(environ, start_response)
+        body = _body(environ)
+        if verifier is not None and not _signed(verifier, body, environ):
+            return _answer(start_response, "401 Unauthorized", "application/json", INVALID)
+        problem = body_problem(body, environ.get("CONTENT_TYPE", ""))
+        if problem is not None:
+            return _answer(start_response, "400 Bad Request", TEXT, problem.encode() + b"\n")
+        environ["wsgi.input"] = io.BytesIO(body)  # read once here: Bolt reads it again
+        return inner(environ, start_response)
+
+    return wsgi_app
+
+
+def _body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ.get("wsgi.input")
+    return stream.read(length) if stream is not None and length > 0 else b""
+
+
+def _signed(verifier: SignatureVerifier, body: bytes, environ: dict[str, Any]) -> bool:
+    timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
+    signature = environ.get("HTTP_X_SLACK_SIGNATURE")
+    try:
+        return verifier.is_valid(body, timestamp, signature)
+    except ValueError:  # a timestamp that is not a number, a body that is not UTF-8
+        return False
+
+
+def body_problem(body: bytes, content_type: str) -> str | None:
+    """What keeps Bolt from reading `body`, or None. Bolt decodes it as UTF-8, then parses JSON
+    when the content type says so or the body starts with `{`, else a form, whose `payload`
+    field (interactions) is JSON; each JSON must be an object."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    if not text:
+        return None
+    if content_type.split(";")[0] == "application/json" or text.startswith("{"):
+        return _json_problem(text, "the body")
+    if "payload" in text:
+        payload = dict(parse_qsl(text, keep_blank_values=True)).get("payload")
+        if payload is not None:
+            return _json_problem(payload, "the form's payload")
+    return None
+
+
+def _json_problem(text: str, what: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return f"{what} is not valid JSON: {exc}"
+    return None if isinstance(value, dict) else f"{what} is not a JSON object"
 
 
 def _not_found(_environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
