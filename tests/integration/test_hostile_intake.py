@@ -82,8 +82,12 @@ class Slowloris:
         said = {sock: b"" for sock in self.held + self.dribbling + self.cut_off}
         open_ = set(said)
         while open_ and time.monotonic() < deadline:
-            readable, _, _ = select.select(list(open_), [], [], 0.5)
-            for sock in readable:
+            poll = select.poll()  # select() takes no descriptor above 1024
+            by_fd = {sock.fileno(): sock for sock in open_}
+            for fd in by_fd:
+                poll.register(fd, select.POLLIN)
+            for fd, _event in poll.poll(500):
+                sock = by_fd[fd]
                 try:
                     data = sock.recv(4096)
                 except OSError:
