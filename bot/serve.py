@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from slack_bolt import BoltContext, BoltRequest, BoltResponse
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
+from slack_bolt.request.internals import build_context
 from slack_sdk.signature import SignatureVerifier
 
 from bot.canary import Canary, CanaryPlan
@@ -118,7 +121,7 @@ def _serve_http(
     beat: Beat | None,
     signing_secret: str,
 ) -> None:
-    bolt = checked_bodies(SlackRequestHandler(app, EVENTS_PATH), signing_secret)
+    bolt = checked_bodies(FormsAsSent(app, EVENTS_PATH), signing_secret)
     server = _start(port, with_ops(bolt, metrics))
     log.info("listening for Slack on http://0.0.0.0:%d%s", server.port, EVENTS_PATH)
     try:
@@ -202,6 +205,24 @@ def checked_bodies(inner: WsgiApp, signing_secret: str, path: str = EVENTS_PATH)
         return inner(environ, start_response)
 
     return wsgi_app
+
+
+class FormsAsSent(SlackRequestHandler):
+    """Bolt's WSGI handler, reading every form as Slack sent it. Bolt (1.x) takes a form body
+    in which the letters "payload" appear anywhere for an interaction, finds no `payload` field
+    in a slash command that merely mentions the word, and reads it as {}: `/aico task fix the
+    payload parser` reached no listener and Slack showed the user an error."""
+
+    def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
+        bolt = BoltRequest(
+            body=request.get_body(), query=request.query_string, headers=request.get_headers()
+        )
+        if not bolt.body and "payload" in bolt.raw_body and not bolt.raw_body.startswith("{"):
+            fields = dict(parse_qsl(bolt.raw_body, keep_blank_values=True))
+            if "payload" not in fields and bolt.content_type != "application/json":
+                bolt.body = fields
+                bolt.context = build_context(BoltContext({}), fields)
+        return self.app.dispatch(bolt)
 
 
 def _body(environ: dict[str, Any]) -> bytes:

@@ -210,6 +210,8 @@ def test_malformed_http_gets_400_and_the_connection_closed(stack):
 def test_the_bot_still_answers_after_the_drills(stack):
     with SlackSender(stack.url, SIGNING_SECRET, timeout=SLACK_PATIENCE) as slack:
         url = stack.slack.new_response_url(channel="C0CHAN1")
-        status, body, _ = slack.command("task one more", response_url=url)
-    assert status == 200 and stored(stack, task_id_of(body)) is not None
+        status, body, _ = slack.command("task check the payload limits", response_url=url)
+    assert status == 200
+    task = stored(stack, task_id_of(body))
+    assert task is not None and task.prompt == "check the payload limits"
     assert status_of(raw_exchange(stack, b"GET /healthz HTTP/1.0\r\n\r\n")) == 200

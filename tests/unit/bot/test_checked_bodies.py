@@ -1,7 +1,7 @@
 """The check in front of Bolt's WSGI handler (bot/serve.py): a forged request gets 401 before
 anything is said about its body; a signed one whose body Bolt could not parse gets 400 saying
-what is wrong; everything else reaches Bolt as it came. Requests are signed as Slack signs them
-and go through a real Bolt app."""
+what is wrong; everything else reaches Bolt's listeners as Slack sent it. Requests are signed as
+Slack signs them and go through a real Bolt app."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from urllib.parse import urlencode
 
 import pytest
 from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from aico.fakes.signing import FORM_CT, JSON_CT, sign, slash_command_body
 from aico.fakes.slack import FakeSlack
-from bot.serve import EVENTS_PATH, body_problem, checked_bodies, with_ops
+from bot.serve import EVENTS_PATH, FormsAsSent, body_problem, checked_bodies, with_ops
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TOKEN = "xoxb-test"
@@ -30,7 +29,7 @@ def wsgi(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for name in PROXY_VARS:  # slack_sdk ignores NO_PROXY
         monkeypatch.delenv(name, raising=False)
     with FakeSlack(bot_token=TOKEN) as slack:  # Bolt asks auth.test who the token is
-        yield with_ops(checked_bodies(SlackRequestHandler(bolt_app(slack)), SECRET))
+        yield with_ops(checked_bodies(FormsAsSent(bolt_app(slack)), SECRET))
 
 
 def bolt_app(slack: FakeSlack) -> App:
@@ -76,6 +75,11 @@ def call(
 def test_a_signed_slash_command_reaches_bolt(wsgi):
     status, body = call(wsgi, slash_command_body("task hello"))
     assert (status, body) == (200, "got task hello")
+
+
+def test_a_slash_command_that_mentions_the_word_payload_reaches_its_listener(wsgi):
+    status, body = call(wsgi, slash_command_body("task fix the payload parser"))
+    assert (status, body) == (200, "got task fix the payload parser")
 
 
 def test_a_signed_interaction_reaches_bolt(wsgi):
