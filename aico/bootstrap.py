@@ -49,7 +49,7 @@ def configure_logging(settings: Settings, process: str) -> None:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     # At DEBUG these log whole requests (prompts, messages, headers): never below INFO, so that
     # AICO_LOG_LEVEL=DEBUG shows aico's own detail and no one's secrets or prompts.
-    for client in ("anthropic", "slack_sdk", "urllib3", "psycopg", "cheroot"):
+    for client in ("anthropic", "slack_sdk", "urllib3", "psycopg"):
         logging.getLogger(client).setLevel(max(logging.INFO, logging.getLogger().level))
 
 

@@ -34,7 +34,16 @@ def bot(settings: Settings) -> int:
     canary = bootstrap.canary(settings, slack, store)
     try:
         beat = bootstrap.bot_heartbeat(store)
-        serve(app, settings.slack_app_token, settings.port, amqp.check, metrics, beat, canary)
+        serve(
+            app,
+            settings.slack_app_token,
+            settings.port,
+            amqp.check,
+            metrics,
+            beat,
+            canary,
+            signing_secret=settings.slack_signing_secret,
+        )
     finally:
         intake.relay.close()
         amqp.close()
