@@ -153,6 +153,9 @@ class SqliteEventStore(schema.SqlEventStore):
 
 
 def _commit(db: sqlite3.Connection, batch: list[_Request]) -> None:
+    if len(batch) == 1:
+        _commit_alone(db, batch[0])
+        return
     outcomes: list[tuple[_Request, Any, BaseException | None]] = []
     try:
         _begin(db)
@@ -170,6 +173,25 @@ def _commit(db: sqlite3.Connection, batch: list[_Request]) -> None:
             request.done.set_result(result)
         else:
             request.done.set_exception(error)
+
+
+def _commit_alone(db: sqlite3.Connection, request: _Request) -> None:
+    """A batch of one: its transaction is its own, so no savepoint is needed to undo it alone."""
+    try:
+        _begin(db)
+        try:
+            result = request.run(db)
+        except Exception as exc:  # the request's own error: nothing of it is kept
+            db.execute("ROLLBACK")
+            request.done.set_exception(exc)
+            return
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        request.done.set_exception(exc)
+        return
+    request.done.set_result(result)
 
 
 def _run_one(db: sqlite3.Connection, request: _Request) -> tuple[Any, BaseException | None]:
