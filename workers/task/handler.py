@@ -204,13 +204,16 @@ class TaskHandler:
     ) -> None:
         if not self.breaker.acquire(timeout=self.hold_limit, cancel=self.stopping):
             raise TryLater(f"task {task.task_id}: Claude's circuit breaker is still open")
-        attempt = self._claim(task, delivery)
-        if not attempt or not self._enter_slot(task):
+        if not self._enter_slot(task):
             self.breaker.release()
             return
-        try:  # the slot is free for the next task before this one's answer is recorded
-            asked = self._consult(task, delivery, publish, history, view, attempt)
-        finally:
+        asked = None
+        try:  # claimed in its slot (a task waiting for one is still queued, not started)...
+            if attempt := self._claim(task, delivery):
+                asked = self._consult(task, delivery, publish, history, view, attempt)
+            else:
+                self.breaker.release()
+        finally:  # ...which is free for the next task before this one's answer is recorded
             if self._slots is not None:
                 self._slots.release()
         if asked is None:

@@ -219,8 +219,7 @@ def test_more_threads_than_slots_never_ask_claude_more_than_the_slots_at_once(st
     threads = [threading.Thread(target=work, args=(d, published)) for d in tasks]
     for thread in threads:
         thread.start()
-    claimed = lambda: sum(store.task(f"t00000010{i}").attempts for i in range(4))  # noqa: E731
-    while claimed() < 4:  # the two waiting for a slot have claimed their attempt already
+    while model.now < 2:  # the two slots busy, the two other tasks waiting for one
         threading.Event().wait(0.01)
     model.go.set()
     for thread in threads:
@@ -230,9 +229,23 @@ def test_more_threads_than_slots_never_ask_claude_more_than_the_slots_at_once(st
     assert published.events().count("completed") == 4
 
 
+class WatchedSlots(threading.BoundedSemaphore):
+    """The handler's slots, telling when someone waits for one."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.waiting = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if blocking:
+            self.waiting.set()
+        return super().acquire(blocking, timeout)
+
+
 def test_a_task_cancelled_while_it_waits_for_a_slot_is_not_asked(store):
     model, published = GatedModel(), Published()
     work = TaskHandler(store, model, CircuitBreaker("claude"), slots=1)
+    work._slots = slots = WatchedSlots(1)
     first, second = submitted(store, "t000000201"), submitted(store, "t000000202")
     busy = threading.Thread(target=work, args=(first, published))
     busy.start()
@@ -240,8 +253,8 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_is_not_asked(store):
         threading.Event().wait(0.01)
     waiting = threading.Thread(target=work, args=(second, published))
     waiting.start()
-    while store.task("t000000202").attempts < 1:  # claimed, now waiting for the slot
-        threading.Event().wait(0.01)
+    assert slots.waiting.wait(10), "the second task waits for the slot"
+    assert store.task("t000000202").attempts == 0, "a task waiting for a slot is not started"
     store.append("t000000202", events.CANCELLED, {"by": "U1"})
     model.go.set()
     busy.join(10)
@@ -249,3 +262,4 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_is_not_asked(store):
 
     assert model.asked == 1, "only the first task reached Claude"
     assert published.events() == ["completed"]
+    assert store.task("t000000202").attempts == 0
