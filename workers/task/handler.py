@@ -142,8 +142,9 @@ class TaskHandler:
         projects: ProjectWork | None = None,
         slots: int = 0,
     ) -> None:
-        """`slots`: Claude calls at once (0: as many as the runtime's threads); the handler
-        then runs on more threads than that, which claim and record beside the busy slots."""
+        """`slots`: Claude calls at once (0: as many as the runtime's threads). The handler then
+        runs on more threads than that: the next task is read while the slots are busy, and a
+        task's answer is recorded and reported after its slot is free."""
         self.store = store
         self.model = model
         self.breaker = breaker
