@@ -63,6 +63,7 @@ STOP_GRACE = 10.0  # on stop, requests already received get this long to be answ
 # or modals that would need it.)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; Slack's are under 2 KiB (Node: 16 KiB)
+_SLICE = 4 * 1024  # bytes fed to the parser at a time while headers may be read
 # Connections held open at once; fewer if the process may open fewer files (RLIMIT_NOFILE) than
 # this plus FD_RESERVE for the store, the broker and Slack's API.
 MAX_CONNECTIONS = 1000
@@ -388,10 +389,23 @@ class _Connection(asyncio.Protocol):
         self.server.gone(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.reading == _BODY or len(data) <= _SLICE:
+            self._feed(data)
+            return
+        # Fed in slices while headers may be read: the bytes of unfinished headers are counted
+        # slice by slice, however many arrived in one read (a server reading late gets a whole
+        # never-ending header at once, and must still see it pass the limit).
+        for start in range(0, len(data), _SLICE):
+            if self.ignoring or self.transport is None:
+                return
+            if self.reading == _BODY:
+                self._feed(data[start:])
+                return
+            self._feed(data[start : start + _SLICE])
+
+    def _feed(self, data: bytes) -> None:
         if self.ignoring:
             return  # lingering after a refusal, or past an Upgrade: dropped
-        if self.reading == _HEAD:
-            self.head_raw += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -401,7 +415,12 @@ class _Connection(asyncio.Protocol):
                 return
             self.refuse(HTTPStatus.BAD_REQUEST, "malformed HTTP request", "malformed")
             return
-        if self.reading == _HEAD and self.head_raw > MAX_HEADER_BYTES:
+        if self.reading != _HEAD:
+            return
+        # Counted whole even when the request began inside this slice: at most _SLICE too many,
+        # which the limit allows for (complete headers are measured exactly, on_headers_complete).
+        self.head_raw += len(data)
+        if self.head_raw > MAX_HEADER_BYTES + _SLICE:
             too_large = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
             self.refuse(too_large, "request headers too large", "headers too large")
 

@@ -253,6 +253,25 @@ def test_headers_larger_than_the_limit_get_431(server, app):
     assert app.calls == []
 
 
+def test_a_never_ending_header_read_in_one_go_still_gets_431(server, app):
+    # The server's loop is held while the whole header arrives, so that it reads it at once
+    # (as a server under load does), not in the pieces the client sent.
+    held, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        go.wait(WAIT)
+
+    with connect(server) as sock, sock.makefile("rb") as stream:
+        assert server._loop is not None
+        server._loop.call_soon_threadsafe(hold)
+        assert held.wait(WAIT)
+        sock.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"z" * (3 * http.MAX_HEADER_BYTES))
+        go.set()
+        assert read_answer(stream).status == 431
+    assert app.calls == []
+
+
 def test_an_upgrade_is_not_followed(server, app):
     with connect(server) as sock, sock.makefile("rb") as stream:
         sock.sendall(b"GET /u HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nPRI * HTTP/2")
