@@ -190,17 +190,22 @@ class GatedModel(Model):
     def __init__(self) -> None:
         super().__init__()
         self.go = threading.Event()
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
         self.now = self.most = 0
 
     def complete(self, prompt: str, history=(), on_text=None) -> Completion:
-        with self.lock:
+        with self.changed:
             self.now += 1
             self.most = max(self.most, self.now)
+            self.changed.notify_all()
         self.go.wait(10)
-        with self.lock:
+        with self.changed:
             self.now -= 1
         return super().complete(prompt, history, on_text)
+
+    def wait_in_flight(self, calls: int) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.now >= calls, timeout=10)
 
 
 def submitted(store, task_id: str) -> SimpleNamespace:
@@ -219,8 +224,7 @@ def test_more_threads_than_slots_never_ask_claude_more_than_the_slots_at_once(st
     threads = [threading.Thread(target=work, args=(d, published)) for d in tasks]
     for thread in threads:
         thread.start()
-    while model.now < 2:  # the two slots busy, the two other tasks waiting for one
-        threading.Event().wait(0.01)
+    assert model.wait_in_flight(2), "the two slots busy, the two other tasks waiting for one"
     model.go.set()
     for thread in threads:
         thread.join(10)
@@ -249,8 +253,7 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_is_not_asked(store):
     first, second = submitted(store, "t000000201"), submitted(store, "t000000202")
     busy = threading.Thread(target=work, args=(first, published))
     busy.start()
-    while model.now < 1:
-        threading.Event().wait(0.01)
+    assert model.wait_in_flight(1)
     waiting = threading.Thread(target=work, args=(second, published))
     waiting.start()
     assert slots.waiting.wait(10), "the second task waits for the slot"
