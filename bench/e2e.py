@@ -94,7 +94,7 @@ import traceback
 import urllib.parse
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,18 @@ REFERENCE = {
     "cpu_per_task": "6.8",
     "peak_rss": "225",
 }
+
+
+def tear_down(steps: Sequence[Callable[[], object]], dirs: list[Path], warnings: list[str]) -> None:
+    """Run every step (stopping what a bench started) even if one fails, saying which failed in
+    `warnings`, then remove `dirs`."""
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            warnings.append(f"cleanup: {getattr(step, '__qualname__', step)} failed: {exc!r}")
+    for directory in dirs:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class BenchFailure(Exception):
@@ -616,13 +628,7 @@ class Bench:
         steps = [self.sampler.stop] if self.sampler else []
         steps += [fake.stop for fake in (self.claude, self.slack) if fake is not None]
         steps += [self.node.stop] if self.node else []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:
-                self.warnings.append(f"cleanup: {step.__qualname__} failed: {exc!r}")
-        for directory in self._dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+        tear_down(steps, self._dirs, self.warnings)
 
     # -- one stack per phase
 

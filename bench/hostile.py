@@ -47,7 +47,7 @@ from aico.fakes.anthropic import FakeClaude
 from aico.fakes.signing import FORM_CT, sign, slash_command_body
 from aico.fakes.slack import FakeSlack
 from aico.rabbit_node import RabbitNode
-from bench.e2e import CHANNEL, BenchFailure, aico_settings, build_id, pct
+from bench.e2e import CHANNEL, BenchFailure, aico_settings, build_id, pct, tear_down
 from bench.versus import DEFAULT_PEER, DEFAULT_PEER_VENV, PeerInstall, PeerStack, ensure_peer
 from core.config import DEFAULT_MODEL
 from tests.integration.stack import BOT_TOKEN, SIGNING_SECRET, Stack, fresh_vhost
@@ -187,13 +187,7 @@ class Hostile:
     def close(self) -> None:
         steps = [fake.stop for fake in (self.claude, self.slack) if fake is not None]
         steps += [self.node.stop] if self.node else []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:
-                self.warnings.append(f"cleanup: {step.__qualname__} failed: {exc!r}")
-        for directory in self._dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+        tear_down(steps, self._dirs, self.warnings)
 
     def run_all(self) -> None:
         for rep in range(self.args.reps):

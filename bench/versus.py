@@ -99,6 +99,7 @@ from bench.e2e import (
     pct,
     process_table,
     send_commands,
+    tear_down,
 )
 from core.config import DEFAULT_MODEL
 from tests.integration.stack import BOT_TOKEN, Stack, fresh_vhost
@@ -373,13 +374,7 @@ class Versus:
     def close(self) -> None:
         steps = [fake.stop for fake in (self.claude, self.slack) if fake is not None]
         steps += [self.node.stop] if self.node else []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:
-                self.warnings.append(f"cleanup: {step.__qualname__} failed: {exc!r}")
-        for directory in self._dirs:
-            shutil.rmtree(directory, ignore_errors=True)
+        tear_down(steps, self._dirs, self.warnings)
 
     def run_all(self) -> None:
         """Phase by phase; within a phase, aico then the peer, --reps times."""
