@@ -848,6 +848,8 @@ class _Handler(BaseHTTPRequestHandler):
             started = self.rfile.peek(1)
         except TimeoutError:
             self.close_connection = True
+            with contextlib.suppress(OSError):  # the FIN goes out before the close is counted
+                self.connection.shutdown(socket.SHUT_RDWR)
             self.server.closed_idle()
             return
         except OSError:

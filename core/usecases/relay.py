@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
 from core.domain import events
 from core.domain.events import TaskView
@@ -91,8 +92,11 @@ class OutboxRelay:
         task = self.store.task(task_id)
         if task is None or task.status is not TaskStatus.SUBMITTED:
             return
+        if task.thread_ts:  # its parent was posted before (or it is a turn of a thread)
+            self._enqueue(task)
+            return
         try:
-            task = self._ensure_parent(task, look_first)
+            ts = self._post_parent(task, look_first)
         except SlackError as exc:
             if self._closing.is_set():
                 log.info(
@@ -101,16 +105,21 @@ class OutboxRelay:
                 return
             self._fail_at_intake(task, exc)
             return
-        if task.status.final:  # cancelled while its message was being posted
-            self._update_parent(task)
+        # Published at once, while the parent's ts is recorded (an fsync'd append): the task
+        # worker gets the thread from the message. A copy published again after a stop right
+        # here finds the first one's claim, or its task ended.
+        posting = replace(task, thread_ts=ts)
+        confirmed = self.publisher.publish(self.queue, _body(posting), task.id)
+        posted = self.store.append(task.id, events.POSTED, {"thread_ts": ts}, f"{task.id}:posted")
+        task = posted or self.store.task(task.id) or posting  # None: another dispatch posted it
+        if task.status.final:  # cancelled while its message was being posted: the copy in the
+            self._update_parent(task)  # queue finds it ended and is dropped
             return
-        self._enqueue(task)
+        self._enqueue(task, confirmed)
 
-    def _ensure_parent(self, task: TaskView, look_first: bool) -> TaskView:
-        """Post the task's parent message once. After a post whose outcome is unknown (the
-        connection dropped, or this process stopped), look for it before posting again."""
-        if task.thread_ts:
-            return task
+    def _post_parent(self, task: TaskView, look_first: bool) -> str:
+        """Post the task's parent message once; its ts. After a post whose outcome is unknown
+        (the connection dropped, or this process stopped), look for it before posting again."""
         text, blocks = parent_message(task)
         metadata = {"event_type": PARENT_EVENT, "event_payload": {"task_id": task.id}}
         uncertain = look_first
@@ -121,32 +130,23 @@ class OutboxRelay:
             uncertain = True
             return found or self.notifier.post(task.channel, text, blocks, metadata=metadata)
 
-        ts = with_patience(find_or_post, f"task {task.id}", self.slack_patience, self._closing)
-        posted = self.store.append(task.id, events.POSTED, {"thread_ts": ts}, f"{task.id}:posted")
-        return posted or self.store.task(task.id) or task  # None: another dispatch posted it
+        return with_patience(find_or_post, f"task {task.id}", self.slack_patience, self._closing)
 
-    def _enqueue(self, task: TaskView) -> None:
-        body = TaskMessage(
-            task.id,
-            task.prompt,
-            task.user,
-            task.channel,
-            task.thread_ts,
-            task.created_at,
-            task.generation,
-            repo=task.repo,
-            mode=task.mode,
-            files=task.files,
-        ).encode()
+    def _enqueue(self, task: TaskView, confirmed: Future[None] | None = None) -> None:
+        """Queue the task (`confirmed`: its message is published already), waiting for the
+        broker's confirm; then record it queued."""
+        body = _body(task)
         waiting = False
         while not self._closing.is_set():
-            confirmed = self.publisher.publish(self.queue, body, task.id)
+            if confirmed is None:
+                confirmed = self.publisher.publish(self.queue, body, task.id)
             try:
                 waiting = self._await_confirm(confirmed, task, waiting)
                 break
             except AicoError as exc:  # refused, or the connection dropped before the confirm
                 log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
                 waiting = waiting or self._show_waiting(task)
+            confirmed = None
             self._closing.wait(1.0)
         if self._closing.is_set():
             log.info("task %s: not queued before the stop; it will be at the next start", task.id)
@@ -190,3 +190,18 @@ class OutboxRelay:
         self.store.append(task.id, events.FAILED, {"error": reason}, task.key("failed"))
         if task.response_url:
             self.notifier.respond(task.response_url, f":x: Task `{task.id}` failed: {reason}")
+
+
+def _body(task: TaskView) -> bytes:
+    return TaskMessage(
+        task.id,
+        task.prompt,
+        task.user,
+        task.channel,
+        task.thread_ts,
+        task.created_at,
+        task.generation,
+        repo=task.repo,
+        mode=task.mode,
+        files=task.files,
+    ).encode()

@@ -50,7 +50,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.domain import events
@@ -218,6 +218,8 @@ class ResultHandler:
         task = self.store.task(result.task_id)  # read again on every try: it may have moved on
         if task is None:
             raise Reject(f"result for unknown task {result.task_id}")
+        if not task.thread_ts and result.thread_ts:  # queued before its thread was recorded
+            task = replace(task, thread_ts=result.thread_ts)
         if task.project and task.step != FINAL:  # a step: it only moves its project's plan on
             self._on_step(task, result)
             return
@@ -313,22 +315,22 @@ class ResultHandler:
         if result.change.get("diff"):
             self._attach(task, str(result.change["diff"]), f"aico-{task.id}.diff", "The diff.")
         data = _completed(result, cost)
-        view = self.store.append(task.id, events.COMPLETED, data, task.key("completed"))
+        view = self._record(task, events.COMPLETED, data, task.key("completed"))
         log.info("task %s: done", task.id)
-        self._ended(view or task, was_working)
+        self._ended(view, was_working)
 
     def _on_failed(self, task: TaskView, result: ResultMessage) -> None:
         was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
         data = {"error": result.error, "started_at": result.started_at}
         if task.mode == "project" and task.answered:  # its plan stays, with the reason
-            view = self.store.append(task.id, events.FAILED, data, task.key("failed"))
+            view = self._record(task, events.FAILED, data, task.key("failed"))
             self._draw_plan(task.id, result.error)
-            self._ended(view or task, was_working)
+            self._ended(view, was_working)
             return
         self._reply(task, *blocks.failure_blocks(task.id, result.error))
-        view = self.store.append(task.id, events.FAILED, data, task.key("failed"))
+        view = self._record(task, events.FAILED, data, task.key("failed"))
         log.info("task %s: failed: %s", task.id, result.error)
-        self._ended(view or task, was_working)
+        self._ended(view, was_working)
 
     def _on_cancelled(self, task: TaskView, result: ResultMessage) -> None:
         was_working = bool(task.reply_ts)  # its placeholder was posted: it showed progress
@@ -553,7 +555,10 @@ class ResultHandler:
         ]
 
     def _record(self, task: TaskView, type_: str, data: dict, event_id: str) -> TaskView:
-        return self.store.append(task.id, type_, data, event_id) or self.store.task(task.id) or task
+        view = self.store.append(task.id, type_, data, event_id) or self.store.task(task.id) or task
+        if task.thread_ts and not view.thread_ts:  # its thread, from the report, not recorded yet
+            view = replace(view, thread_ts=task.thread_ts)
+        return view
 
     # -- files -------------------------------------------------------------------------------
 

@@ -234,6 +234,12 @@ class TaskHandler:
             **({"plan": answer.plan.record()} if isinstance(answer, PlannedAnswer) else {}),
         }
         key = f"{task.task_id}:answered:{task.generation}"
+        if not task.mode and not view.project:
+            # Reported while it is recorded: the delivery is acked only once both are done (and
+            # a report of a task that ended meanwhile is ignored by the result worker).
+            _report(publish, task, "completed", **fields)
+            self.store.append(task.task_id, events.ANSWERED, fields, key)
+            return
         recorded = self.store.append(task.task_id, events.ANSWERED, fields, key)
         if recorded is not None and recorded.status.final:
             log.info(

@@ -270,3 +270,26 @@ def test_an_upload_whose_answer_was_lost_is_looked_for_before_it_is_made_again(s
     # Then it found the file Slack shared late, instead of uploading it twice
     assert slack.uploads == 1
     assert store.task(TASK).status == "done"
+
+
+def test_a_report_that_comes_before_the_thread_is_recorded_goes_to_the_reports_thread(tmp_path):
+    # Given a task queued while the relay was still recording its parent's ts (the message
+    # carries the thread; the store does not know it yet)
+    store = SqliteEventStore(tmp_path / "early.db")
+    store.append(TASK, events.SUBMITTED, {"user": "U1", "channel": "C1", "prompt": "do it"})
+    store.append(TASK, events.STARTED, {"generation": 0})
+    slack = MemorySlack()
+    results = ResultHandler(store, slack)
+
+    # When its progress and answer are reported
+    results(report("started"), None)
+    results(report("completed", text="the answer", model="m"), None)
+
+    # Then they are in the thread of the report, as one message, and the parent says Done
+    assert slack.posts == 1
+    assert slack.replies() == ["the answer"]
+    assert store.task(TASK).status == "done"
+    assert slack.messages["1.000"]["text"].startswith(
+        f"Task {TASK} from <@U1>: :white_check_mark: Done"
+    )
+    store.close()
