@@ -225,6 +225,7 @@ def _changes(view: TaskView, event: Event) -> dict[str, Any]:
             return {"finished_at": event.at, "cancelled_by": data.get("by", "")}
         case "completed" | "failed":
             return {
+                "reply_ts": data.get("reply_ts") or view.reply_ts,  # its answer's new message
                 "started_at": view.started_at or data.get("started_at", 0.0),
                 "finished_at": event.at,
                 "error": data.get("error", ""),

@@ -154,6 +154,7 @@ class _Live:
     streamed: bool = False
     answered: bool = False
     stuck: bool = False  # its stop was refused (429): deleted, not stopped again
+    unrecorded: bool = False  # an answer's new message: its ts is recorded with the completion
     left_processing: bool = False  # stopped with the answer: its session is active now
 
 
@@ -315,6 +316,9 @@ class ResultHandler:
         if result.change.get("diff"):
             self._attach(task, str(result.change["diff"]), f"aico-{task.id}.diff", "The diff.")
         data = _completed(result, cost)
+        live = self._live.get(_key(task))
+        if live is not None and live.unrecorded:
+            data["reply_ts"] = live.ts  # the answer's new message, recorded in the same append
         view = self._record(task, events.COMPLETED, data, task.key("completed"))
         log.info("task %s: done", task.id)
         self._ended(view, was_working)
@@ -364,10 +368,10 @@ class ResultHandler:
             pass
         elif filename:
             shown = blocks.attached_answer_blocks(answer, receipt, filename, buttons)
-            self._reply(task, *_with_feedback(task, shown), final=True)
+            self._reply(task, *_with_feedback(task, shown), final=True, answer=True)
         else:
             shown = blocks.answer_blocks(answer, receipt, buttons)
-            self._reply(task, *_with_feedback(task, shown), final=True)
+            self._reply(task, *_with_feedback(task, shown), final=True, answer=True)
         if filename:
             self._attach(task, answer, filename, f"The whole answer to task `{task.id}`.")
 
@@ -464,9 +468,16 @@ class ResultHandler:
     # -- the one result message --------------------------------------------------------------
 
     def _reply(
-        self, task: TaskView, text: str, body: blocks.Blocks, ongoing=False, final=False
+        self,
+        task: TaskView,
+        text: str,
+        body: blocks.Blocks,
+        ongoing=False,
+        final=False,
+        answer=False,
     ) -> TaskView:
-        """Show `text` as the task's one result message: post it once, update it after."""
+        """Show `text` as the task's one result message: post it once, update it after. An
+        `answer` posted anew has its ts recorded with the task's completion, not alone."""
         live = self._live_of(task)
         ts = self._settle(task, live, ongoing) if live is not None else ""
         if ts and live is not None:
@@ -483,10 +494,16 @@ class ResultHandler:
                     raise
                 self._live.pop(_key(task), None)
         gone = live is not None  # it had a message, now gone: it may have been posted again
-        return self._post_new(task, text, body, look_first=gone, final=final)
+        return self._post_new(task, text, body, look_first=gone, final=final, answer=answer)
 
     def _post_new(
-        self, task: TaskView, text: str, body: blocks.Blocks, look_first=False, final=False
+        self,
+        task: TaskView,
+        text: str,
+        body: blocks.Blocks,
+        look_first=False,
+        final=False,
+        answer=False,
     ) -> TaskView:
         found = self._find_reply(task) if look_first else ""
         if found:
@@ -496,7 +513,9 @@ class ResultHandler:
             if not task.reply_pending:
                 task = self._record(task, events.REPLY_PENDING, {}, task.key("reply-pending"))
             ts = self.notifier.post(task.channel, text, body, task.thread_ts, _meta(task))
-        self._live[_key(task)] = _Live(ts, PLAIN, answered=final)
+        self._live[_key(task)] = _Live(ts, PLAIN, answered=final, unrecorded=answer)
+        if answer:  # recorded with the completion that follows at once (its intent is recorded)
+            return task
         key = task.key("replied") if not task.reply_ts else f"{task.key('replied')}:{ts}"
         return self._record(task, events.REPLIED, {"ts": ts}, key)
 

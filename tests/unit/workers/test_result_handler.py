@@ -293,3 +293,20 @@ def test_a_report_that_comes_before_the_thread_is_recorded_goes_to_the_reports_t
         f"Task {TASK} from <@U1>: :white_check_mark: Done"
     )
     store.close()
+
+
+def test_an_answer_posted_anew_is_recorded_with_the_completion(store):
+    slack = MemorySlack()
+    results = ResultHandler(store, slack)
+
+    results(report("completed", text="the answer", model="m"), None)
+
+    # its intent before the post, then one append that says where it is and that it is done
+    (ts,) = [ts for ts, m in slack.messages.items() if m["thread_ts"] == "1.000"]
+    kinds = [e.type for e in store.events(TASK)]
+    assert kinds[-2:] == [events.REPLY_PENDING, events.COMPLETED]
+    assert store.task(TASK).reply_ts == ts
+
+    # and a copy of the report that comes again finds the task done: nothing posted again
+    results(report("completed", text="the answer", model="m"), None)
+    assert slack.posts == 1
