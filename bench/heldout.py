@@ -19,7 +19,9 @@ All three policies run every case through the same simulator code as `aico scale
 (`aico` with its scikit-learn forecast unless --no-forecast). A case clears the strict bar when
 aico's p95 wait is below both baselines' with no more worker-seconds than either, or its
 worker-seconds are below both at no higher p95 (bench.scaling.verdict). It prints the count
-that clears, per kind and family, and every failure with its figures.
+that clears, per kind and family and per slots per worker (the failures gather at C of 1-2,
+where queue-ratio runs a worker per queued task and threshold about the minimum pool), and
+every failure with its figures.
 
 The tuning set (seeds 2000 on) is what aico's constants were chosen on; the report set (seeds
 5000 on) was only run to report. Neither overlaps the seeds of bench/traces/ (1-4, 101-108).
@@ -209,6 +211,15 @@ def report(results: dict[Case, dict[str, dict[str, Any]]]) -> list[str]:
             mine = [c for c in clears if c.kind == kind and c.family == family]
             if mine:
                 lines.append(f"  {kind:8} {family:11} {sum(clears[c] for c in mine)}/{len(mine)}")
+    by_slots = sorted({c.concurrency for c in clears})
+    lines.append(
+        "  by slots per worker: "
+        + ", ".join(
+            f"C={n} {sum(clears[c] for c in clears if c.concurrency == n)}"
+            f"/{sum(c.concurrency == n for c in clears)}"
+            for n in by_slots
+        )
+    )
     failures = [case for case, ok in clears.items() if not ok]
     if failures:
         lines.append("failures (p95 wait s / worker-s: threshold, queue-ratio, aico):")
