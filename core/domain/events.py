@@ -168,7 +168,7 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
     if event.type == RETRIED:
         return _retried(view, event)
     if view.status.final:  # its status stays; only where its messages are is still news
-        news = _changes(view, event) if event.type in _LATE_EVENTS else {}
+        news = _changes(view, event) if event.type in (*_LATE_EVENTS, QUEUED) else {}
         return replace(view, version=event.version, **news)
     if event.type == STARTED and event.data.get("generation", 0) < view.generation:
         raise Conflict(f"task {view.id}: an attempt of a superseded copy of its message")
@@ -209,6 +209,8 @@ def _changes(view: TaskView, event: Event) -> dict[str, Any]:
         return {"change": _CHANGE_STATES[event.type]}
     match event.type:
         case "posted":
+            return {"thread_ts": data["thread_ts"]}
+        case "queued" if data.get("thread_ts"):  # queued as soon as its parent was posted
             return {"thread_ts": data["thread_ts"]}
         case "started":
             return {"started_at": view.started_at or event.at, "attempts": view.attempts + 1}

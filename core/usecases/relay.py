@@ -23,6 +23,7 @@ from core.slack.patience import SLACK_PATIENCE, with_patience
 log = logging.getLogger(__name__)
 
 NOTICE_AFTER = 3.0  # seconds without the broker's confirm before the task's owner is told
+RECORD_THREAD_AFTER = 0.5  # seconds without it before the parent's ts is recorded on its own
 WAITING = (
     ":warning: Waiting for the queue: RabbitMQ cannot be reached. Your task is saved and will be "
     "queued as soon as it is back"
@@ -105,11 +106,24 @@ class OutboxRelay:
                 return
             self._fail_at_intake(task, exc)
             return
-        # Published at once, while the parent's ts is recorded (an fsync'd append): the task
-        # worker gets the thread from the message. A copy published again after a stop right
-        # here finds the first one's claim, or its task ended.
+        # Published at once: the message carries the thread. Confirmed soon (as it is while the
+        # broker is up), one append records both the thread and the queueing; else the thread is
+        # recorded while the relay waits. A stop before the record leaves the task submitted: it
+        # is published again at the next start, and that copy finds the first one's claim, or
+        # its task ended.
         posting = replace(task, thread_ts=ts)
-        confirmed = self.publisher.publish(self.queue, _body(posting), task.id)
+        published = self.publisher.publish(self.queue, _body(posting), task.id)
+        confirmed: Future[None] | None = published
+        try:
+            published.result(timeout=RECORD_THREAD_AFTER)
+        except TimeoutError:
+            pass
+        except AicoError as exc:  # refused, or the connection dropped before the confirm
+            log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
+            confirmed = None
+        else:
+            self._queued(task, {"thread_ts": ts})
+            return
         posted = self.store.append(task.id, events.POSTED, {"thread_ts": ts}, f"{task.id}:posted")
         task = posted or self.store.task(task.id) or posting  # None: another dispatch posted it
         if task.status.final:  # cancelled while its message was being posted: the copy in the
@@ -151,9 +165,16 @@ class OutboxRelay:
         if self._closing.is_set():
             log.info("task %s: not queued before the stop; it will be at the next start", task.id)
             return
-        queued = self.store.append(task.id, events.QUEUED, {}, task.key("queued"))
-        if waiting or task.generation:  # told it waits, or queued again: show where it stands
-            self._update_parent(queued or task)
+        self._queued(task, {}, shown=waiting or task.generation > 0)
+
+    def _queued(self, task: TaskView, data: dict, shown: bool = False) -> None:
+        """Record the task queued; the parent says where it stands when `shown` (told it waits,
+        or queued again), or when it was cancelled before its thread was recorded (the cancel
+        could not show it then)."""
+        queued = self.store.append(task.id, events.QUEUED, data, task.key("queued"))
+        view = queued or self.store.task(task.id) or task
+        if shown or (data and view.status is TaskStatus.CANCELLED):
+            self._update_parent(replace(view, thread_ts=view.thread_ts or task.thread_ts))
 
     def _await_confirm(self, confirmed: Future[None], task: TaskView, waiting: bool) -> bool:
         """Wait for the broker's confirm, telling the owner if it takes long; returns whether

@@ -218,3 +218,54 @@ def test_two_dispatches_of_one_task_at_once_queue_it_once(store, slack, broker, 
     relay.close()
     assert len(task_messages(broker, task_id)) == 1, broker.ready(TASKS)
     assert len(parents(slack, task_id)) == 1
+
+
+def test_a_prompt_confirm_records_the_thread_and_the_queueing_in_one_append(store, broker, relay):
+    task_id = record(store)
+
+    relay.dispatch_soon(task_id)
+
+    task = queued(store, task_id)
+    [body] = task_messages(broker, task_id)
+    assert task.thread_ts and body.thread_ts == task.thread_ts
+    assert [e.type for e in store.events(task_id)] == [events.SUBMITTED, events.QUEUED]
+
+
+def test_while_the_confirm_is_late_the_store_knows_the_thread(store, slack, broker, relay):
+    # Given a broker that holds its confirm longer than the relay waits before it records the
+    # parent's ts on its own
+    broker.hold_confirms()
+    task_id = record(store)
+
+    relay.dispatch_soon(task_id)
+
+    # Then a cancel or /aico status meanwhile finds the thread, and the task is not queued yet
+    task = until(lambda: (t := store.task(task_id)) and t.thread_ts and t)
+    assert task.status is TaskStatus.SUBMITTED
+    [parent] = parents(slack, task_id)
+    assert parent["ts"] == task.thread_ts
+    assert broker.confirm_held() == 1
+    assert queued(store, task_id).thread_ts == parent["ts"]
+
+
+def test_a_task_cancelled_before_its_thread_was_recorded_says_so_in_its_parent(
+    store, slack, broker, relay, monkeypatch
+):
+    # Given a task whose parent is posted and whose message waits for its confirm, the
+    # thread not recorded yet
+    monkeypatch.setattr(relay_module, "RECORD_THREAD_AFTER", 30.0)
+    broker.hold_confirms()
+    task_id = record(store)
+    relay.dispatch_soon(task_id)
+    until(lambda: broker.held == 1)
+    assert store.task(task_id).thread_ts == ""
+
+    # When it is cancelled then (the cancel cannot show it: it knows no thread), then confirmed
+    store.append(task_id, events.CANCELLED, {"by": OWNER}, f"{task_id}:cancelled:0")
+    assert broker.confirm_held() == 1
+
+    # Then its parent says it was cancelled, and the store knows where it is
+    slack.wait_for(lambda: "Cancelled" in parents(slack, task_id)[0]["text"], WAIT)
+    task = store.task(task_id)
+    assert task.status is TaskStatus.CANCELLED
+    assert task.thread_ts == parents(slack, task_id)[0]["ts"]
