@@ -53,20 +53,21 @@ def configure_logging(settings: Settings, process: str) -> None:
         logging.getLogger(client).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
-def store(settings: Settings) -> EventStore:
-    return open_store(settings.db_url or f"sqlite:///{settings.db_path}")
+def store(settings: Settings, first: bool = False) -> EventStore:
+    return open_store(settings.db_url or f"sqlite:///{settings.db_path}", first)
 
 
-def open_store(url: str) -> EventStore:
+def open_store(url: str, first: bool = False) -> EventStore:
     """The event store at `url`: `sqlite:///path`, or `postgresql://…` (also `postgres://…`)
-    when the processes run on more than one host. Both have the same API."""
+    when the processes run on more than one host. Both have the same API. `first`: this
+    process's writes go first for SQLite's write lock (the bot's: its acks wait for them)."""
     if url.startswith(("postgresql://", "postgres://")):
         from core.adapters.postgres_store import PostgresEventStore
 
         return PostgresEventStore(url)
     from core.adapters.sqlite_store import SqliteEventStore
 
-    return SqliteEventStore(Path(url.removeprefix("sqlite:///")))
+    return SqliteEventStore(Path(url.removeprefix("sqlite:///")), first=first)
 
 
 def notifier(settings: Settings) -> SlackNotifier:

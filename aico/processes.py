@@ -22,7 +22,7 @@ def bot(settings: Settings) -> int:
     slack, amqp, store = (
         bootstrap.notifier(settings),
         bootstrap.link(settings, "bot"),
-        bootstrap.store(settings),
+        bootstrap.store(settings, first=True),
     )
     intake = bootstrap.intake(settings, amqp, slack, store)
     services = bootstrap.bot_services(settings, intake=intake, amqp=amqp, store=store, slack=slack)

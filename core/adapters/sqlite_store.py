@@ -3,11 +3,20 @@ statistics) written in the same transaction. The schema, the SQL and the project
 same on every backend (store_schema); what is SQLite's is here: connections, the writer thread,
 the write lock and the backup.
 
-Writes go through one writer thread per process that commits whatever appends are waiting in a
-single `BEGIN IMMEDIATE` transaction (group commit): one fsync for many events, and no two
+Writes go through one writer thread per process that takes the write lock (`BEGIN IMMEDIATE`)
+and then commits whatever appends are waiting, those that came while it waited for the lock
+included, in that one transaction (group commit): one fsync for many events, and no two
 threads of a process fighting over SQLite's write lock, whose busy handler sleeps in steps of up
 to 100 ms. Each append still succeeds or fails on its own (a savepoint each). Reads use one
 connection per thread and never wait for writers (WAL).
+
+The processes' writers queue for the write lock in the kernel (a POSIX record lock on a file
+beside the database, taken before `BEGIN IMMEDIATE` and given back after `COMMIT`) instead of
+each polling SQLite for it: the lock passes to a waiting process the moment it is free. The
+bot's writer goes first (`first=True`): while it waits, the other writers hold back (at most
+YIELD_AT_MOST), so a slash command's record, which its ack waits for, is not queued behind the
+workers' writes. SQLite offers neither a queue nor a priority for its lock across processes,
+hence this. A process that dies gives its record locks back.
 
 The schema carries a version; migrations run at start, in one transaction, and a migration that
 adds a projection rebuilds it from the events.
@@ -15,6 +24,8 @@ adds a projection rebuilds it from the events.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import queue
 import random
 import sqlite3
@@ -33,6 +44,7 @@ from core.domain.events import TaskView
 T = TypeVar("T")
 
 MAX_BATCH = 256
+YIELD_AT_MOST = 0.005  # seconds a writer holds back while the first writer (the bot's) waits
 SQLITE = schema.Dialect(
     name="sqlite",
     placeholder="?",
@@ -68,7 +80,7 @@ class SqliteEventStore(schema.SqlEventStore):
 
     _sql = SQL
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, first: bool = False) -> None:
         self.path = path
         self._local = threading.local()
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -76,6 +88,7 @@ class SqliteEventStore(schema.SqlEventStore):
         db = self._connect()
         db.execute("PRAGMA busy_timeout = 0")  # the writer waits for the lock itself: _begin
         _migrate(db)
+        self._lane = _Lane(path.with_name(path.name + "-lock"), first)
         self._writer = threading.Thread(
             target=self._write_loop, args=(db,), name="store-writer", daemon=True
         )
@@ -134,7 +147,17 @@ class SqliteEventStore(schema.SqlEventStore):
         return request.done.result()
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
+        """Take SQLite's write lock for the first request waiting, then commit with it every
+        request that came while the lock was being waited for (another process held it): under
+        load the batches grow instead of queueing one lock wait after another."""
         while (first := self._requests.get()) is not None:
+            self._lane.take()
+            try:
+                _begin(db)
+            except sqlite3.Error as exc:
+                self._lane.give_back()
+                first.done.set_exception(exc)
+                continue
             batch = [first]
             while len(batch) < MAX_BATCH:
                 try:
@@ -145,20 +168,57 @@ class SqliteEventStore(schema.SqlEventStore):
                     self._requests.put(None)  # finish this batch, then stop
                     break
                 batch.append(request)
-            _commit(db, batch)
+            try:
+                _commit(db, batch)
+            finally:
+                self._lane.give_back()
         db.close()
+        self._lane.close()
+
+
+class _Lane:
+    """The queue for the write lock, in the kernel: byte 0 of the lock file is the lock (held
+    from before BEGIN to after COMMIT), byte 1 says a first writer waits (it holds it shared
+    while it waits)."""
+
+    def __init__(self, path: Path, first: bool) -> None:
+        self.first = first
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def take(self) -> None:
+        if self.first:
+            fcntl.lockf(self._fd, fcntl.LOCK_SH, 1, 1)  # "a first writer waits"
+            fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 1)
+            return
+        deadline = time.monotonic() + YIELD_AT_MOST
+        while time.monotonic() < deadline:  # hold back while a first writer waits
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1)
+            except OSError:
+                time.sleep(0.0002)
+                continue
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 1)
+            break
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
+
+    def give_back(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 # -- the writer's side (its own connection, inside its transaction) ---------------------------
 
 
 def _commit(db: sqlite3.Connection, batch: list[_Request]) -> None:
+    """Run `batch` in the transaction begun for it (the write lock is held), and commit."""
     if len(batch) == 1:
         _commit_alone(db, batch[0])
         return
     outcomes: list[tuple[_Request, Any, BaseException | None]] = []
     try:
-        _begin(db)
         for request in batch:
             outcomes.append((request, *_run_one(db, request)))
         db.execute("COMMIT")
@@ -178,7 +238,6 @@ def _commit(db: sqlite3.Connection, batch: list[_Request]) -> None:
 def _commit_alone(db: sqlite3.Connection, request: _Request) -> None:
     """A batch of one: its transaction is its own, so no savepoint is needed to undo it alone."""
     try:
-        _begin(db)
         try:
             result = request.run(db)
         except Exception as exc:  # the request's own error: nothing of it is kept

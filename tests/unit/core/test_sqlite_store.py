@@ -115,3 +115,80 @@ def test_kill_9_of_a_writer_leaves_no_partial_event(tmp_path):
     assert len(rows) > 10, "the writer got going"
     assert all(row_version == last for row_version, last in rows)
     assert events_without_task == 0
+    # and the write lock it may have held is free: the next writer commits
+    after = SqliteEventStore(path)
+    assert after.append("after", events.SUBMITTED, SUBMIT, "after") is not None
+    after.close()
+
+
+LATE_WRITER = """
+import sys
+from pathlib import Path
+
+import core.adapters.sqlite_store as sqlite_store
+from core.domain import events
+
+sqlite_store.YIELD_AT_MOST = float(sys.argv[2])
+store = sqlite_store.SqliteEventStore(Path(sys.argv[1]))
+print("asking", flush=True)
+store.append("worker", events.SUBMITTED, {"user": "U", "channel": "C", "prompt": "p"})
+print("done", flush=True)
+"""
+
+
+def _first_writer_waits(path):
+    """Stand for a first writer (the bot's) waiting for the write lock: byte 1 of the lock
+    file held shared, as _Lane holds it while it waits."""
+    import fcntl
+    import os
+
+    fd = os.open(path.with_name(path.name + "-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.lockf(fd, fcntl.LOCK_SH, 1, 1)
+    return fd
+
+
+def _late_writer(path, hold_back: float) -> subprocess.Popen:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", LATE_WRITER, str(path), str(hold_back)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "asking"
+    return writer
+
+
+def test_the_other_writers_hold_back_while_the_bots_writer_waits_for_the_lock(tmp_path):
+    import os
+
+    path = tmp_path / "aico.db"
+    store = SqliteEventStore(path)
+    waiting = _first_writer_waits(path)
+
+    # When a worker's writer has an event to commit while the bot's writer waits
+    writer = _late_writer(path, hold_back=60.0)
+
+    # Then it holds back until the bot's writer has the lock (here: stops waiting)
+    time.sleep(0.5)
+    assert store.task("worker") is None
+    os.close(waiting)
+    assert writer.stdout.readline().strip() == "done"
+    assert writer.wait(10) == 0
+    assert store.task("worker") is not None
+    store.close()
+
+
+def test_a_writer_holds_back_for_a_waiting_bot_only_so_long(tmp_path):
+    import os
+
+    path = tmp_path / "aico.db"
+    store = SqliteEventStore(path)
+    waiting = _first_writer_waits(path)
+
+    # A bot's writer that waits for ever does not stop the others (they hold back 5 ms)
+    writer = _late_writer(path, hold_back=0.005)
+
+    assert writer.stdout.readline().strip() == "done"
+    assert writer.wait(10) == 0
+    assert store.task("worker") is not None
+    os.close(waiting)
+    store.close()
