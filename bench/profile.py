@@ -56,7 +56,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("broker", ("pika/", "core/adapters/rabbitmq.py")),
     ("slack", ("slack_sdk/", "core/adapters/slack_http.py", "urllib3/")),
-    ("claude", ("anthropic/", "httpx", "httpcore")),
+    ("claude", ("anthropic/", "httpx", "httpcore", "core/adapters/claude")),
     ("intake", ("cheroot/", "bot/http.py", "slack_bolt/", "httptools", "bot/serve.py")),
 )
 JSON_FILES = ("json/", "orjson")

@@ -334,8 +334,10 @@ class FakeClaude:
     `responder(request_body) -> str` replaces the default answer; `label`, when set, prefixes
     every answer (the default one or the responder's) to show which fake answered. With
     `api_key`, any other `x-api-key` gets a 401. `latency`, `models`, `retired`,
-    `retry_after`, `max_request_bytes` and `tool_answers` (see the module docstring) may be
-    changed while running.
+    `retry_after`, `max_request_bytes`, `tool_answers` (see the module docstring) and
+    `idle_timeout` may be changed while running. Connections are kept alive (HTTP/1.1); with
+    `idle_timeout` one that waits longer for its next request is closed without a word.
+    `connections` counts those accepted, `idle_closes` those closed for idling.
     """
 
     def __init__(
@@ -363,6 +365,9 @@ class FakeClaude:
         self.retired = retired
         self.retry_after = retry_after
         self.max_request_bytes = max_request_bytes
+        # Seconds a kept-alive connection may wait for its next request before the fake closes
+        # it without a word (None: never), as servers do.
+        self.idle_timeout: float | None = None
         self.tool_answers: dict[str, ToolScript] = {}
         self.in_flight = 0
         self.max_in_flight = 0
@@ -380,6 +385,16 @@ class FakeClaude:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def connections(self) -> int:
+        """How many connections the fake has accepted since it started."""
+        return self._server.opened
+
+    @property
+    def idle_closes(self) -> int:
+        """How many of them it closed because they idled past `idle_timeout`."""
+        return self._server.idle_closed
 
     @property
     def calls(self) -> list[Call]:
@@ -631,12 +646,18 @@ class _Server(ThreadingHTTPServer):
         self.fake = fake
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.opened = self.idle_closed = 0
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections.add(request)
+            self.opened += 1
         super().process_request(request, client_address)
+
+    def closed_idle(self) -> None:
+        with self._connections_lock:
+            self.idle_closed += 1
 
     def shutdown_request(self, request: Any) -> None:
         with self._connections_lock:
@@ -665,6 +686,24 @@ class _Handler(BaseHTTPRequestHandler):
         after it stopped reading a broken stream) just ends it."""
         with contextlib.suppress(ConnectionError):
             super().handle()
+
+    def handle_one_request(self) -> None:
+        """Wait for the next request's first byte for at most the fake's `idle_timeout`
+        seconds (None: for ever), as a server closes a kept-alive connection that idles."""
+        idle = self.server.fake.idle_timeout
+        if idle is not None:
+            self.connection.settimeout(idle)
+            try:
+                self.rfile.peek(1)
+            except TimeoutError:
+                self.close_connection = True
+                with contextlib.suppress(OSError):  # the FIN goes out before it is counted
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                self.server.closed_idle()
+                return
+            finally:
+                self.connection.settimeout(None)
+        super().handle_one_request()
 
     def do_POST(self) -> None:
         self._begin(messages=True)

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar, get_args
@@ -30,6 +30,8 @@ from typing import Any, TypeVar, get_args
 import anthropic
 import httpx2
 
+from core.adapters import claude_http
+from core.adapters.claude_http import Body, PooledTransport
 from core.errors import ConfigError, ModelError
 from core.ports import Completion, ToolAnswer
 
@@ -70,8 +72,19 @@ class ClaudeModel:
     ) -> None:
         self.model = model
         self.max_tokens = max_tokens
+        # The SDK's requests go on aico's kept-alive connections (claude_http.py), unless a
+        # proxy is configured: then its own client takes them.
+        http_client = (
+            httpx2.Client(transport=PooledTransport(), timeout=timeout, follow_redirects=True)
+            if claude_http.usable()
+            else None
+        )
         self._client = anthropic.Anthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=2
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=2,
+            http_client=http_client,
         )
 
     def check(self, today: date | None = None) -> str:
@@ -205,7 +218,7 @@ class ClaudeModel:
         with stream as response:  # leaving early (a cancelled task) hangs up on Claude
             kind, data = "", []
             try:
-                for line in response.iter_lines():
+                for line in _lines(response.http_response):
                     if line.startswith("data:"):
                         data.append(line[6:] if line[5:6] == " " else line[5:])
                     elif line.startswith("event:"):
@@ -401,3 +414,12 @@ def _end_of_life(model: str) -> date | None:
     except ValueError:
         log.warning("model %s: unreadable end-of-life date %r", model, text)
         return None
+
+
+def _lines(response: httpx2.Response) -> Iterator[str]:
+    """The stream's lines: straight from the connection when it came on aico's transport and
+    is not compressed, else through httpx's decoders."""
+    body, encoding = response.stream, response.headers.get("content-encoding", "identity")
+    if isinstance(body, Body) and encoding == "identity":
+        return body.lines()
+    return response.iter_lines()

@@ -17,7 +17,8 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from core.adapters.slack_http import IDLE_TIMEOUT, PooledWebClient
+from core.adapters.http_pool import IDLE_TIMEOUT
+from core.adapters.slack_http import PooledWebClient
 from core.errors import SlackError
 
 log = logging.getLogger(__name__)

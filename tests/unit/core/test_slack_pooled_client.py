@@ -19,8 +19,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from aico.fakes.slack import FakeSlack
+from core.adapters.http_pool import POOL_SIZE
 from core.adapters.slack import SlackNotifier, web_client
-from core.adapters.slack_http import POOL_SIZE, PooledWebClient, _charset, _media_type
+from core.adapters.slack_http import PooledWebClient, _charset, _media_type
 from tests.unit.fakes.tls import self_signed
 
 TOKEN = "xoxb-pool"
