@@ -103,7 +103,7 @@ class Intake:
             existing = self.store.task_by_event(event_id)
             assert existing is not None, "a recorded event has its task"
             return existing
-        self.relay.dispatch_soon(task_id)
+        self.relay.dispatch_soon(task_id, task)
         if on_recorded is not None:
             on_recorded(task)
         return task

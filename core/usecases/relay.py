@@ -61,16 +61,19 @@ class OutboxRelay:
             self._pool.submit(self._dispatch_logged, task.id, True)
         return len(pending)
 
-    def dispatch_soon(self, task_id: str) -> None:
-        """Post (if need be) and queue a recorded task, off the caller's thread."""
-        self._pool.submit(self._dispatch_logged, task_id)
+    def dispatch_soon(self, task_id: str, recorded: TaskView | None = None) -> None:
+        """Post (if need be) and queue a recorded task, off the caller's thread (`recorded`:
+        the task as its record left it, so that it is not read again)."""
+        self._pool.submit(self._dispatch_logged, task_id, False, recorded)
 
     def close(self) -> None:
         """Stop: what is not queued yet stays in the store and is queued at the next start."""
         self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _dispatch_logged(self, task_id: str, look_first: bool = False) -> None:
+    def _dispatch_logged(
+        self, task_id: str, look_first: bool = False, recorded: TaskView | None = None
+    ) -> None:
         """One dispatch of a task at a time (resume() may meet the intake's own dispatch of it):
         the second waits, then finds the task queued and does nothing."""
         with self._guard:
@@ -78,7 +81,7 @@ class OutboxRelay:
             self._running[task_id] = (lock, users + 1)
         try:
             with lock:
-                self.dispatch(task_id, look_first)
+                self.dispatch(task_id, look_first, recorded)
         except Exception:
             log.exception("task %s: could not be dispatched", task_id)
         finally:
@@ -89,8 +92,10 @@ class OutboxRelay:
                 else:
                     self._running[task_id] = (lock, users - 1)
 
-    def dispatch(self, task_id: str, look_first: bool = False) -> None:
-        task = self.store.task(task_id)
+    def dispatch(
+        self, task_id: str, look_first: bool = False, recorded: TaskView | None = None
+    ) -> None:
+        task = recorded or self.store.task(task_id)  # the intake's: its own record, just made
         if task is None or task.status is not TaskStatus.SUBMITTED:
             return
         if task.thread_ts:  # its parent was posted before (or it is a turn of a thread)
