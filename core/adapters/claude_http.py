@@ -7,7 +7,8 @@ sends on too. Measured against FakeClaude, a streamed call cost 0.84 ms of CPU t
 own transport and 0.63 ms through this one; `Body.lines` lets the adapter read the stream's
 lines straight from http.client, without httpx's decoders.
 
-Errors are httpx's, as its own transport raises them, so that the SDK handles them as before:
+TLS as httpx sets it up (the system's certificates, or SSL_CERT_FILE / SSL_CERT_DIR). Errors
+are httpx's, as its own transport raises them, so that the SDK handles them as before:
 ConnectError / ConnectTimeout when no connection could be made, WriteError when the request
 could not be sent, ReadTimeout when an answer (or the next part of it) takes longer than the
 read timeout, RemoteProtocolError when the server hangs up before its answer or in the middle
@@ -18,14 +19,16 @@ TCP keep-alive probes as the SDK's own client sets them. With a proxy in the env
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
+import ssl
 import urllib.request
 from collections.abc import Callable, Iterator
 
 import httpx2
 
-from core.adapters.http_pool import IDLE_TIMEOUT, Pool, default_context, pool_for
+from core.adapters.http_pool import IDLE_TIMEOUT, Pool, pool_for
 
 CHUNK = 65536
 # TCP keep-alive, as the SDK's default client sets it: probes after 60 s idle, every 60 s, 5 of
@@ -59,7 +62,7 @@ class PooledTransport(httpx2.BaseTransport):
             raise httpx2.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
         timeouts = request.extensions.get("timeout", {})
         connect, read = timeouts.get("connect"), timeouts.get("read")
-        context = default_context() if url.scheme == "https" else None
+        context = _tls() if url.scheme == "https" else None
         pool = pool_for(url.scheme, url.host, url.port, context, self.idle_timeout)
         conn = pool.take(connect)
         try:
@@ -124,6 +127,15 @@ class Body(httpx2.SyncByteStream):
             raise httpx2.ReadTimeout(str(exc) or "timed out") from exc
         except (http.client.HTTPException, OSError) as exc:
             raise httpx2.RemoteProtocolError(f"the answer broke off: {exc!r}") from exc
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """The TLS context httpx (so the SDK) would use: the system's certificates, or
+    SSL_CERT_FILE / SSL_CERT_DIR; HTTP/1.1 offered by ALPN. Made once."""
+    context = httpx2.create_ssl_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def _connect(conn: http.client.HTTPConnection) -> None:

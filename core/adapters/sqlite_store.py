@@ -24,7 +24,9 @@ adds a projection rebuilds it from the events.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import queue
 import random
@@ -42,6 +44,7 @@ from core.domain import fastjson
 from core.domain.events import TaskView
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 YIELD_AT_MOST = 0.005  # seconds a writer holds back while the first writer (the bot's) waits
@@ -151,7 +154,7 @@ class SqliteEventStore(schema.SqlEventStore):
         request that came while the lock was being waited for (another process held it): under
         load the batches grow instead of queueing one lock wait after another."""
         while (first := self._requests.get()) is not None:
-            self._lane.take()
+            self._lane.take()  # the write lock's queue (it never raises: see _Lane)
             try:
                 _begin(db)
             except sqlite3.Error as exc:
@@ -186,6 +189,17 @@ class _Lane:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def take(self) -> None:
+        try:
+            self._take()
+        except OSError as exc:  # a file system without record locks: SQLite's lock alone
+            log.warning("the store's write lock queue is not available: %s", exc)
+            self.give_back = self._no_lock  # type: ignore[method-assign]
+            self.take = self._no_lock  # type: ignore[method-assign]
+
+    def _no_lock(self) -> None:
+        pass
+
+    def _take(self) -> None:
         if self.first:
             fcntl.lockf(self._fd, fcntl.LOCK_SH, 1, 1)  # "a first writer waits"
             fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
@@ -203,7 +217,8 @@ class _Lane:
         fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
 
     def give_back(self) -> None:
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
+        with contextlib.suppress(OSError):  # (only a closed descriptor fails: nothing is held)
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -127,7 +127,7 @@ class OutboxRelay:
             log.warning("task %s: not queued yet (%s); trying again", task.id, exc)
             confirmed = None
         else:
-            self._queued(task, {"thread_ts": ts})
+            self._queued(posting, {"thread_ts": ts})
             return
         posted = self.store.append(task.id, events.POSTED, {"thread_ts": ts}, f"{task.id}:posted")
         task = posted or self.store.task(task.id) or posting  # None: another dispatch posted it
