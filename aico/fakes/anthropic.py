@@ -128,6 +128,7 @@ import random
 import re
 import select
 import socket
+import ssl
 import string
 import threading
 import time
@@ -337,7 +338,8 @@ class FakeClaude:
     `retry_after`, `max_request_bytes`, `tool_answers` (see the module docstring) and
     `idle_timeout` may be changed while running. Connections are kept alive (HTTP/1.1); with
     `idle_timeout` one that waits longer for its next request is closed without a word.
-    `connections` counts those accepted, `idle_closes` those closed for idling.
+    `connections` counts those accepted, `idle_closes` those closed for idling. `tls` (a
+    server-side `ssl.SSLContext`) serves https instead.
     """
 
     def __init__(
@@ -353,6 +355,7 @@ class FakeClaude:
         retired: Collection[str] = RETIRED_MODELS,
         retry_after: float = 0,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.latency = latency
         self.responder = responder
@@ -379,12 +382,13 @@ class FakeClaude:
         self._ids = itertools.count(1)
         self._tool_ids = random.Random()
         self._server = _Server((host, port), _Handler, self)
+        self._server.tls = tls
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self._server.tls else 'http'}://{host}:{port}"
 
     @property
     def connections(self) -> int:
@@ -647,6 +651,7 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self.opened = self.idle_closed = 0
+        self.tls: ssl.SSLContext | None = None  # serves https with it
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -680,6 +685,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request stderr log."""
+
+    def setup(self) -> None:
+        if self.server.tls is not None:  # the handshake, in this connection's own thread
+            self.request = self.server.tls.wrap_socket(self.request, server_side=True)
+        super().setup()
 
     def handle(self) -> None:
         """Serve the connection's requests; a client that reset it between two requests (e.g.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import os
 import socket
 import ssl
 import urllib.request
@@ -129,11 +130,15 @@ class Body(httpx2.SyncByteStream):
             raise httpx2.RemoteProtocolError(f"the answer broke off: {exc!r}") from exc
 
 
-@functools.cache
 def _tls() -> ssl.SSLContext:
     """The TLS context httpx (so the SDK) would use: the system's certificates, or
-    SSL_CERT_FILE / SSL_CERT_DIR; HTTP/1.1 offered by ALPN. Made once."""
-    context = httpx2.create_ssl_context()
+    SSL_CERT_FILE / SSL_CERT_DIR; HTTP/1.1 offered by ALPN. Made once for each of those."""
+    return _tls_for(os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))
+
+
+@functools.cache
+def _tls_for(_cafile: str, _capath: str) -> ssl.SSLContext:
+    context = httpx2.create_ssl_context()  # it reads them itself
     context.set_alpn_protocols(["http/1.1"])
     return context
 

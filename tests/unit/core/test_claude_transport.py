@@ -13,6 +13,7 @@ import pytest
 from aico.fakes.anthropic import FakeClaude
 from core.adapters.claude import ClaudeModel
 from core.errors import ModelError
+from tests.unit.fakes.tls import self_signed
 
 KEY = "sk-ant-test"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -108,3 +109,27 @@ def test_a_proxy_in_the_environment_is_what_requests_go_through(fake, monkeypatc
         ask(model(fake), "through the proxy")
     assert "could not be reached" in str(failed.value)
     assert fake.requests("through the proxy") == 0
+
+
+def test_https_calls_trust_what_httpx_trusts_and_reuse_one_connection(tmp_path, monkeypatch):
+    # Given Claude over https with a certificate trusted as httpx is told to (SSL_CERT_FILE)
+    cert = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert.cert))
+    with FakeClaude(tls=cert.server()) as fake:
+        claude = model(fake)
+
+        answers = [ask(claude, f"secure {n}") for n in range(3)]
+
+        assert answers == [f"Answer to: secure {n}" for n in range(3)]
+        assert fake.url.startswith("https://") and fake.connections == 1
+
+
+def test_a_certificate_nobody_trusts_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with FakeClaude(tls=self_signed(tmp_path).server()) as fake:
+        with pytest.raises(ModelError) as failed:
+            ask(model(fake), "who are you?")
+
+        assert failed.value.transient and "could not be reached" in str(failed.value)
+        assert fake.requests("who are you?") == 0
