@@ -68,6 +68,7 @@ _CHANGE_STATES = {
     CHANGE_DISCARDED: "discarded",
 }
 _LATE_EVENTS = (*_MESSAGE_EVENTS, *_CHANGE_STATES, FEEDBACK)
+_NEWS_AFTER_THE_END = (*_LATE_EVENTS, QUEUED)  # a late "queued" may carry the task's thread
 _RANK = {status: rank for rank, status in enumerate(TaskStatus)}  # statuses only move forward
 
 
@@ -168,7 +169,7 @@ def apply(view: TaskView | None, event: Event) -> TaskView:
     if event.type == RETRIED:
         return _retried(view, event)
     if view.status.final:  # its status stays; only where its messages are is still news
-        news = _changes(view, event) if event.type in (*_LATE_EVENTS, QUEUED) else {}
+        news = _changes(view, event) if event.type in _NEWS_AFTER_THE_END else {}
         return replace(view, version=event.version, **news)
     if event.type == STARTED and event.data.get("generation", 0) < view.generation:
         raise Conflict(f"task {view.id}: an attempt of a superseded copy of its message")

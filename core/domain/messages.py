@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from core.domain import fastjson
 from core.domain.attachments import Attachment
 from core.errors import DecodeError
+
+if TYPE_CHECKING:
+    from core.domain.events import TaskView
 
 SCHEMA_VERSION = 1
 
@@ -77,6 +80,22 @@ class TaskMessage(Message):
 
     def attachments(self) -> list[Attachment]:
         return [Attachment.of(record) for record in self.files]
+
+    @classmethod
+    def of(cls, task: TaskView, generation: int | None = None) -> TaskMessage:
+        """The message that queues `task` (for `generation`, else the task's own)."""
+        return cls(
+            task.id,
+            task.prompt,
+            task.user,
+            task.channel,
+            task.thread_ts,
+            task.created_at,
+            task.generation if generation is None else generation,
+            repo=task.repo,
+            mode=task.mode,
+            files=task.files,
+        )
 
 
 @dataclass(frozen=True)

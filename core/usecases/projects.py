@@ -254,16 +254,7 @@ class Projects:
         assert view is not None
         if view.status is not TaskStatus.SUBMITTED:
             return  # queued already (this call raced another)
-        message = TaskMessage(
-            view.id,
-            view.prompt,
-            view.user,
-            view.channel,
-            view.thread_ts,
-            view.created_at,
-            view.generation,
-            repo=view.repo,
-        )
+        message = TaskMessage.of(view)
         self.publish(TASKS, message.encode(), view.id).result(PUBLISH_WAIT)
         self.store.append(view.id, events.QUEUED, {}, view.key("queued"))
         log.info("project %s: step %s queued as task %s", project.id, step_id, view.id)

@@ -87,18 +87,7 @@ class Recovery:
             self.publish(self.results_queue, failed.encode(), f"{task.id}:failed").result(30)
             return
         generation = task.generation + 1
-        message = TaskMessage(
-            task.id,
-            task.prompt,
-            task.user,
-            task.channel,
-            task.thread_ts,
-            task.created_at,
-            generation,
-            repo=task.repo,
-            mode=task.mode,
-            files=task.files,
-        )
+        message = TaskMessage.of(task, generation)
         # Recorded first, and only if the task has not moved since it was read (or it is not
         # stranded after all): from then on, an older copy of its message can no longer start.
         data = {"generation": generation, "was": task.status.value}

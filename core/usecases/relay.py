@@ -117,7 +117,7 @@ class OutboxRelay:
         # is published again at the next start, and that copy finds the first one's claim, or
         # its task ended.
         posting = replace(task, thread_ts=ts)
-        published = self.publisher.publish(self.queue, _body(posting), task.id)
+        published = self.publisher.publish(self.queue, TaskMessage.of(posting).encode(), task.id)
         confirmed: Future[None] | None = published
         try:
             published.result(timeout=RECORD_THREAD_AFTER)
@@ -154,7 +154,7 @@ class OutboxRelay:
     def _enqueue(self, task: TaskView, confirmed: Future[None] | None = None) -> None:
         """Queue the task (`confirmed`: its message is published already), waiting for the
         broker's confirm; then record it queued."""
-        body = _body(task)
+        body = TaskMessage.of(task).encode()
         waiting = False
         while not self._closing.is_set():
             if confirmed is None:
@@ -216,18 +216,3 @@ class OutboxRelay:
         self.store.append(task.id, events.FAILED, {"error": reason}, task.key("failed"))
         if task.response_url:
             self.notifier.respond(task.response_url, f":x: Task `{task.id}` failed: {reason}")
-
-
-def _body(task: TaskView) -> bytes:
-    return TaskMessage(
-        task.id,
-        task.prompt,
-        task.user,
-        task.channel,
-        task.thread_ts,
-        task.created_at,
-        task.generation,
-        repo=task.repo,
-        mode=task.mode,
-        files=task.files,
-    ).encode()
