@@ -57,11 +57,13 @@ def text_requests(claude: FakeClaude, marker: str) -> list[str]:
     (a step's own prompt is the whole text, or what follows the inputs quoted before it)."""
     found = []
     for call in claude.calls:
+        if call.status != 200 or call.fault or "messages" not in call.body:
+            continue  # not answered (e.g. a worker killed before its request's body was sent)
         content = call.body["messages"][-1]["content"]
         if not isinstance(content, str):
             content = "".join(b.get("text", "") for b in content if b.get("type") == "text")
         own = content.rsplit("<task>", 1)[-1]
-        if marker in own and call.status == 200 and not call.fault:
+        if marker in own:
             found.append(content)
     return found
 
