@@ -420,6 +420,8 @@ def _lines(response: httpx2.Response) -> Iterator[str]:
     """The stream's lines: straight from the connection when it came on aico's transport and
     is not compressed, else through httpx's decoders."""
     body, encoding = response.stream, response.headers.get("content-encoding", "identity")
+    if isinstance(body, httpx2._client.BoundSyncStream):  # the client's timing wrapper
+        body = getattr(body, "_stream", body)
     if isinstance(body, Body) and encoding == "identity":
         return body.lines()
     return response.iter_lines()

@@ -133,3 +133,20 @@ def test_a_certificate_nobody_trusts_is_refused(tmp_path, monkeypatch):
 
         assert failed.value.transient and "could not be reached" in str(failed.value)
         assert fake.requests("who are you?") == 0
+
+
+def test_a_streamed_answer_is_read_from_the_connection_not_through_httpxs_decoders(
+    fake, monkeypatch: pytest.MonkeyPatch
+):
+    # httpx's line decoders cost a task worker about 7% of its CPU: on aico's own transport
+    # (and an uncompressed answer) the lines come from http.client's readline instead
+    import httpx2
+
+    def decoded(*_args: object) -> Iterator[str]:
+        raise AssertionError("the stream went through httpx's decoders")
+
+    monkeypatch.setattr(httpx2.Response, "iter_lines", decoded)
+    claude = model(fake)
+
+    assert ask(claude, "fast") == "Answer to: fast"
+    assert fake.connections == 1
