@@ -109,7 +109,14 @@ class Notifier(Protocol):
         blocks: list[dict[str, Any]],
         metadata: dict[str, Any] | None = None,
     ) -> None: ...
-    def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str: ...
+    def find_message(
+        self,
+        channel: str,
+        event_type: str,
+        key: str,
+        thread_ts: str = "",
+        generation: int | None = None,
+    ) -> str: ...
     def has_file(self, channel: str, thread_ts: str, filename: str) -> bool: ...
     def upload(
         self, channel: str, thread_ts: str, content: str, filename: str, comment: str

@@ -290,6 +290,14 @@ class _Fault:
 
 
 @dataclass
+class _Hold:
+    method: str
+    seconds: float
+    when: Callable[[dict[str, Any]], bool]
+    remaining: int
+
+
+@dataclass
 class _Hook:
     channel: str | None
     message_ts: str | None
@@ -1044,6 +1052,7 @@ class FakeSlack:
         self._ws = _Workspace(self.team_id)
         self._calls: list[Call] = []
         self._faults: dict[str, _Fault] = {}
+        self._holds: list[_Hold] = []
         self._hooks: dict[str, _Hook] = {}
         self._responses: list[ResponsePost] = []
         self._ephemerals: list[dict] = []
@@ -1435,6 +1444,19 @@ class FakeSlack:
         answer: the caller cannot tell whether the call happened (it did)."""
         self.fail_next(method, count, status=0)
 
+    def hold_answer_next(
+        self,
+        method: str,
+        seconds: float,
+        when: Callable[[dict[str, Any]], bool] = lambda params: True,
+        count: int = 1,
+    ) -> None:
+        """Carry out the next ``count`` calls to ``method`` whose params satisfy ``when`` at
+        once, and hold each one's answer for ``seconds``: the window in which a caller that
+        made the call has not heard that it did (to be killed in, say)."""
+        with self._lock:
+            self._holds.append(_Hold(method, seconds, when, count))
+
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Re-check ``predicate()`` after every change; return its truthy value or time out."""
         deadline = time.monotonic() + timeout
@@ -1523,9 +1545,21 @@ class FakeSlack:
             result = fault or self._dispatch(method, params, token, events)
             if fault == LOST:
                 self._dispatch(method, params, token, events)
+            held = 0.0 if fault else self._take_hold(method, params)
             self._bump()
         self._fire(events)
+        if held:
+            time.sleep(held)
         return result
+
+    def _take_hold(self, method: str, params: dict[str, Any]) -> float:
+        for hold in self._holds:
+            if hold.method == method and hold.when(params):
+                hold.remaining -= 1
+                if hold.remaining <= 0:
+                    self._holds.remove(hold)
+                return hold.seconds
+        return 0.0
 
     def _take_fault(self, method: str) -> HttpResult | None:
         key = method if method in self._faults else "*"

@@ -118,14 +118,23 @@ class SlackNotifier:
         )
         return str(response["ts"])
 
-    def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str:
+    def find_message(
+        self,
+        channel: str,
+        event_type: str,
+        key: str,
+        thread_ts: str = "",
+        generation: int | None = None,
+    ) -> str:
         """The ts of our message (in the thread, or among the channel's latest) whose metadata is
-        (`event_type`, task_id=`key`), or "". Asked after a post whose outcome is unknown, so
-        that nothing is posted twice."""
+        (`event_type`, task_id=`key`), and of that `generation` of the task when one is given
+        (a message without one is of generation 0), or "". Asked after a post whose outcome is
+        unknown, so that nothing is posted twice."""
         for message in self._thread(channel, thread_ts) if thread_ts else self._latest(channel):
             meta = message.get("metadata") or {}
             payload = meta.get("event_payload") or {}
-            if meta.get("event_type") == event_type and payload.get("task_id") == key:
+            ours = meta.get("event_type") == event_type and payload.get("task_id") == key
+            if ours and generation in (None, payload.get("generation", 0)):
                 return str(message["ts"])
         return ""
 

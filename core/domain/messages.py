@@ -105,7 +105,8 @@ class ResultMessage(Message):
     bot reports when someone cancels a task (`cancelled`), for the thread to show. `attempt` is
     the attempt's number among the task's claimed attempts (1, 2, …), so that a glimpse of an
     earlier attempt never shows over a later one; `stop_reason` is Claude's (`max_tokens`: the
-    answer was cut; `refusal`: Claude declined)."""
+    answer was cut; `refusal`: Claude declined). `first` marks the answer of the first attempt
+    claimed, the one report that no other of its answer can have preceded."""
 
     kind: ClassVar[str] = "result"
     task_id: str
@@ -123,6 +124,8 @@ class ResultMessage(Message):
     attempt: int = 0
     stop_reason: str = ""
     change: dict[str, Any] = field(default_factory=dict)  # a code task's proposed change
+    first: bool = False  # `completed` by a task's first claimed attempt: no report of an answer
+    # to it came before, so the result worker may post it without recording its intent first
 
     EVENTS: ClassVar[tuple[str, ...]] = (
         "started",

@@ -93,7 +93,7 @@ def test_slack_unreachable_while_the_answer_is_posted_it_arrives_once_when_back(
 
     # When Slack goes away (connections refused on its port) before the answer is posted
     slack.stop()
-    wait_until(lambda: events.REPLY_PENDING in recorded(stack, task_id), timeout=20)
+    wait_until(lambda: events.ANSWERED in recorded(stack, task_id), timeout=20)
     time.sleep(2.5)  # the outage: the result worker's tries at once and 1 s later are refused
     assert events.REPLIED not in recorded(stack, task_id)
     slack.start()  # Slack is back, on the same port

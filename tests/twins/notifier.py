@@ -198,13 +198,21 @@ class MemoryNotifier:
             session["status"] = status
             session["history"].append(status)
 
-    def find_message(self, channel: str, event_type: str, key: str, thread_ts: str = "") -> str:
+    def find_message(
+        self,
+        channel: str,
+        event_type: str,
+        key: str,
+        thread_ts: str = "",
+        generation: int | None = None,
+    ) -> str:
         with self._call("find_message", channel=channel, event_type=event_type, key=key):
             looked = self._thread(channel, thread_ts) if thread_ts else self._latest(channel)
             for message in looked:
                 meta = message.get("metadata") or {}
                 payload = meta.get("event_payload") or {}
-                if meta.get("event_type") == event_type and payload.get("task_id") == key:
+                ours = meta.get("event_type") == event_type and payload.get("task_id") == key
+                if ours and generation in (None, payload.get("generation", 0)):
                     return str(message["ts"])
         return ""
 

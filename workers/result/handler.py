@@ -3,7 +3,11 @@
 Each task has one result message in its thread. Before it is first posted, the intent is recorded;
 after it, the message's ts. A worker that dies (or loses its connection to Slack) between the two
 leaves the intent behind, and whoever picks the task up next looks for the message in the thread
-before posting: the result is never posted twice.
+before posting: the result is never posted twice. The answer of a task's first attempt, the
+common case, is posted without the intent (one durable append less on its way): its report is
+the only one so far, so a post that may have happened without its record is one whose report is
+delivered again (the broker marks it redelivered) or one whose post raised here; both look for
+the message first, and so does any later report of an answer (`ResultMessage.first` unset).
 
 Where the workspace offers Slack's agent platform, the answer is streamed natively:
 
@@ -185,6 +189,8 @@ class ResultHandler:
         self._live: dict[tuple[str, int], _Live] = {}  # (task, generation) -> its message
         self._working: set[str] = set()  # tasks whose session / status line says "working"
         self._uploading: set[str] = set()  # files this worker began to upload
+        self._unsure: set[tuple[str, int]] = set()  # answers posted without an intent, whose
+        # post raised: it may have happened, so it is looked for before it is posted again
         self.projects = projects  # the conductor: a step that ended moves its project on
         self._plan_locks: dict[str, threading.Lock] = {}  # one project's plan drawn at a time
         self._on: dict[str, OnEvent] = {  # what each reported event does in the thread
@@ -198,7 +204,10 @@ class ResultHandler:
         }
 
     def __call__(self, delivery: Delivery, _publish: object) -> None:
-        self.handle(ResultMessage.decode(delivery.body))
+        result = ResultMessage.decode(delivery.body)
+        if result.first and delivery.redelivered:  # a worker got it before: it may have posted
+            result = replace(result, first=False)
+        self.handle(result)
 
     def handle(self, result: ResultMessage) -> None:
         what = f"task {result.task_id}"
@@ -347,6 +356,7 @@ class ResultHandler:
         self._ended(task, was_working)
 
     def _ended(self, task: TaskView, was_working: bool) -> None:
+        self._unsure.discard(_key(task))
         live = self._live.pop(_key(task), None)
         if live is not None and live.left_processing:
             self._working.discard(task.id)  # the stream's stop moved its session to active
@@ -359,6 +369,7 @@ class ResultHandler:
     def _show_answer(
         self, task: TaskView, result: ResultMessage, receipt: str, buttons: list[dict] | None
     ) -> None:
+        first = result.first
         answer = blocks.answer_text(result.text, result.stop_reason)
         filename = f"aico-{task.id}.md" if len(to_mrkdwn(answer)) > INLINE_LIMIT else ""
         live = self._live_of(task)
@@ -368,10 +379,10 @@ class ResultHandler:
             pass
         elif filename:
             shown = blocks.attached_answer_blocks(answer, receipt, filename, buttons)
-            self._reply(task, *_with_feedback(task, shown), final=True, answer=True)
+            self._reply(task, *_with_feedback(task, shown), final=True, answer=True, first=first)
         else:
             shown = blocks.answer_blocks(answer, receipt, buttons)
-            self._reply(task, *_with_feedback(task, shown), final=True, answer=True)
+            self._reply(task, *_with_feedback(task, shown), final=True, answer=True, first=first)
         if filename:
             self._attach(task, answer, filename, f"The whole answer to task `{task.id}`.")
 
@@ -475,9 +486,11 @@ class ResultHandler:
         ongoing=False,
         final=False,
         answer=False,
+        first=False,
     ) -> TaskView:
         """Show `text` as the task's one result message: post it once, update it after. An
-        `answer` posted anew has its ts recorded with the task's completion, not alone."""
+        `answer` posted anew has its ts recorded with the task's completion, not alone; the
+        `first` report of an answer posts it without recording its intent first."""
         live = self._live_of(task)
         ts = self._settle(task, live, ongoing) if live is not None else ""
         if ts and live is not None:
@@ -494,7 +507,9 @@ class ResultHandler:
                     raise
                 self._live.pop(_key(task), None)
         gone = live is not None  # it had a message, now gone: it may have been posted again
-        return self._post_new(task, text, body, look_first=gone, final=final, answer=answer)
+        return self._post_new(
+            task, text, body, look_first=gone, final=final, answer=answer, first=first
+        )
 
     def _post_new(
         self,
@@ -504,16 +519,29 @@ class ResultHandler:
         look_first=False,
         final=False,
         answer=False,
+        first=False,
     ) -> TaskView:
-        found = self._find_reply(task) if look_first else ""
+        """Post the task's result message. Its intent is recorded first, so that whoever tries
+        again after a crash (or a lost answer) looks for the message before posting it, except
+        for the answer of a task's first attempt, reported once (`first`, and not redelivered):
+        a crash before its record leaves the report to be delivered again, and that delivery,
+        or any other report of the answer, looks for the message first."""
+        which = _key(task)
+        blind = answer and first and which not in self._unsure  # no one can have posted it yet
+        look = look_first or (answer and not blind and not task.reply_pending)
+        found = self._find_reply(task) if look else ""
         if found:
             self.notifier.update(task.channel, found, text, body)
             ts = found
+        elif blind:
+            self._unsure.add(which)  # until the post answers: it may happen without a word back
+            ts = self.notifier.post(task.channel, text, body, task.thread_ts, _meta(task))
+            self._unsure.discard(which)
         else:
             if not task.reply_pending:
                 task = self._record(task, events.REPLY_PENDING, {}, task.key("reply-pending"))
             ts = self.notifier.post(task.channel, text, body, task.thread_ts, _meta(task))
-        self._live[_key(task)] = _Live(ts, PLAIN, answered=final, unrecorded=answer)
+        self._live[which] = _Live(ts, PLAIN, answered=final, unrecorded=answer)
         if answer:  # recorded with the completion that follows at once (its intent is recorded)
             return task
         key = task.key("replied") if not task.reply_ts else f"{task.key('replied')}:{ts}"
@@ -550,7 +578,9 @@ class ResultHandler:
         return None
 
     def _find_reply(self, task: TaskView) -> str:
-        ts = self.notifier.find_message(task.channel, REPLY_EVENT, task.id, task.thread_ts)
+        ts = self.notifier.find_message(
+            task.channel, REPLY_EVENT, task.id, task.thread_ts, task.generation
+        )
         log.info("task %s: an earlier post of its result %s", task.id, "found" if ts else "absent")
         return ts
 
@@ -665,7 +695,10 @@ def _key(task: TaskView) -> tuple[str, int]:
 
 
 def _meta(task: TaskView) -> dict[str, Any]:
-    return {"event_type": REPLY_EVENT, "event_payload": {"task_id": task.id}}
+    """The result message's metadata: its task and the task's generation (a retry of the whole
+    task posts a message of its own, and a crash is never taken for the earlier one's)."""
+    payload = {"task_id": task.id, "generation": task.generation} if task.generation else {}
+    return {"event_type": REPLY_EVENT, "event_payload": payload or {"task_id": task.id}}
 
 
 def _speaks(notifier: object, method: str) -> bool:

@@ -220,6 +220,9 @@ class TaskHandler:
         if asked is None:
             return
         answer, excerpts, started_at = asked
+        # This generation's first delivery claimed its first attempt (a copy of it queued again
+        # finds that claim taken): no report of an answer to this generation came before.
+        first = delivery.delivery_count == 0
         sources = [source for source, _ in excerpts]
         fields = {
             "text": self._linked(answer.text, sources),
@@ -237,7 +240,7 @@ class TaskHandler:
         if not task.mode and not view.project:
             # Reported while it is recorded: the delivery is acked only once both are done (and
             # a report of a task that ended meanwhile is ignored by the result worker).
-            _report(publish, task, "completed", **fields)
+            _report(publish, task, "completed", first=first, **fields)
             self.store.append(task.task_id, events.ANSWERED, fields, key)
             return
         recorded = self.store.append(task.task_id, events.ANSWERED, fields, key)
@@ -251,7 +254,7 @@ class TaskHandler:
         elif task.mode == "project":
             self._planned(recorded or view, task, publish, fields)
         else:
-            _report(publish, task, "completed", **fields)
+            _report(publish, task, "completed", first=first, **fields)
             self._step_answered(recorded or view)
 
     def _consult(

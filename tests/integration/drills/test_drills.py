@@ -4,6 +4,7 @@ its final state, its result messages in the thread, and its Claude calls."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pika
@@ -14,7 +15,7 @@ from core.domain.messages import DELIVERY_LIMIT
 from core.usecases.status import is_task_worker
 from tests.integration.drills.conftest import assert_nothing_lost_or_twice, event_store
 from tests.integration.stack import wait_until
-from tests.integration.test_e2e import parent_of
+from tests.integration.test_e2e import CHANNEL, parent_of
 from tests.integration.test_processes import task_workers
 
 
@@ -29,6 +30,31 @@ def test_kill_9_of_task_workers_with_claude_calls_in_flight(ledger, stack, claud
 
     # a killed attempt is one attempt: its task may be asked again once, never more
     assert_nothing_lost_or_twice(outcomes, stack, max_calls=2)
+    assert all(o.final == "Done" for o in outcomes)
+
+
+def test_kill_9_of_the_result_worker_between_its_answers_posts_and_their_records(
+    ledger, stack, slack
+):
+    # Given answers that Slack has put in their threads, whose posts' answers are held back
+    def an_answer(params: dict) -> bool:
+        return bool(params.get("thread_ts"))
+
+    slack.hold_answer_next("chat.postMessage", 30.0, when=an_answer, count=3)
+    ids = ledger.submit(3, "posted")
+    with event_store(stack) as store:
+        wait_until(lambda: all(store.task(t) and store.task(t).thread_ts for t in ids), timeout=20)
+        threads = [store.task(t).thread_ts for t in ids]
+    slack.wait_for(lambda: all(slack.replies(CHANNEL, ts) for ts in threads), timeout=20)
+
+    # When the result worker is killed before it heard of them, and comes back
+    stack.processes.signal("result", signal.SIGKILL)
+    stack.processes.processes["result"].wait(10)
+    stack.processes.start("result")
+    outcomes = ledger.wait_settled(timeout=60)
+
+    # Then each answer is found again, done, and nothing is posted twice
+    assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
     assert all(o.final == "Done" for o in outcomes)
 
 

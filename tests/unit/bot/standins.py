@@ -158,7 +158,7 @@ class SlackPort(Recorder):
         self._record("post", channel, text, blocks, thread_ts, metadata, ts)
         return ts
 
-    def find_message(self, channel, event_type, key, thread_ts="") -> str:
+    def find_message(self, channel, event_type, key, thread_ts="", generation=None) -> str:
         self._record("find_message", channel, event_type, key)
         return ""
 

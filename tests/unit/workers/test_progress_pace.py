@@ -61,7 +61,7 @@ class MemorySlack:
         self.messages.setdefault(ts, {"thread_ts": None, "metadata": {}})["text"] = text
         self.calls.append(("update", ts, text))
 
-    def find_message(self, channel, event_type, key, thread_ts="") -> str:
+    def find_message(self, channel, event_type, key, thread_ts="", generation=None) -> str:
         return ""
 
     def set_status(self, channel, thread_ts, status) -> None:

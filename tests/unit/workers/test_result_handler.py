@@ -41,13 +41,14 @@ class MemorySlack:
     def update(self, channel, ts, text, blocks) -> None:
         self.messages[ts].update(text=text, blocks=blocks)
 
-    def find_message(self, channel, event_type, key, thread_ts="") -> str:
+    def find_message(self, channel, event_type, key, thread_ts="", generation=None) -> str:
         return next(
             (
                 ts
                 for ts, m in self.messages.items()
                 if m["metadata"].get("event_type") == event_type
                 and m["metadata"]["event_payload"]["task_id"] == key
+                and generation in (None, m["metadata"]["event_payload"].get("generation", 0))
             ),
             "",
         )
@@ -73,9 +74,28 @@ def store(tmp_path):
     store.close()
 
 
-def report(event: str, **fields) -> SimpleNamespace:
+def report(event: str, redelivered=False, **fields) -> SimpleNamespace:
     message = ResultMessage(TASK, event, "C1", "1.000", at=time.time(), **fields)
-    return SimpleNamespace(body=message.encode())
+    return SimpleNamespace(body=message.encode(), redelivered=redelivered)
+
+
+class LosingSlack(MemorySlack):
+    """Posts the next message, then fails as a connection lost before Slack's answer would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose = 1
+
+    def post(self, channel, text, blocks, thread_ts=None, metadata=None) -> str:
+        ts = super().post(channel, text, blocks, thread_ts, metadata)
+        if self.lose:
+            self.lose -= 1
+            raise SlackError("connection_lost", transient=True)
+        return ts
+
+
+def recorded(store) -> list[str]:
+    return [e.type for e in store.events(TASK)]
 
 
 def receipt_of(reply: dict) -> str:
@@ -145,6 +165,72 @@ def test_an_intent_without_a_message_posts_it(store):
     ResultHandler(store, slack)(report("completed", text="the answer"), None)
 
     assert slack.posts == 1 and slack.replies() == ["the answer"]
+
+
+def test_the_first_attempts_answer_is_posted_with_one_record_after_it(store):
+    slack = MemorySlack()
+
+    ResultHandler(store, slack)(report("completed", text="the answer", first=True), None)
+
+    assert slack.posts == 1 and slack.replies() == ["the answer"]
+    assert events.REPLY_PENDING not in recorded(store)
+    (ts,) = [ts for ts, m in slack.messages.items() if m["thread_ts"] == "1.000"]
+    assert store.task(TASK).reply_ts == ts and store.task(TASK).status == "done"
+
+
+def test_a_first_answer_delivered_again_after_a_crash_is_found_not_posted_twice(store):
+    # Given a worker that posted the first attempt's answer and died before recording anything
+    slack = MemorySlack()
+    metadata = {"event_type": REPLY_EVENT, "event_payload": {"task_id": TASK}}
+    slack.post("C1", "the answer", [], "1.000", metadata)
+
+    # When the broker delivers its report again (marked redelivered) to another worker
+    again = report("completed", redelivered=True, text="the answer", first=True)
+    ResultHandler(store, slack)(again, None)
+
+    # Then that message is the answer, and nothing else is posted
+    assert slack.posts == 1 and slack.replies() == ["the answer"]
+    assert store.task(TASK).status == "done"
+
+
+def test_a_first_answer_whose_post_lost_its_answer_is_found_not_posted_twice(store):
+    slack = LosingSlack()  # the post happens; the worker hears only that the connection broke
+
+    ResultHandler(store, slack)(report("completed", text="the answer", first=True), None)
+
+    assert slack.posts == 1 and slack.replies() == ["the answer"]
+    assert store.task(TASK).status == "done"
+
+
+def test_a_later_report_of_an_answer_looks_for_a_first_one_posted_without_its_record(store):
+    # Given the first report's post, made and never recorded (its worker died)
+    slack = MemorySlack()
+    metadata = {"event_type": REPLY_EVENT, "event_payload": {"task_id": TASK}}
+    slack.post("C1", "the answer", [], "1.000", metadata)
+
+    # When another report of the answer comes first (a task worker that answered again)
+    ResultHandler(store, slack)(report("completed", text="the answer, again"), None)
+
+    # Then the one message shows it
+    assert slack.posts == 1 and slack.replies() == ["the answer, again"]
+
+
+def test_a_retried_tasks_answer_never_takes_the_earlier_generations_message(store):
+    # Given a task that failed (its failure shown in the thread) and was retried
+    slack = MemorySlack()
+    results = ResultHandler(store, slack)
+    results(report("failed", error="Claude refused"), None)
+    store.append(TASK, events.RETRIED, {"by": "U1"})
+    store.append(TASK, events.QUEUED, {})
+    store.append(TASK, events.STARTED, {"generation": 1})
+
+    # When the new generation's answer comes in a report that must look before posting
+    results(report("completed", redelivered=True, text="the answer", first=True), None)
+
+    # Then the failure stays as it was, and the answer is a message of its own
+    assert [r.split(":")[0] for r in slack.replies()][1:] == ["the answer"]
+    assert "the answer" not in slack.replies()[0]
+    assert store.task(TASK).status == "done"
 
 
 def test_a_dead_lettered_task_with_a_recorded_answer_gets_its_answer(store):
