@@ -208,7 +208,7 @@ class TaskHandler:
         if not self._enter_slot(task):
             self.breaker.release()
             return
-        asked = None
+        asked, attempt = None, 0
         try:  # claimed in its slot (a task waiting for one is still queued, not started)...
             if attempt := self._claim(task, delivery):
                 asked = self._consult(task, delivery, publish, history, view, attempt)
@@ -220,9 +220,10 @@ class TaskHandler:
         if asked is None:
             return
         answer, excerpts, started_at = asked
-        # This generation's first delivery claimed its first attempt (a copy of it queued again
-        # finds that claim taken): no report of an answer to this generation came before.
-        first = delivery.delivery_count == 0
+        # The first delivery of this generation's message made the first claim (of the task's,
+        # for its first generation; a copy queued again finds that claim taken): no report of
+        # an answer to this generation can have come before.
+        first = delivery.delivery_count == 0 and (attempt == 1 or task.generation > 0)
         sources = [source for source, _ in excerpts]
         fields = {
             "text": self._linked(answer.text, sources),

@@ -85,6 +85,24 @@ def test_a_redelivered_answered_task_reports_the_recorded_answer_without_asking(
     assert [(e, m.text) for e, m, _ in published] == [("completed", "answer to do it")]
 
 
+def test_only_the_first_attempts_answer_is_reported_as_the_first(store):
+    # The result worker posts a `first` answer without recording its intent: only the answer of
+    # the first delivery's first claim may say so; a redelivery's, and a re-report, may not
+    model, published = Model(ModelError("overloaded", transient=True)), Published()
+    with pytest.raises(TryLater):
+        handler(store, model)(delivery(0), published)  # attempt 1 failed: nothing reported
+    handler(store, model)(delivery(1), published)  # attempt 2 answered
+    handler(store, model)(delivery(2), published)  # that worker died before its ack: re-reported
+    assert [m.first for e, m, _ in published if e == "completed"] == [False, False]
+
+    fresh = TaskMessage("t000000002", "do it", "U1", "C1", "2.000", 1.0)
+    store.append(fresh.task_id, events.SUBMITTED, {"user": "U1", "channel": "C1", "prompt": "x"})
+    store.append(fresh.task_id, events.QUEUED, {"thread_ts": "2.000"})
+    published = Published()
+    handler(store, Model())(SimpleNamespace(body=fresh.encode(), delivery_count=0), published)
+    assert [m.first for e, m, _ in published if e == "completed"] == [True]
+
+
 def test_a_second_copy_of_one_delivery_does_not_ask_again(store):
     first = handler(store, Model(ModelError("overloaded", transient=True)))
     with pytest.raises(TryLater):
