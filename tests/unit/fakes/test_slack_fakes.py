@@ -257,6 +257,33 @@ def test_a_lost_answer_is_the_trap_of_retried_connection_errors(
     assert posted["text"] == "maybe posted" and posted["metadata"] == metadata
 
 
+def test_a_held_answer_comes_late_for_the_matching_call_only(
+    fake: FakeSlack, client: WebClient
+) -> None:
+    # Given a hold on the next reply in a thread
+    parent = client.chat_postMessage(channel=CHANNEL, text="parent")["ts"]
+    fake.hold_answer_next("chat.postMessage", 0.5, when=lambda p: bool(p.get("thread_ts")))
+
+    # A top-level post is answered at once; the reply is in the thread before its answer comes
+    client.chat_postMessage(channel=CHANNEL, text="not held")
+    answered = threading.Event()
+    replying = threading.Thread(
+        target=lambda: (
+            client.chat_postMessage(channel=CHANNEL, thread_ts=parent, text="held"),
+            answered.set(),
+        )
+    )
+    replying.start()
+    fake.wait_for(lambda: fake.replies(CHANNEL, parent), timeout=5)
+    assert not answered.is_set()
+    replying.join(5)
+    assert answered.is_set()
+
+    # Later replies are posted as usual
+    client.chat_postMessage(channel=CHANNEL, thread_ts=parent, text="at once")
+    assert [m["text"] for m in fake.replies(CHANNEL, parent)] == ["held", "at once"]
+
+
 # --------------------------------------------------------------------------- auth
 
 
