@@ -146,6 +146,20 @@ def test_a_reply_is_in_its_thread_and_found_there(backend):
     assert notifier.find_message(CHANNEL, "aico_result", "t1") == "", "not among the channel's"
 
 
+def test_a_reply_is_found_by_its_tasks_generation_when_one_is_asked_for(backend):
+    notifier = backend.notifier
+    parent = notifier.post(CHANNEL, "Task t1", [], metadata=meta("aico_task", "t1"))
+    first = notifier.post(CHANNEL, "it failed", [], parent, meta("aico_result", "t1"))
+    again = {"event_type": "aico_result", "event_payload": {"task_id": "t1", "generation": 1}}
+    second = notifier.post(CHANNEL, "the answer", [], parent, again)
+
+    def find(generation):
+        return notifier.find_message(CHANNEL, "aico_result", "t1", parent, generation)
+
+    assert (find(0), find(1), find(2)) == (first, second, "")  # no generation: the 0th
+    assert find(None) == first, "any generation: the first found"
+
+
 def test_looking_in_a_thread_that_does_not_exist_is_a_permanent_error(backend):
     with pytest.raises(SlackError) as caught:
         backend.notifier.find_message(CHANNEL, "aico_result", "t1", thread_ts="1.000001")
