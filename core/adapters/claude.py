@@ -31,7 +31,7 @@ import anthropic
 import httpx2
 
 from core.adapters import claude_http
-from core.adapters.claude_http import Body, PooledTransport
+from core.adapters.claude_http import BODY, Body, PooledTransport
 from core.errors import ConfigError, ModelError
 from core.ports import Completion, ToolAnswer
 
@@ -419,9 +419,8 @@ def _end_of_life(model: str) -> date | None:
 def _lines(response: httpx2.Response) -> Iterator[str]:
     """The stream's lines: straight from the connection when it came on aico's transport and
     is not compressed, else through httpx's decoders."""
-    body, encoding = response.stream, response.headers.get("content-encoding", "identity")
-    if isinstance(body, httpx2._client.BoundSyncStream):  # the client's timing wrapper
-        body = getattr(body, "_stream", body)
-    if isinstance(body, Body) and encoding == "identity":
+    body = response.extensions.get(BODY)  # response.stream is the client's wrapper of it
+    plain = response.headers.get("content-encoding", "identity") == "identity"
+    if isinstance(body, Body) and plain:
         return body.lines()
     return response.iter_lines()

@@ -32,6 +32,7 @@ import httpx2
 from core.adapters.http_pool import IDLE_TIMEOUT, Pool, pool_for
 
 CHUNK = 65536
+BODY = "aico.body"  # the response extension that holds its Body
 # TCP keep-alive, as the SDK's default client sets it: probes after 60 s idle, every 60 s, 5 of
 # them, so that a connection a NAT or a load balancer dropped is noticed.
 _KEEPALIVE = [
@@ -84,11 +85,16 @@ class PooledTransport(httpx2.BaseTransport):
         except BaseException:
             conn.close()
             raise
+        body = Body(conn, answer, pool)
         return httpx2.Response(
             answer.status,
             headers=answer.getheaders(),
-            stream=Body(conn, answer, pool),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": answer.reason.encode()},
+            stream=body,
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": answer.reason.encode(),
+                BODY: body,  # the client wraps the stream; this is how the adapter finds it
+            },
         )
 
 

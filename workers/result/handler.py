@@ -369,7 +369,7 @@ class ResultHandler:
     def _show_answer(
         self, task: TaskView, result: ResultMessage, receipt: str, buttons: list[dict] | None
     ) -> None:
-        first = result.first
+        first = result.first  # this report is the answer's only one: see _post_new
         answer = blocks.answer_text(result.text, result.stop_reason)
         filename = f"aico-{task.id}.md" if len(to_mrkdwn(answer)) > INLINE_LIMIT else ""
         live = self._live_of(task)
