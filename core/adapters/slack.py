@@ -20,6 +20,7 @@ from slack_sdk.webhook import WebhookClient
 from core.adapters.http_pool import IDLE_TIMEOUT
 from core.adapters.slack_http import PooledWebClient
 from core.errors import SlackError
+from core.slack.metadata import is_about
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +132,7 @@ class SlackNotifier:
         (a message without one is of generation 0), or "". Asked after a post whose outcome is
         unknown, so that nothing is posted twice."""
         for message in self._thread(channel, thread_ts) if thread_ts else self._latest(channel):
-            meta = message.get("metadata") or {}
-            payload = meta.get("event_payload") or {}
-            ours = meta.get("event_type") == event_type and payload.get("task_id") == key
-            if ours and generation in (None, payload.get("generation", 0)):
+            if is_about(message, event_type, key, generation):
                 return str(message["ts"])
         return ""
 

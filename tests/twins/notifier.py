@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import SlackError
+from core.slack.metadata import is_about
 
 TRANSIENT_CODE = "internal_error"  # what Slack answers with a 500
 PERMANENT_CODE = "channel_not_found"
@@ -209,10 +210,7 @@ class MemoryNotifier:
         with self._call("find_message", channel=channel, event_type=event_type, key=key):
             looked = self._thread(channel, thread_ts) if thread_ts else self._latest(channel)
             for message in looked:
-                meta = message.get("metadata") or {}
-                payload = meta.get("event_payload") or {}
-                ours = meta.get("event_type") == event_type and payload.get("task_id") == key
-                if ours and generation in (None, payload.get("generation", 0)):
+                if is_about(message, event_type, key, generation):
                     return str(message["ts"])
         return ""
 

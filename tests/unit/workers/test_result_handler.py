@@ -15,6 +15,7 @@ from core.domain.messages import ResultMessage, TaskMessage
 from core.domain.pricing import Prices
 from core.domain.text import INLINE_LIMIT
 from core.errors import SlackError
+from core.slack.metadata import is_about
 from workers.result.dead import DeadLetterHandler
 from workers.result.handler import REPLY_EVENT, ResultHandler
 
@@ -42,16 +43,8 @@ class MemorySlack:
         self.messages[ts].update(text=text, blocks=blocks)
 
     def find_message(self, channel, event_type, key, thread_ts="", generation=None) -> str:
-        return next(
-            (
-                ts
-                for ts, m in self.messages.items()
-                if m["metadata"].get("event_type") == event_type
-                and m["metadata"]["event_payload"]["task_id"] == key
-                and generation in (None, m["metadata"]["event_payload"].get("generation", 0))
-            ),
-            "",
-        )
+        found = (ts for ts, m in self.messages.items() if is_about(m, event_type, key, generation))
+        return next(found, "")
 
     def set_status(self, channel, thread_ts, status) -> None:
         self.statuses.append(status)
