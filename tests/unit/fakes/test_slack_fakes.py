@@ -262,7 +262,7 @@ def test_a_held_answer_comes_late_for_the_matching_call_only(
 ) -> None:
     # Given a hold on the next reply in a thread
     parent = client.chat_postMessage(channel=CHANNEL, text="parent")["ts"]
-    fake.hold_answer_next("chat.postMessage", 0.5, when=lambda p: bool(p.get("thread_ts")))
+    fake.hold_answer_next("chat.postMessage", 1.0, when=lambda p: bool(p.get("thread_ts")))
 
     # A top-level post is answered at once; the reply is in the thread before its answer comes
     client.chat_postMessage(channel=CHANNEL, text="not held")
