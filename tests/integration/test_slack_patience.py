@@ -96,6 +96,7 @@ def test_slack_unreachable_while_the_answer_is_posted_it_arrives_once_when_back(
     wait_until(lambda: events.ANSWERED in recorded(stack, task_id), timeout=20)
     time.sleep(2.5)  # the outage: the result worker's tries at once and 1 s later are refused
     assert events.REPLIED not in recorded(stack, task_id)
+    assert events.COMPLETED not in recorded(stack, task_id), "not done before it is shown"
     slack.start()  # Slack is back, on the same port
 
     # Then the answer arrives, once
