@@ -1,6 +1,7 @@
 """Benchmark of the code retriever (core/adapters/index.py) against a plain BM25, side by side.
 
-    .venv/bin/python -m bench.retrieval [--quick] [--repo PATH ...] [--until REV] [--ablation]
+    .venv/bin/python -m bench.retrieval [--quick] [--repo PATH ...] [--until REV] [--since REV]
+                                        [--ablation]
 
 Two query sets:
 
@@ -17,7 +18,8 @@ Two query sets:
     are given for all commits and for the older and newer halves apart. The weights were chosen
     on (a) and on the older half of (b) only; the newer half is the held-out measure. (No other
     repository with real history was on the machine the weights were chosen on; pass more with
-    `--repo`: every commit of those is held out.)
+    `--repo`: every commit of those is held out. `--since` keeps only the commits after one,
+    e.g. those made after the weights were chosen.)
 
 Figures: file-level success@5 (a target among the first 5 files: "Recall@5" in the issue),
 the mean share of targets in the first 5, MRR@10 of the first target; function-level Recall@5
@@ -300,9 +302,11 @@ class CommitQuery:
     changed: tuple[str, ...]  # every path the commit touched
 
 
-def commit_queries(repo: Path, until: str = "HEAD") -> list[CommitQuery]:
-    """The non-merge commits along the first parents up to `until`, oldest first."""
-    log = _git(repo, "log", "--first-parent", "--no-merges", "--reverse", "--format=%H %P", until)
+def commit_queries(repo: Path, until: str = "HEAD", since: str = "") -> list[CommitQuery]:
+    """The non-merge commits along the first parents up to `until` (after `since`, if given),
+    oldest first."""
+    span = f"{since}..{until}" if since else until
+    log = _git(repo, "log", "--first-parent", "--no-merges", "--reverse", "--format=%H %P", span)
     queries = []
     for line in log.splitlines():
         sha, *parents = line.split()
@@ -321,13 +325,19 @@ def _git(repo: Path, *args: str) -> str:
 
 
 BEFORE = Tuning(
-    path_weight=0.0, symbol_weight=0.0, embedding_weight=0.0, stem="all", embeddings=False
+    path_weight=0.0,
+    symbol_weight=0.0,
+    named_weight=0.0,
+    embedding_weight=0.0,
+    stem="all",
+    embeddings=False,
 )
 ABLATION: dict[str, Tuning] = {
     "ours without the chunk ranking": Tuning(chunk_weight=0.0),
     "ours without the whole-file ranking": Tuning(file_weight=0.0),
     "ours without the path ranking": Tuning(path_weight=0.0),
     "ours without the defined-names ranking": Tuning(symbol_weight=0.0),
+    "ours without the named files": Tuning(named_weight=0.0),
     "ours without the embedding floor": Tuning(embedding_floor=0.0),
     "ours without the chunks' embedding rank": Tuning(chunk_embedding_weight=0.0),
     "ours + history votes (weight 0.3)": Tuning(history_weight=0.3),
@@ -356,11 +366,11 @@ def methods(ablation: bool) -> tuple[dict[str, Tuning], dict[str, Tuning]]:
 
 
 def run_commits(
-    repo: Path, limit: int | None, ablation: bool, until: str = "HEAD"
+    repo: Path, limit: int | None, ablation: bool, until: str = "HEAD", since: str = ""
 ) -> tuple[dict[str, list[Score]], dict]:
     """Each method's scores on all, the older (tuning) and the newer (held-out) half of the
-    commits."""
-    commits = commit_queries(repo, until)
+    commits (after `since`, if given)."""
+    commits = commit_queries(repo, until, since)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / "checkout"
         _git(Path(scratch), "clone", "-q", "--no-checkout", str(repo), str(work))
@@ -484,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--repo", action="append", type=Path, help="git repositories for (b)")
     cli.add_argument("--ablation", action="store_true", help="each idea taken out in turn")
     cli.add_argument("--until", default="HEAD", help="the last commit of (b) (default HEAD)")
+    cli.add_argument(
+        "--since", default="", help="(b) only on the commits after this one (none: all of them)"
+    )
     args = cli.parse_args(argv)
     per_package = 20 if args.quick else PER_PACKAGE
     limit = 30 if args.quick else None
@@ -495,9 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table([{"method": m, **s.row()} for m, s in docs.items()]) + "\n")
 
     for repo in args.repo or [ROOT]:
-        halves, info = run_commits(repo, limit, args.ablation, args.until)
+        halves, info = run_commits(repo, limit, args.ablation, args.until, args.since)
+        after = f" after {args.since[:12]}" if args.since else ""
         print(
-            f"## (b) commit subjects: {repo.name} up to {info['head']}, {info['queries']} commits\n"
+            f"## (b) commit subjects: {repo.name}{after} up to {info['head']},"
+            f" {info['queries']} commits\n"
         )
         rows = []
         for method, (whole, older, newer) in halves.items():

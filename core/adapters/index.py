@@ -1,12 +1,15 @@
 """The code index of one repository: BM25 (bm25s) over identifier-split chunks, whole files,
-file paths and defined names, optionally fused with static embeddings (wordllama), and priors from
-git history (how often each file changed, which files changed together).
+file paths and defined names, the files a query names, optionally fused with static embeddings
+(wordllama), and priors from git history (how often each file changed, which files changed
+together).
 
 Scorers rank a repository's files for a query, each its own way: by the file's best chunks (its
 functions, classes, methods, windows), by the whole file, by the words of its path (its own name
-counted twice) and by the names it defines; with the optional `wordllama` package, also by the
-cosine of the query's and the chunks' static embeddings (weights shipped inside the wheel, never
-downloaded: without the package the index is BM25 alone). Their rankings are merged by weighted
+counted twice), by the names it defines, and by whether the query names it (`README: …`,
+`index.py`, a path; the dependency manifests for a query about dependencies); with the optional
+`wordllama` package, also by the cosine of the query's and the chunks' static embeddings
+(weights shipped inside the wheel, never downloaded: without the package the index is BM25
+alone). Their rankings are merged by weighted
 reciprocal-rank fusion (`core.domain.retrieval.fuse`); the files that changed together with the
 first ranking's best files (`git log --name-only`, the last 2,000 commits) and the files that
 change most often are two more rankings of that fusion (measured, and off by default: they
@@ -41,6 +44,7 @@ import Stemmer
 from core.domain.retrieval import (
     Chunk,
     FileHit,
+    FileNames,
     Hit,
     Results,
     change_prior,
@@ -94,6 +98,7 @@ class Tuning:
     file_weight: float = 1.0  # files ranked by whole-file BM25 (path words included)
     path_weight: float = 0.2  # files ranked by the words of their path, their name twice
     symbol_weight: float = 0.1  # files ranked by the names they define
+    named_weight: float = 0.3  # the files the query names (`README`, `index.py`, a path)
     embedding_weight: float = 1.3  # files ranked by their chunks' embeddings (with wordllama)
     embedding_floor: float = 0.2  # the cosine a chunk needs to rank its file
     history_weight: float = 0.0  # files voted for by the earlier commits most like the query
@@ -171,6 +176,7 @@ class _Fields:
     vectors: np.ndarray | None  # the chunks' embeddings, row for row with chunk_list
     prior: list[str]  # files by how often they changed, most first
     pairs: dict[str, dict[str, float]]  # co-changes
+    names: FileNames  # the files by how a query may name them
     document_frequency: dict[str, int] = field(default_factory=dict)
 
 
@@ -283,6 +289,7 @@ class CodeIndex:
             self._stacked(paths, len(chunk_list)),
             ranked(change_prior(changes, tuning.prior_half_life)),
             cochanges(changes),
+            FileNames(paths),
         )
 
     def _stacked(self, paths: list[str], total: int) -> np.ndarray | None:
@@ -314,7 +321,7 @@ class CodeIndex:
         chunk_scores = fields.chunks.scores(words, extra, weight)
         hits = [Hit(fields.chunk_list[i], float(chunk_scores[i])) for i in _top(chunk_scores, 400)]
         near = self._nearest(fields, query)
-        fused = self._fused_files(fields, words, extra, hits, near)
+        fused = self._fused_files(fields, query, words, extra, hits, near)
         file_order = ranked({p: s for p, s in fused.items() if s > 0})
         chunk_hits = self._rank_chunks(hits, near, file_order)
         best = _best_chunks(near) | _best_chunks(chunk_hits)  # a BM25 chunk first
@@ -342,7 +349,13 @@ class CodeIndex:
         return [t for t in ranked(counts) if t not in asked][: tuning.feedback_terms]
 
     def _fused_files(
-        self, fields: _Fields, words: list[str], extra: list[str], hits: list[Hit], near: list[Hit]
+        self,
+        fields: _Fields,
+        query: str,
+        words: list[str],
+        extra: list[str],
+        hits: list[Hit],
+        near: list[Hit],
     ) -> dict[str, float]:
         """The file rankings fused: by best chunks, whole file, path, defined names, embeddings
         and similar commits first; then the files changed with that ranking's best ones and the
@@ -356,6 +369,7 @@ class CodeIndex:
             self._order(fields, fields.symbols.scores(words), tuning.field_floor),
             ranked(file_scores(near)) if tuning.embedding_weight else [],
             ranked(self._votes(fields.history.scores(words))) if tuning.history_weight else [],
+            fields.names.named(query) if tuning.named_weight else [],
         ]
         weights = [
             tuning.chunk_weight,
@@ -364,6 +378,7 @@ class CodeIndex:
             tuning.symbol_weight,
             tuning.embedding_weight,
             tuning.history_weight,
+            tuning.named_weight,
         ]
         first = fuse(rankings, weights, tuning.rrf_k)
         if not (tuning.cochange_weight or tuning.prior_weight):

@@ -147,6 +147,69 @@ def name_words(path: str) -> str:
     return f"{path_words(path)} {path_words(name)}"
 
 
+# Files that declare a project's dependencies, and words that say a change is about them
+# ("orjson in the dependencies", "Bump requests from 2.31 to 2.32", "py-spy is the bench extra").
+MANIFESTS = _words_set(
+    "pyproject.toml setup.py setup.cfg Pipfile environment.yml environment.yaml package.json "
+    "Cargo.toml go.mod Gemfile pom.xml build.gradle build.gradle.kts composer.json mix.exs "
+    "Package.swift DESCRIPTION"
+)
+DEPENDENCY_WORDS = _words_set(
+    "dependency dependencies deps dep requirement requirements extra extras pin pinned pins "
+    "bump bumps bumped bumping"
+)
+_MENTION = re.compile(r"\.?[A-Za-z0-9_][A-Za-z0-9_./\-]*")
+
+
+class FileNames:
+    """The files of a tree by how a query may name them, to find the ones it names at once."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.by_name: dict[str, list[str]] = {}  # lower-case file name -> paths
+        self.by_stem: dict[str, list[str]] = {}  # a distinct name without its extension -> paths
+        self.manifests: list[str] = []  # dependency manifests and requirements files
+        for path in paths:
+            name = _basename(path)
+            if name in MANIFESTS or (name.startswith("requirements") and name.endswith(".txt")):
+                self.manifests.append(path)
+            self.by_name.setdefault(name.lower(), []).append(path)
+            stem = name if name.startswith(".") else name.split(".", 1)[0]
+            if _distinct_name(stem):
+                self.by_stem.setdefault(stem, []).append(path)
+
+    def named(self, query: str) -> list[str]:
+        """The files the query names, most plainly named first: by their path (or its tail, as
+        in `adapters/index.py`), by their file name (`index.py`), or by a name without its
+        extension that cannot be an ordinary word (`README`, `Makefile`, `sqlite_store`,
+        `UserService`: with a capital, an underscore, a dash or a digit inside, or a capital
+        and "file" at the end, written exactly so). A plain lower-case word (`index`) names no
+        file: the path and whole-file rankings weigh it already. Last, a query about
+        dependencies (DEPENDENCY_WORDS) names the dependency manifests. Among the files named
+        alike, the shallower come first (the top-level README before a folder's)."""
+        strength: dict[str, int] = {}
+        for mention in {m.rstrip("./-") for m in _MENTION.findall(query)} - {""}:
+            lower = mention.lower()
+            tail = lower.rsplit("/", 1)[-1]
+            for path in self.by_name.get(tail, ()):
+                if "/" in lower:
+                    if path.lower() == lower or path.lower().endswith("/" + lower):
+                        strength[path] = 0
+                elif "." in tail:
+                    strength[path] = min(strength.get(path, 1), 1)
+            for path in self.by_stem.get(mention, ()):
+                strength.setdefault(path, 2)
+            if lower in DEPENDENCY_WORDS:
+                for path in self.manifests:
+                    strength.setdefault(path, 3)
+        return sorted(strength, key=lambda p: (strength[p], p.count("/"), p))
+
+
+def _distinct_name(stem: str) -> bool:
+    """Whether a file name without its extension is unlike an ordinary word of a sentence."""
+    inner = any(c.isupper() or c.isdigit() or c in "_-" for c in stem[1:])
+    return inner or (stem[:1].isupper() and stem.endswith("file"))  # Makefile, Procfile
+
+
 def symbol_names(chunks: Iterable[Chunk]) -> str:
     """The names a file defines (functions, classes, methods), as text for their own field."""
     return " ".join(c.name for c in chunks if c.kind in ("function", "class", "method"))

@@ -268,3 +268,19 @@ def test_an_index_saved_without_embeddings_gains_them_when_loaded_with_wordllama
     assert loaded.search("a fuse that blows after repeated faults").files[0].path == (
         "core/breaker.py"
     )
+
+
+def test_a_file_the_query_names_comes_first(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "breaker.py").write_text(
+        "def trip_breaker(breaker):\n    '''Open the circuit breaker.'''\n    breaker.open()\n"
+    )
+    (tmp_path / "README.md").write_text("# demo\n\nHow to run it.\n")
+    (tmp_path / "pyproject.toml").write_text('[project]\ndependencies = ["pika"]\n')
+    named = CodeIndex.build(tmp_path, history=False)
+    unnamed = CodeIndex.build(tmp_path, history=False, tuning=Tuning(named_weight=0.0))
+    query = "README: what opens the circuit breaker"
+
+    assert named.search(query).files[0].path == "README.md"
+    assert unnamed.search(query).files[0].path == "core/breaker.py"
+    assert named.search("orjson in the dependencies").files[0].path == "pyproject.toml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.domain.retrieval import (
     Chunk,
+    FileNames,
     Hit,
     change_prior,
     chunk_file,
@@ -192,3 +193,51 @@ def test_history_counts_recent_changes_most_and_pairs_files_changed_together():
 def test_a_sweeping_commit_pairs_nothing():
     sweep = [f"f{i}.py" for i in range(30)]
     assert cochanges([sweep]) == {}
+
+
+PATHS = [
+    "README.md",
+    "deploy/README.md",
+    "core/adapters/index.py",
+    "docs/index.py",
+    "Makefile",
+    "core/adapters/sqlite_store.py",
+    "src/UserService.java",
+    "src/Settings.java",
+    ".gitignore",
+    "pyproject.toml",
+    "requirements-dev.txt",
+]
+
+
+def test_files_are_named_by_path_name_or_a_name_no_word_could_be():
+    names = FileNames(PATHS)
+
+    assert names.named("Fix adapters/index.py and index.py.") == [
+        "core/adapters/index.py",
+        "docs/index.py",
+    ]
+    assert names.named("README: the figures") == ["README.md", "deploy/README.md"]
+    assert names.named("Makefile: a test target") == ["Makefile"]
+    assert names.named("sqlite_store commits in groups") == ["core/adapters/sqlite_store.py"]
+    assert names.named("UserService checks roles") == ["src/UserService.java"]
+    assert names.named(".gitignore: the bench cache") == [".gitignore"]
+
+
+def test_ordinary_words_name_no_file():
+    names = FileNames(PATHS)
+
+    assert names.named("the index of the repository") == []
+    assert names.named("Settings are read once") == []
+    assert names.named("readme makefile") == []
+
+
+def test_a_query_about_dependencies_names_the_manifests():
+    names = FileNames(PATHS)
+
+    assert names.named("orjson in the dependencies") == ["pyproject.toml", "requirements-dev.txt"]
+    assert names.named("Bump requests from 2.31 to 2.32") == [
+        "pyproject.toml",
+        "requirements-dev.txt",
+    ]
+    assert names.named("README: the dependencies")[:1] == ["README.md"]
