@@ -16,9 +16,9 @@ import functools
 import logging
 import threading
 import time
-import zlib
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from core.domain.messages import Message
 from core.errors import Reject, TryLater
@@ -55,11 +55,8 @@ class Runtime:
         self.paused = paused
         self._paused = False
         threads = prefetch if spare else concurrency
-        self._lanes: list[Executor] = (
-            [ThreadPoolExecutor(1, thread_name_prefix=f"lane{i}") for i in range(concurrency)]
-            if ordered
-            else [ThreadPoolExecutor(threads, thread_name_prefix="work")]
-        )
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="work")
+        self._keyed = _Keyed(self._pool) if ordered else None
         self.stopping = stopping or threading.Event()  # handlers may watch it too
         self._unsettled = 0
         self._settled = threading.Condition()
@@ -81,8 +78,7 @@ class Runtime:
         except Exception as exc:
             log.warning("could not cancel the consumer cleanly: %s", exc)
         self._drain(drain_timeout)
-        for lane in self._lanes:
-            lane.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.link.close()
         log.info("stopped")
 
@@ -126,9 +122,11 @@ class Runtime:
     def _on_delivery(self, handler: Handler, delivery: Delivery) -> None:
         with self._settled:
             self._unsettled += 1
-        key = delivery.message_id.split(":", 1)[0]
-        lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
-        lane.submit(self._process, handler, delivery)
+        work = functools.partial(self._process, handler, delivery)
+        if self._keyed is None:
+            self._pool.submit(work)
+        else:
+            self._keyed.submit(delivery.message_id.split(":", 1)[0], work)
 
     def _process(self, handler: Handler, delivery: Delivery) -> None:
         published: list[Future[None]] = []
@@ -194,3 +192,36 @@ class Runtime:
         with self._settled:
             self._unsettled -= 1
             self._settled.notify_all()
+
+
+class _Keyed:
+    """Runs the work of one key (a task's id) one at a time, in the order it came, on a shared
+    pool: work of other keys never waits behind it, only for a free thread. (Fixed lanes by a
+    hash of the key, as before, made a task's report wait behind another task's slow Slack call
+    whenever their ids shared a lane.)"""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._waiting: dict[str, deque[Callable[[], None]]] = {}  # the keys running, and theirs
+
+    def submit(self, key: str, work: Callable[[], None]) -> None:
+        with self._lock:
+            if key in self._waiting:
+                self._waiting[key].append(work)
+                return
+            self._waiting[key] = deque()
+        self._pool.submit(self._run, key, work)
+
+    def _run(self, key: str, work: Callable[[], None]) -> None:
+        while True:
+            try:
+                work()
+            except Exception:  # _process settles what it can; the key's next work still runs
+                log.exception("work of %s failed", key)
+            with self._lock:
+                queue = self._waiting[key]
+                if not queue:
+                    del self._waiting[key]
+                    return
+                work = queue.popleft()

@@ -1,6 +1,7 @@
 """workers.runtime.Runtime on the broker twin (tests/twins/broker.py): consume -> handle ->
 publish -> ack only once what the handler published is confirmed; Reject dead-letters, any other
-error gives the delivery back; ordered lanes; pause and resume; a stop drains before it closes.
+error gives the delivery back; one task's deliveries in order, other tasks' never behind them;
+pause and resume; a stop drains before it closes.
 
 The runtime's link is `broker`; the test publishes its messages through `feeder`, another link
 to the same broker (as the bot would), so that holding the runtime's confirms holds only its own.
@@ -195,7 +196,7 @@ def lane(key: str, lanes: int) -> int:
 
 
 def test_ordered_runs_one_tasks_deliveries_one_at_a_time_in_order(broker, feeder, run):
-    other = next(k for k in (f"t{n}" for n in range(2, 99)) if lane(k, 2) != lane("t1", 2))
+    other = "t2"
     release, other_ran = threading.Event(), threading.Event()
     started: list[str] = []
     lock = threading.Lock()
@@ -218,6 +219,28 @@ def test_ordered_runs_one_tasks_deliveries_one_at_a_time_in_order(broker, feeder
 
     broker.wait_for(lambda: all(settled(broker, f"t1:{n}") == ["ack"] for n in (1, 2, 3)))
     assert [m for m in started if m.startswith("t1:")] == ["t1:1", "t1:2", "t1:3"]
+
+
+def test_ordered_never_holds_a_task_behind_another_tasks_slow_delivery(broker, feeder, run):
+    # Given two tasks whose ids a hash would put in one of 8 lanes, the first one held
+    other = next(k for k in (f"t{n}" for n in range(2, 999)) if lane(k, 8) == lane("t1", 8))
+    release, other_ran = threading.Event(), threading.Event()
+
+    def handler(delivery, publish):
+        if delivery.message_id == "t1:1":
+            assert release.wait(WAIT)
+        else:
+            other_ran.set()
+
+    run(broker, TASKS, handler, concurrency=8, ordered=True)
+    send(feeder, "t1:1", f"{other}:1")
+
+    # Then the other task's delivery runs while the first one's is still held
+    assert other_ran.wait(WAIT), "a free worker took the other task"
+    broker.wait_for(lambda: settled(broker, f"{other}:1") == ["ack"])
+    assert settled(broker, "t1:1") == []
+    release.set()
+    broker.wait_for(lambda: settled(broker, "t1:1") == ["ack"])
 
 
 # -- pause, resume, stop ----------------------------------------------------------------------
