@@ -169,9 +169,10 @@ def test_broker_down_for_a_minute_when_tasks_arrive_they_wait_and_the_owner_is_t
 
 
 def test_claude_overloaded_for_a_while_opens_the_breaker_and_no_task_is_lost(ledger, stack, claude):
-    # Given Claude answering 529 (overloaded) for 10 seconds
-    claude.fail_for(10, status=529)
-    outage_ends = time.monotonic() + 10
+    # Given Claude answering 529 (overloaded) for 15 seconds (the breakers open within a few,
+    # and the heartbeats that show it come every 5 s: long enough to see them open twice)
+    claude.fail_for(15, status=529)
+    outage_ends = time.monotonic() + 15
 
     # When tasks arrive meanwhile
     ids = ledger.submit(12, "overloaded")
