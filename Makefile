@@ -2,7 +2,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 # pytest-xdist processes; each starts its own RabbitMQ node and PostgreSQL server. The
-# integration tests mostly wait on processes and the network, so 3 fit on 2 cores.
+# integration tests mostly wait on processes and the network, so 3 fit on 2 cores. worksteal:
+# a process that runs out of tests takes some of another's, so the long drills do not leave
+# the run's last minutes to one process.
 TEST_WORKERS ?= 3
 
 .PHONY: run test lint bench clean
@@ -24,7 +26,7 @@ test: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 ## lint: ruff, the import contracts and mypy only
 lint: $(BIN)/.installed
