@@ -2,9 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 # pytest-xdist processes; each starts its own RabbitMQ node and PostgreSQL server. The
-# integration tests mostly wait on processes and the network, so 3 fit on 2 cores. worksteal:
-# a process that runs out of tests takes some of another's, so the long drills do not leave
-# the run's last minutes to one process.
+# integration tests mostly wait on processes and the network, so 3 fit on 2 cores.
 TEST_WORKERS ?= 3
 
 .PHONY: run test lint bench clean
@@ -26,7 +24,7 @@ test: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 ## lint: ruff, the import contracts and mypy only
 lint: $(BIN)/.installed
