@@ -152,7 +152,16 @@ def pm(settings: Settings) -> int:
 def _on_signals(stop: Callable[[], None]) -> None:
     """SIGTERM and SIGINT stop the process the way it stops cleanly (a drain, for workers)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop())
+        signal.signal(sig, lambda *_: _later(stop))
+
+
+def _later(stop: Callable[[], None]) -> None:
+    """Call `stop` on a thread of its own, not in the signal handler. The handler runs in the
+    main thread between two bytecodes, possibly while that thread holds the lock of the very
+    Event that `stop` sets (inside `Event.wait`, just woken): setting it there waits for
+    itself forever, and SIGTERM never stops the process (seen: a pm and a task worker still
+    there 75 s after SIGTERM, killed)."""
+    threading.Thread(target=stop, name="signalled-stop", daemon=True).start()
 
 
 def _breaker_changed(old: object, new: object) -> None:
