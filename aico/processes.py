@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from aico import bootstrap
@@ -150,18 +151,24 @@ def pm(settings: Settings) -> int:
 
 
 def _on_signals(stop: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT stop the process the way it stops cleanly (a drain, for workers)."""
+    """SIGTERM and SIGINT stop the process the way it stops cleanly (a drain, for workers).
+
+    The handler only notes the signal; a thread of its own calls `stop` (within 0.1 s). Python
+    runs a handler in the main thread between two bytecodes, possibly while that thread holds
+    a lock that `stop` needs: the very Event `stop` sets, just woken in `Event.wait`. Setting
+    it in the handler then waited for itself forever, and SIGTERM never stopped the process
+    (seen: a pm and a task worker still there 75 s after SIGTERM, killed). Noting it in a list
+    takes no lock."""
+    signalled: list[int] = []
+
+    def watch() -> None:
+        while not signalled:
+            time.sleep(0.1)
+        stop()
+
+    threading.Thread(target=watch, name="signal-watch", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: _later(stop))
-
-
-def _later(stop: Callable[[], None]) -> None:
-    """Call `stop` on a thread of its own, not in the signal handler. The handler runs in the
-    main thread between two bytecodes, possibly while that thread holds the lock of the very
-    Event that `stop` sets (inside `Event.wait`, just woken): setting it there waits for
-    itself forever, and SIGTERM never stops the process (seen: a pm and a task worker still
-    there 75 s after SIGTERM, killed)."""
-    threading.Thread(target=stop, name="signalled-stop", daemon=True).start()
+        signal.signal(sig, lambda signum, _: signalled.append(signum))
 
 
 def _breaker_changed(old: object, new: object) -> None:
