@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import pytest
 
-from core.adapters.sqlite_store import SqliteEventStore
+from tests.integration.drills.conftest import event_store
 from tests.integration.stack import Stack, fresh_vhost, wait_until
 from tests.integration.test_e2e import CHANNEL, task_id_of, wait_for_answer
 
@@ -59,11 +58,8 @@ def answered_turns(stack, thread_ts: str, count: int) -> None:
     """Wait until the store holds `count` answered turns of the thread. An answer can show in
     Slack a moment before the task worker's record of it is committed (it reports while it
     records), and a reply in that moment gets a history without that turn."""
-    store = SqliteEventStore(Path(stack.env["AICO_DATA_DIR"]) / "aico.db")
-    try:
+    with event_store(stack) as store:
         wait_until(lambda: sum(t.answered for t in store.thread(CHANNEL, thread_ts)) >= count, 20)
-    finally:
-        store.close()
 
 
 def send(stack, body: dict, **headers: str) -> None:
