@@ -96,7 +96,7 @@ def task_worker(settings: Settings) -> int:
 def result_worker(settings: Settings) -> int:
     from core.domain.messages import DEAD_WATCH, RESULTS
     from workers.result.dead import DeadLetterHandler
-    from workers.result.handler import ANSWER_WAIT, ResultHandler
+    from workers.result.handler import ResultHandler
     from workers.runtime import Runtime
 
     bootstrap.configure_logging(settings, "result")
@@ -108,7 +108,6 @@ def result_worker(settings: Settings) -> int:
         stopping,
         prices=settings.prices,
         projects=bootstrap.projects(settings, store, link),
-        answer_wait=ANSWER_WAIT,
     )
     concurrency = settings.result_concurrency
     runtime = Runtime(link, RESULTS, results, concurrency, ordered=True, stopping=stopping)

@@ -79,8 +79,6 @@ WORKING = "is working on it…"  # under the thread while Claude works
 # and answers must keep their share of it.
 PROGRESS_RATE, PROGRESS_BURST = 0.5, 5
 FILE_SHARE_LOOKS = 10  # seconds spent looking for a file we may have shared already
-ANSWER_WAIT = 2.0  # seconds an answer reported while it is recorded waits for its record
-ANSWER_POLL = 0.002  # seconds between two looks for it
 # Streams: chat.startStream and chat.stopStream are Tier 2 (20+ a minute for the workspace),
 # chat.appendStream Tier 4 (100+ a minute). Kept a little under, for what else may call them.
 STREAM_RATE, STREAM_BURST = 18 / 60, 10
@@ -174,10 +172,8 @@ class ResultHandler:
         prices: Prices = DEFAULT_PRICES,
         clock: Callable[[], float] = time.monotonic,
         projects: Projects | None = None,
-        answer_wait: float = 0.0,
     ) -> None:
         self.store = store
-        self.answer_wait = answer_wait  # see _recorded
         self.notifier = notifier
         self.stopping = stopping or threading.Event()
         self.patience = patience
@@ -232,8 +228,6 @@ class ResultHandler:
         task = self.store.task(result.task_id)  # read again on every try: it may have moved on
         if task is None:
             raise Reject(f"result for unknown task {result.task_id}")
-        if result.event == "completed" and not task.answered:
-            task = self._recorded(task)
         if not task.thread_ts and result.thread_ts:  # queued before its thread was recorded
             task = replace(task, thread_ts=result.thread_ts)
         if task.project and task.step != FINAL:  # a step: it only moves its project's plan on
@@ -246,19 +240,6 @@ class ResultHandler:
         on_event(task, result)
         if task.project and result.event in ("completed", "failed", "cancelled"):
             self._move_on(task.project)  # the final step: the project is done
-
-    def _recorded(self, task: TaskView) -> TaskView:
-        """The task once its answer is recorded. A plain task's answer is reported while the
-        task worker records it: shown before its record is committed, a reply sent at once
-        would get a history without it, and /aico status would still say "working". Waits
-        `answer_wait` seconds at most (a worker killed between the two never records it: the
-        answer is shown all the same)."""
-        deadline = time.monotonic() + self.answer_wait
-        while not task.answered and not task.status.final and time.monotonic() < deadline:
-            if self.stopping.wait(ANSWER_POLL):
-                break
-            task = self.store.task(task.id) or task
-        return task
 
     # -- projects ----------------------------------------------------------------------------
 

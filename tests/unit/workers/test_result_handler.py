@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from types import SimpleNamespace
 
@@ -390,48 +389,3 @@ def test_an_answer_posted_anew_is_recorded_with_the_completion(store):
     # and a copy of the report that comes again finds the task done: nothing posted again
     results(report("completed", text="the answer", model="m"), None)
     assert slack.posts == 1
-
-
-class WatchingSlack(MemorySlack):
-    """Notes whether the task's answer was recorded when its answer was posted."""
-
-    def __init__(self, store) -> None:
-        super().__init__()
-        self.store = store
-        self.recorded_when_posted: list[bool] = []
-
-    def post(self, channel, text, blocks, thread_ts=None, metadata=None) -> str:
-        self.recorded_when_posted.append(self.store.task(TASK).answered)
-        return super().post(channel, text, blocks, thread_ts, metadata)
-
-
-def test_an_answer_reported_while_it_is_recorded_is_shown_once_it_is_recorded(store):
-    # Given a task worker that reports the answer, then records it a moment later
-    slack = WatchingSlack(store)
-    results = ResultHandler(store, slack, answer_wait=5.0)
-    answered = {"text": "the answer", "model": "m"}
-    recorder = threading.Timer(0.2, store.append, (TASK, events.ANSWERED, answered))
-    recorder.start()
-
-    # When its report comes first
-    results(report("completed", first=True, **answered), None)
-    recorder.join()
-
-    # Then the answer shows only once a reply to it would find it in the thread's history
-    assert slack.replies() == ["the answer"]
-    assert slack.recorded_when_posted == [True]
-    assert store.task(TASK).status == "done"
-
-
-def test_an_answer_never_recorded_is_shown_all_the_same(store):
-    # Given a task worker killed between its report and its record
-    slack = WatchingSlack(store)
-    results = ResultHandler(store, slack, answer_wait=0.1)
-
-    # When its report comes
-    results(report("completed", first=True, text="the answer", model="m"), None)
-
-    # Then the answer is shown after the wait, and the task is done
-    assert slack.replies() == ["the answer"]
-    assert slack.recorded_when_posted == [False]
-    assert store.task(TASK).status == "done"
