@@ -76,6 +76,11 @@ PROGRESS_EVERY = 1.0  # seconds between two reports of the answer being written 
 # consumer_timeout (30 min), past which the broker would take it back.
 HOLD_LIMIT = 10 * 60.0
 MAX_TURNS = 20  # earlier turns of a conversation sent with a new one
+# The longest a turn waits for the turns before it that are still being answered. A plain
+# task's answer is shown while the task worker records it: a reply sent as it showed can come
+# before the record (and a reply to a turn still streaming gets it if it ends meanwhile).
+TURN_WAIT = 2.0
+TURN_POLL = 0.01
 _RESULT_FIELDS = frozenset(ResultMessage.__dataclass_fields__)
 
 
@@ -185,15 +190,22 @@ class TaskHandler:
             self._attempt(task, delivery, publish, self._history(view), view)
 
     def _history(self, view: TaskView) -> list[tuple[str, str]]:
-        """The earlier turns of the task's conversation, answered ones, oldest first."""
+        """The earlier turns of the task's conversation, answered ones, oldest first (once
+        those still being answered are, TURN_WAIT at most)."""
         if not view.conversation:
             return []
-        earlier = [
-            t
-            for t in self.store.thread(view.channel, view.thread_ts)
-            if t.created_at < view.created_at and t.answered and t.step in ("", FINAL)
-        ][-MAX_TURNS:]
-        return [(t.prompt, self._recorded_answer(t.id)["text"]) for t in earlier]
+        deadline = time.monotonic() + TURN_WAIT
+        while True:
+            earlier = [
+                t
+                for t in self.store.thread(view.channel, view.thread_ts)
+                if t.created_at < view.created_at and t.step in ("", FINAL)
+            ]
+            pending = any(not t.answered and not t.status.final for t in earlier)
+            if not pending or time.monotonic() >= deadline or self.stopping.wait(TURN_POLL):
+                break
+        answered = [t for t in earlier if t.answered][-MAX_TURNS:]
+        return [(t.prompt, self._recorded_answer(t.id)["text"]) for t in answered]
 
     def _attempt(
         self,

@@ -284,3 +284,57 @@ def test_a_task_cancelled_while_it_waits_for_a_slot_is_not_asked(store):
     assert model.asked == 1, "only the first task reached Claude"
     assert published.events() == ["completed"]
     assert store.task("t000000202").attempts == 0
+
+
+class Remembering(Model):
+    """Claude's stand-in that keeps the history each ask came with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.histories: list[list] = []
+
+    def complete(self, prompt: str, history=(), on_text=None) -> Completion:
+        self.histories.append(list(history))
+        return super().complete(prompt, history, on_text)
+
+
+TURN = "t000000002"
+
+
+def reply_to_first(store) -> SimpleNamespace:
+    """The first task started (its answer not recorded yet), and a reply in its thread queued."""
+    store.append(TASK, events.STARTED, {"generation": 0})
+    data = {"user": "U1", "channel": "C1", "prompt": "shorter", "thread_ts": "1.000"}
+    store.append(TURN, events.SUBMITTED, {**data, "conversation": TASK})
+    store.append(TURN, events.QUEUED, {})
+    body = TaskMessage(TURN, "shorter", "U1", "C1", "1.000", 1.0).encode()
+    return SimpleNamespace(body=body, delivery_count=0)
+
+
+def test_a_reply_sent_as_the_answer_showed_gets_that_answer_in_its_history(store):
+    # Given a reply that comes while the answer before it is being recorded
+    model = Remembering()
+    turn = reply_to_first(store)
+    answered = {"text": "the notes", "model": "m"}
+    recorder = threading.Timer(0.3, store.append, (TASK, events.ANSWERED, answered))
+    recorder.start()
+
+    # When the reply is handled
+    handler(store, model)(turn, Published())
+    recorder.join()
+
+    # Then Claude gets the turn before it, with its answer
+    assert model.histories == [[("do it", "the notes")]]
+    assert store.task(TURN).answered
+
+
+def test_a_reply_to_a_turn_never_answered_is_answered_without_it(store):
+    # Given a reply to a turn whose worker was killed before it answered
+    model = Remembering()
+
+    # When the reply is handled
+    handler(store, model)(reply_to_first(store), Published())
+
+    # Then it is answered after the wait, with no history
+    assert model.histories == [[]]
+    assert store.task(TURN).answered
