@@ -51,6 +51,11 @@ class SlackError(AicoError):
         self.transient = transient
 
 
+class Withheld(AicoError):
+    """A request to Claude held back before it left, by the caller's `ready` (the attempt it
+    belonged to was not claimed): Claude was not asked."""
+
+
 class ModelError(AicoError):
     """Claude failed. `transient` says whether a later attempt may succeed."""
 

@@ -179,6 +179,7 @@ class Model(Protocol):
         prompt: str | list[dict[str, Any]],  # text, or content blocks (files attached)
         history: Sequence[tuple[str, str]] = (),
         on_text: Callable[[list[str]], None] | None = None,
+        ready: Callable[[], bool] | None = None,  # sent only once it says True (else Withheld)
     ) -> Completion: ...
     def use_tool(
         self,

@@ -32,7 +32,7 @@ import httpx2
 
 from core.adapters import claude_http
 from core.adapters.claude_http import BODY, Body, PooledTransport
-from core.errors import ConfigError, ModelError
+from core.errors import ConfigError, ModelError, Withheld
 from core.ports import Completion, ToolAnswer
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,10 @@ class ClaudeModel:
         self.max_tokens = max_tokens
         # The SDK's requests go on aico's kept-alive connections (claude_http.py), unless a
         # proxy is configured: then its own client takes them.
+        self._pooled = claude_http.usable()
         http_client = (
             httpx2.Client(transport=PooledTransport(), timeout=timeout, follow_redirects=True)
-            if claude_http.usable()
+            if self._pooled
             else None
         )
         self._client = anthropic.Anthropic(
@@ -142,12 +143,14 @@ class ClaudeModel:
         prompt: Content,
         history: Sequence[tuple[str, str]] = (),
         on_text: Callable[[list[str]], None] | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> Completion:
         """Claude's answer to `prompt` (text, or content blocks for files: images, documents,
         text), after the earlier turns of its conversation (`history`: (what was asked, what
         Claude answered), oldest first). With `on_text`, the answer is streamed and `on_text`
         gets its pieces so far as they come (an exception it raises stops the stream and goes up
-        as it is)."""
+        as it is). With `ready`, the request is built, then sent only once `ready()` returns
+        True: False raises Withheld, and Claude is not asked."""
         started = time.perf_counter()
         messages = [
             {"role": role, "content": text}
@@ -160,10 +163,13 @@ class ClaudeModel:
             "system": SYSTEM_PROMPT,
             "messages": [*messages, {"role": "user", "content": prompt}],
         }
-        if on_text is None:
-            answer = self._call(lambda: _Answer.of(self._client.messages.create(**request)))
-        else:
-            answer = self._call(lambda: self._stream(request, on_text))
+        if ready is not None and not self._pooled and not ready():
+            raise Withheld("held back: its attempt was not claimed")  # the SDK's own transport
+        with claude_http.gated(ready if self._pooled else None):
+            if on_text is None:
+                answer = self._call(lambda: _Answer.of(self._client.messages.create(**request)))
+            else:
+                answer = self._call(lambda: self._stream(request, on_text))
         ms = (time.perf_counter() - started) * 1000
         return Completion(answer.text, answer.model, answer.usage, ms, answer.stop_reason)
 

@@ -13,23 +13,29 @@ ConnectError / ConnectTimeout when no connection could be made, WriteError when 
 could not be sent, ReadTimeout when an answer (or the next part of it) takes longer than the
 read timeout, RemoteProtocolError when the server hangs up before its answer or in the middle
 of it. Timeouts: the request's connect timeout for connecting, its read timeout for each read.
+`gated(ready)` holds the requests a thread makes back until `ready()` says they may go (the
+task worker builds its request while the attempt's claim is being recorded).
 TCP keep-alive probes as the SDK's own client sets them. With a proxy in the environment
 (HTTPS_PROXY and the like, which httpx would use) the SDK's own client is used: see `usable`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import os
 import socket
 import ssl
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 
+import anthropic
 import httpx2
 
 from core.adapters.http_pool import IDLE_TIMEOUT, Pool, pool_for
+from core.errors import Withheld
 
 CHUNK = 65536
 BODY = "aico.body"  # the response extension that holds its Body
@@ -43,6 +49,25 @@ _KEEPALIVE = [
         if (option := getattr(socket, name, None)) is not None
     ],
 ]
+
+
+class _Withheld(anthropic.AnthropicError, Withheld):
+    """Withheld, as the SDK lets it through: an error of its own is neither wrapped nor retried."""
+
+
+_gates = threading.local()
+
+
+@contextlib.contextmanager
+def gated(ready: Callable[[], bool] | None) -> Iterator[None]:
+    """The requests this thread sends meanwhile first wait for `ready()`: False withholds them
+    (Withheld). `ready` is asked again for each of them (the SDK's retries included)."""
+    before = getattr(_gates, "ready", None)
+    _gates.ready = ready
+    try:
+        yield
+    finally:
+        _gates.ready = before
 
 
 def usable() -> bool:
@@ -62,6 +87,9 @@ class PooledTransport(httpx2.BaseTransport):
         url = request.url
         if url.scheme not in ("http", "https"):
             raise httpx2.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        ready = getattr(_gates, "ready", None)
+        if ready is not None and not ready():
+            raise _Withheld("held back: its attempt was not claimed")
         timeouts = request.extensions.get("timeout", {})
         connect, read = timeouts.get("connect"), timeouts.get("read")
         context = _tls() if url.scheme == "https" else None

@@ -29,7 +29,8 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -56,6 +57,7 @@ from core.errors import (
     ModelError,
     Reject,
     TryLater,
+    Withheld,
 )
 from core.ports import Delivery, EventStore, Model
 from core.usecases.repos import RepoContext
@@ -161,6 +163,8 @@ class TaskHandler:
         self.max_file_bytes = max_file_bytes  # AICO_MAX_FILE_MB
         self.projects = projects  # planning projects, and their steps' prompts
         self._slots = threading.BoundedSemaphore(slots) if slots else None
+        # The attempts' claims, recorded while their requests are made (one per slot at most)
+        self._claims = ThreadPoolExecutor(slots or 8, thread_name_prefix="claim")
         self.busy = 0  # Claude calls in flight, for the heartbeat
         self._busy_lock = threading.Lock()
 
@@ -220,18 +224,16 @@ class TaskHandler:
         if not self._enter_slot(task):
             self.breaker.release()
             return
-        asked, attempt = None, 0
+        asked = None
         try:  # claimed in its slot (a task waiting for one is still queued, not started)...
-            if attempt := self._claim(task, delivery):
-                asked = self._consult(task, delivery, publish, history, view, attempt)
-            else:
-                self.breaker.release()
+            claim = self._claims.submit(self._claim, task, delivery)
+            asked = self._consult(task, delivery, publish, history, view, claim)
         finally:  # ...which is free for the next task before this one's answer is recorded
             if self._slots is not None:
                 self._slots.release()
         if asked is None:
             return
-        answer, excerpts, started_at = asked
+        answer, excerpts, started_at, attempt = asked
         # The first delivery of this generation's message made the first claim (of the task's,
         # for its first generation; a copy queued again finds that claim taken): no report of
         # an answer to this generation can have come before.
@@ -277,13 +279,35 @@ class TaskHandler:
         publish: Publish,
         history: list[tuple[str, str]],
         view: TaskView,
-        attempt: int,
-    ) -> tuple[Any, list[tuple[Source, str]], float] | None:
-        """Claude asked, in a slot: the answer, the context it was given and when it started;
-        None when the attempt ended otherwise (failed, stopped: reported)."""
+        claim: Future[int],
+    ) -> tuple[Any, list[tuple[Source, str]], float, int] | None:
+        """Claude asked, in a slot, once the attempt is claimed (`claim`: its number, 0 when it
+        was not, as _claim records it meanwhile): the answer, the context it was given, when it
+        started and the attempt's number; None when the attempt ended otherwise (not claimed,
+        failed, stopped: reported). A plain task's prompt and request are made while its claim
+        is being recorded, and the request leaves once it is."""
         started_at = time.time()
-        started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
+        progress = _Progress(self.store, task, publish, 0)
+        shown: list[Future[None]] = []  # the "started" report, once the attempt is claimed
+
+        def ready() -> bool:
+            try:
+                attempt = claim.result()
+            except Exception:
+                return False  # not claimed: the failure goes up below, as it is
+            if attempt and not shown:
+                progress.attempt = attempt
+                started = _report(publish, task, "started", delay=PROGRESS_AFTER, attempt=attempt)
+                shown.append(started)
+            return attempt > 0
+
+        def cancel_started() -> None:
+            for report in shown:
+                report.cancel()
+
         try:
+            if (task.mode or view.project) and not ready():  # claimed before anything is done
+                raise Withheld(f"task {task.task_id}: its attempt was not claimed")
             excerpts = self._excerpts(task)
             own = self._step_prompt(view) if view.project else task.prompt
             prompt = self._with_files(task, context_prompt(own, excerpts))
@@ -292,27 +316,37 @@ class TaskHandler:
             elif task.mode == "project":
                 answer = self._ask_plan(task.prompt)
             else:
-                answer = self._ask(prompt, history, _Progress(self.store, task, publish, attempt))
+                answer = self._ask(prompt, history, progress, ready)
+            if not ready():  # a model that answered without asking whether it may
+                raise Withheld(f"task {task.task_id}: its attempt was not claimed")
+        except Withheld:
+            self.breaker.release()  # Claude was not asked
+            claim.result()  # a claim that could not be recorded goes up as it is
+            return None
         except ModelError as exc:
-            started.cancel()
-            self._failed(task, delivery, publish, exc, started_at, attempt)
+            if not ready():  # it failed before it was sent, for an attempt that is not claimed
+                self.breaker.release()
+                claim.result()
+                return None
+            cancel_started()
+            self._failed(task, delivery, publish, exc, started_at, claim.result())
             return None
         except InvalidInput as exc:  # a plan still invalid after its repair
             self.breaker.release()  # Claude is up: it planned badly
-            started.cancel()
+            cancel_started()
             _report(publish, task, "failed", error=str(exc), started_at=started_at)
             raise Reject(f"task {task.task_id}: {exc}") from exc
         except Stopped as stop:
             self.breaker.release()  # stopped by us: it says nothing about Claude
-            started.cancel()
+            cancel_started()
             log.info("task %s: %s while Claude wrote; stopped asking", task.task_id, stop)
             return None
         except BaseException:
             self.breaker.release()  # a bug of ours says nothing about Claude: free the permit
             raise
         self.breaker.record_success()  # a refusal too: Claude is up, it declined this task
-        started.cancel()
-        return answer, excerpts, started_at
+        cancel_started()
+        return answer, excerpts, started_at, claim.result()
 
     def _enter_slot(self, task: TaskMessage) -> bool:
         """Take a Claude slot, waiting for one; False for a task that ended while it waited
@@ -449,11 +483,12 @@ class TaskHandler:
         prompt: str | list[dict[str, Any]],
         history: list[tuple[str, str]],
         progress: _Progress,
+        ready: Callable[[], bool],
     ):
         with self._busy_lock:
             self.busy += 1
         try:
-            return self.model.complete(prompt, history, progress)
+            return self.model.complete(prompt, history, progress, ready)
         finally:
             with self._busy_lock:
                 self.busy -= 1

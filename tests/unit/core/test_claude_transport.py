@@ -12,7 +12,7 @@ import pytest
 
 from aico.fakes.anthropic import FakeClaude
 from core.adapters.claude import ClaudeModel
-from core.errors import ModelError
+from core.errors import ModelError, Withheld
 from tests.unit.fakes.tls import self_signed
 
 KEY = "sk-ant-test"
@@ -95,6 +95,39 @@ def test_claude_gone_is_unreachable_after_the_sdks_retries():
         ask(claude, "anyone?")
 
     assert failed.value.transient and "could not be reached" in str(failed.value)
+
+
+@pytest.mark.parametrize("proxied", [False, True], ids=["pooled", "sdk-transport"])
+def test_a_request_its_caller_holds_back_never_reaches_claude(fake, monkeypatch, proxied):
+    # Given a caller whose attempt was not claimed (on aico's transport, and on the SDK's own)
+    if proxied:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    asked: list[bool] = []
+
+    def ready() -> bool:
+        asked.append(True)
+        return False
+
+    # When it asks Claude, then Claude is not asked, and the caller is told so
+    with pytest.raises(Withheld):
+        model(fake).complete("held back", (), lambda pieces: None, ready)
+    assert asked == [True], "asked once: the SDK did not retry it"
+    assert fake.requests("held back") == 0
+
+
+def test_a_request_leaves_once_its_caller_is_ready_and_its_retries_ask_again(fake):
+    # Given Claude overloaded for the first request, and a caller ready after a moment
+    fake.fail_next(count=1, status=529)
+    claude, asked = model(fake), []
+
+    def ready() -> bool:
+        asked.append(fake.requests("retried"))  # what Claude had seen when it was asked
+        return True
+
+    # When it asks Claude, then the answer comes after the SDK's retry, each request asked for
+    answer = claude.complete("retried", (), lambda pieces: None, ready)
+    assert answer.text == "Answer to: retried"
+    assert asked == [0, 1]
 
 
 def test_a_proxy_in_the_environment_is_what_requests_go_through(fake, monkeypatch):

@@ -200,7 +200,8 @@ class StreamingModel:
     def __init__(self, clock: Clock, words: int = 40, step: float = 0.25) -> None:
         self.clock, self.words, self.step = clock, words, step
 
-    def complete(self, prompt, history=(), on_text=None) -> Completion:
+    def complete(self, prompt, history=(), on_text=None, ready=None) -> Completion:
+        assert ready is None or ready(), "asked for an attempt that was not claimed"
         pieces: list[str] = []
         for i in range(self.words):
             self.clock.now += self.step

@@ -14,7 +14,7 @@ from core.adapters.sqlite_store import SqliteEventStore
 from core.domain import events
 from core.domain.breaker import BreakerState, CircuitBreaker
 from core.domain.messages import DELIVERY_LIMIT, TaskMessage
-from core.errors import ModelError, Reject, TryLater
+from core.errors import ModelError, Reject, TryLater, Withheld
 from workers.task.handler import TaskHandler
 
 TASK = "t000000001"
@@ -27,7 +27,9 @@ class Model:
         self.errors = list(errors)
         self.asked = 0
 
-    def complete(self, prompt: str, history=(), on_text=None) -> Completion:
+    def complete(self, prompt: str, history=(), on_text=None, ready=None) -> Completion:
+        if ready is not None and not ready():
+            raise Withheld("not claimed")
         self.asked += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -114,6 +116,25 @@ def test_a_second_copy_of_one_delivery_does_not_ask_again(store):
     assert model.asked == 0 and published == []
     handler(store, model)(delivery(1), published)  # the redelivery is a new attempt
     assert model.asked == 1 and store.task(TASK).attempts == 2
+
+
+def test_a_copy_withheld_for_want_of_its_claim_frees_the_breakers_one_probe(store):
+    # Given a half-open breaker (one probe at a time) and a delivery whose copy claimed it
+    now = [0.0]
+    breaker = CircuitBreaker("claude", minimum_calls=1, open_for=5.0, clock=lambda: now[0])
+    breaker.acquire(0)
+    breaker.record_failure()  # open
+    now[0] = 6.0  # half-open
+    store.append(TASK, events.STARTED, {"generation": 0, "delivery": 1}, f"{TASK}:start:0:0")
+    model = Model()
+
+    # When the other copy comes, Claude is not asked for it
+    handler(store, model, breaker)(delivery(0), Published())
+    assert model.asked == 0
+
+    # Then the probe it held is free for the next delivery, which is asked
+    handler(store, model, breaker, hold_limit=0.1)(delivery(1), Published())
+    assert model.asked == 1 and breaker.state is BreakerState.CLOSED
 
 
 def test_a_finished_task_is_dropped(store):
@@ -211,7 +232,7 @@ class GatedModel(Model):
         self.changed = threading.Condition()
         self.now = self.most = 0
 
-    def complete(self, prompt: str, history=(), on_text=None) -> Completion:
+    def complete(self, prompt: str, history=(), on_text=None, ready=None) -> Completion:
         with self.changed:
             self.now += 1
             self.most = max(self.most, self.now)
@@ -219,7 +240,7 @@ class GatedModel(Model):
         self.go.wait(10)
         with self.changed:
             self.now -= 1
-        return super().complete(prompt, history, on_text)
+        return super().complete(prompt, history, on_text, ready)
 
     def wait_in_flight(self, calls: int) -> bool:
         with self.changed:
@@ -293,9 +314,9 @@ class Remembering(Model):
         super().__init__()
         self.histories: list[list] = []
 
-    def complete(self, prompt: str, history=(), on_text=None) -> Completion:
+    def complete(self, prompt: str, history=(), on_text=None, ready=None) -> Completion:
         self.histories.append(list(history))
-        return super().complete(prompt, history, on_text)
+        return super().complete(prompt, history, on_text, ready)
 
 
 TURN = "t000000002"
