@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from aico.fakes.anthropic import FakeClaude
@@ -14,6 +16,7 @@ from aico.fakes.signing import SlackSender
 from aico.fakes.slack import FakeSlack
 from aico.procfile import ProcessGroup
 from aico.rabbit_node import RabbitNode
+from core.adapters.sqlite_store import SqliteEventStore
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-aico-test"
@@ -38,6 +41,16 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
             )
         time.sleep(interval)
     return value
+
+
+@contextlib.contextmanager
+def event_store(stack: Stack) -> Iterator[SqliteEventStore]:
+    """The stack's own event store, to read what it recorded."""
+    store = SqliteEventStore(Path(stack.env["AICO_DATA_DIR"]) / "aico.db")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def fresh_vhost(rabbit: RabbitNode) -> str:

@@ -16,7 +16,7 @@ import pytest
 from aico.fakes.signing import SlackSender, slash_command_body
 from aico.fakes.slack import FakeSlack
 from core.domain.text import INLINE_LIMIT
-from tests.integration.stack import BOT_TOKEN, Stack, fresh_vhost
+from tests.integration.stack import BOT_TOKEN, Stack, event_store, fresh_vhost
 
 CHANNEL = "C0CHAN1"
 
@@ -258,7 +258,8 @@ def test_claude_not_answering_in_time_costs_an_attempt_not_the_task(impatient_st
     assert len(replies) == 1
     assert "Answer to: answered on the second attempt" in json.dumps(replies[0]["blocks"])
     assert [c.status for c in claude.calls].count(200) == 1
-    assert "Claude did not answer in time" in impatient_stack.processes.log("pm")
+    with event_store(impatient_stack) as store:
+        assert store.task(task_id).attempts == 2, "the timed-out attempt, then the answered one"
 
 
 def test_posts_to_one_channel_are_paced(rabbit, tmp_path, slack, claude):

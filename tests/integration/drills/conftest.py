@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from aico.fakes.anthropic import FakeClaude
 from aico.fakes.slack import FakeSlack
-from core.adapters.sqlite_store import SqliteEventStore
-from tests.integration.stack import Stack, fresh_vhost
+from tests.integration.stack import Stack, event_store, fresh_vhost
 from tests.integration.test_e2e import CHANNEL, parent_of, task_id_of
 
 FINAL = ("Done", "Failed", "Cancelled")
@@ -100,16 +97,6 @@ def assert_nothing_lost_or_twice(outcomes: list[Outcome], stack: Stack, max_call
     assert not lost, f"{len(lost)} task(s) never reached a final state: {lost}\n{stack.logs()}"
     assert not twice, f"tasks without exactly one result message: {twice}"
     assert not overcalled, f"more Claude calls than attempts: {overcalled}, attempts {attempts}"
-
-
-@contextlib.contextmanager
-def event_store(stack: Stack) -> Iterator[SqliteEventStore]:
-    """The stack's own event store, to read what it recorded."""
-    store = SqliteEventStore(Path(stack.env["AICO_DATA_DIR"]) / "aico.db")
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture

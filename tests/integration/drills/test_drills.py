@@ -68,7 +68,8 @@ def test_sigterm_to_a_task_worker_finishes_what_it_holds(ledger, stack, claude):
     victim.wait(30)
     outcomes = ledger.wait_settled(timeout=60)
 
-    assert f"task worker {victim.pid} exited with 0" in stack.processes.log("pm")
+    # Then it drained: what it held was answered by it, once (a worker killed with tasks in
+    # hand would have them asked again by another)
     assert_nothing_lost_or_twice(outcomes, stack, max_calls=1)
 
 
