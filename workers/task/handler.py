@@ -333,6 +333,9 @@ class TaskHandler:
             return None
         except InvalidInput as exc:  # a plan still invalid after its repair
             self.breaker.release()  # Claude is up: it planned badly
+            if not ready():  # (a project is claimed first: this is for any other way here)
+                claim.result()
+                return None
             cancel_started()
             _report(publish, task, "failed", error=str(exc), started_at=started_at)
             raise Reject(f"task {task.task_id}: {exc}") from exc
