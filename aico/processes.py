@@ -4,9 +4,9 @@ then run. `aico.cli` picks one."""
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
-import time
 from collections.abc import Callable
 
 from aico import bootstrap
@@ -153,22 +153,21 @@ def pm(settings: Settings) -> int:
 def _on_signals(stop: Callable[[], None]) -> None:
     """SIGTERM and SIGINT stop the process the way it stops cleanly (a drain, for workers).
 
-    The handler only notes the signal; a thread of its own calls `stop` (within 0.1 s). Python
-    runs a handler in the main thread between two bytecodes, possibly while that thread holds
-    a lock that `stop` needs: the very Event `stop` sets, just woken in `Event.wait`. Setting
-    it in the handler then waited for itself forever, and SIGTERM never stopped the process
-    (seen: a pm and a task worker still there 75 s after SIGTERM, killed). Noting it in a list
-    takes no lock."""
-    signalled: list[int] = []
+    The handler only notes the signal; a thread of its own then calls `stop`. Python runs a
+    handler in the main thread between two bytecodes, possibly while that thread holds a lock
+    that `stop` needs: the very Event `stop` sets, just woken in `Event.wait`. Setting it in
+    the handler then waited for itself forever, and SIGTERM never stopped the process (seen: a
+    pm and a task worker still there 75 s after SIGTERM, killed). SimpleQueue.put is
+    reentrant: it is safe in a signal handler."""
+    signalled: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def watch() -> None:
-        while not signalled:
-            time.sleep(0.1)
+        signalled.get()
         stop()
 
     threading.Thread(target=watch, name="signal-watch", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _: signalled.append(signum))
+        signal.signal(sig, lambda signum, _: signalled.put(signum))
 
 
 def _breaker_changed(old: object, new: object) -> None:
