@@ -6,7 +6,9 @@ together).
 Scorers rank a repository's files for a query, each its own way: by the file's best chunks (its
 functions, classes, methods, windows), by the whole file, by the words of its path (its own name
 counted twice), by the names it defines, and by whether the query names it (`README: …`,
-`index.py`, a path; the dependency manifests for a query about dependencies); with the optional
+`index.py`, a path; the dependency manifests for a query about dependencies), by whether it
+defines a target that the query runs (`make test` ranks the Makefile with a `test` rule, `npm
+run build` the package.json with that script); with the optional
 `wordllama` package, also by the cosine of the query's and the chunks' static embeddings
 (weights shipped inside the wheel, never downloaded: without the package the index is BM25
 alone). Their rankings are merged by weighted
@@ -31,6 +33,7 @@ import gzip
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -51,16 +54,24 @@ from core.domain.retrieval import (
     chunk_file,
     cochange_scores,
     cochanges,
+    command_targets,
     file_scores,
     fuse,
     name_words,
     path_words,
     ranked,
+    runner_of,
     symbol_names,
+    text_of,
     tokenize,
 )
 
 logger = logging.getLogger(__name__)
+
+# A revert's subject: `Revert "<the reverted commit's subject>"` as git writes it, or prose
+_REVERT = re.compile(
+    r'^\s*revert(?:s|ed|ing)?\b[\s:]*(?:"(?P<quoted>[^"\n]+)"|(?P<rest>[^:;(\n]+))', re.IGNORECASE
+)
 
 FORMAT = 2  # 2: unstemmed identifier wholes, path and name fields, embeddings (1 is refused)
 INDEX_FILE = "index.json.gz"
@@ -99,6 +110,8 @@ class Tuning:
     path_weight: float = 0.2  # files ranked by the words of their path, their name twice
     symbol_weight: float = 0.1  # files ranked by the names they define
     named_weight: float = 0.3  # the files the query names (`README`, `index.py`, a path)
+    run_weight: float = 1.0  # the files defining a target the query runs (`make test`)
+    revert_weight: float = 1.0  # for a revert, the files of the commit it reverts
     embedding_weight: float = 1.3  # files ranked by their chunks' embeddings (with wordllama)
     embedding_floor: float = 0.2  # the cosine a chunk needs to rank its file
     history_weight: float = 0.0  # files voted for by the earlier commits most like the query
@@ -289,8 +302,11 @@ class CodeIndex:
             self._stacked(paths, len(chunk_list)),
             ranked(change_prior(changes, tuning.prior_half_life)),
             cochanges(changes),
-            FileNames(paths),
+            FileNames(paths, {p: self._targets(p) for p in paths if runner_of(p)}),
         )
+
+    def _targets(self, path: str) -> frozenset[str]:
+        return command_targets(path, text_of(self._files[path].chunks))
 
     def _stacked(self, paths: list[str], total: int) -> np.ndarray | None:
         """The chunks' embeddings in one matrix, or None unless every file has them."""
@@ -370,6 +386,8 @@ class CodeIndex:
             ranked(file_scores(near)) if tuning.embedding_weight else [],
             ranked(self._votes(fields.history.scores(words))) if tuning.history_weight else [],
             fields.names.named(query) if tuning.named_weight else [],
+            fields.names.run(query) if tuning.run_weight else [],
+            self._reverted(fields, query) if tuning.revert_weight else [],
         ]
         weights = [
             tuning.chunk_weight,
@@ -379,6 +397,8 @@ class CodeIndex:
             tuning.embedding_weight,
             tuning.history_weight,
             tuning.named_weight,
+            tuning.run_weight,
+            tuning.revert_weight,
         ]
         first = fuse(rankings, weights, tuning.rrf_k)
         if not (tuning.cochange_weight or tuning.prior_weight):
@@ -414,6 +434,26 @@ class CodeIndex:
         similarity = fields.vectors @ self._embedder([query])[0].astype(np.float32)
         above = similarity - self.tuning.embedding_floor
         return [Hit(fields.chunk_list[i], float(similarity[i])) for i in _top(above, n)]
+
+    def _reverted(self, fields: _Fields, query: str) -> list[str]:
+        """For a query that reverts a commit, the files that commit changed (those still in the
+        tree): the commit whose subject it quotes as `git revert` writes it (`Revert "…"`), else
+        the earlier commit whose subject is most like the rest of the query; [] for any other
+        query, or without history."""
+        match = _REVERT.match(query)
+        if match is None or not self._history:
+            return []
+        quoted, rest = match.group("quoted"), match.group("rest") or ""
+        commit = None
+        if quoted:
+            words = self._words(quoted)
+            commit = next(
+                (i for i, (subject, _) in enumerate(self._history) if subject == words), None
+            )
+        if commit is None:
+            best = _top(fields.history.scores(list(dict.fromkeys(self._words(quoted or rest)))), 1)
+            commit = best[0] if best else None
+        return [] if commit is None else [p for p in self._history[commit][1] if p in self._files]
 
     def _votes(self, scores: np.ndarray) -> dict[str, float]:
         """Files by the earlier commits whose subjects are most like the query: each of the

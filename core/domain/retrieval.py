@@ -11,6 +11,7 @@ Stemming is left to the adapter (the stemmer is a C library).
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -160,12 +161,77 @@ DEPENDENCY_WORDS = _words_set(
 )
 _MENTION = re.compile(r"\.?[A-Za-z0-9_][A-Za-z0-9_./\-]*")
 
+# A command that runs a target names the file that defines it: `make test` the Makefile with a
+# `test` rule, `npm run build` (or `yarn build`, `pnpm test`) the package.json with that script,
+# `just lint` the justfile with that recipe. The tool's name alone names nothing ("make the
+# parser faster"): only a word after it that the file defines as a target.
+_RUNS = re.compile(
+    r"\b(make|just|npm|yarn|pnpm)\s+(?:run\s+)?(?:-{1,2}[\w-]+\s+)*([A-Za-z0-9_][\w:.\-/]*)",
+    re.IGNORECASE,
+)
+_RUNNERS = {"make": "make", "just": "just", "npm": "npm", "yarn": "npm", "pnpm": "npm"}
+_MAKE_RULE = re.compile(r"^([^\s:=#][^:=#\n]*?)[ \t]*::?(?![=:])", re.MULTILINE)
+_JUST_RECIPE = re.compile(r"^@?([A-Za-z_][\w-]*)[^:=\n]*:(?!=)", re.MULTILINE)
+
+
+def runner_of(path: str) -> str:
+    """Which command runs the targets a file defines ("make", "just", "npm"), "" if none."""
+    name = _basename(path).lower()
+    if name in ("makefile", "gnumakefile") or name.endswith(".mk"):
+        return "make"
+    if name in ("justfile", ".justfile"):
+        return "just"
+    return "npm" if name == "package.json" else ""
+
+
+def command_targets(path: str, text: str) -> frozenset[str]:
+    """The targets that a file defines for its command (runner_of): a Makefile's rules and
+    .PHONY names (not its special `.X` or pattern `%` rules), a justfile's recipes, a
+    package.json's scripts."""
+    runner = runner_of(path)
+    found: set[str] = set()
+    if runner == "make":
+        for match in _MAKE_RULE.finditer(text):
+            head = match.group(1)
+            names = head.split()
+            if head.startswith(".PHONY"):
+                found.update(text[match.end() :].split("\n", 1)[0].split())
+                continue
+            found.update(n for n in names if n[0] != "." and "%" not in n and "$" not in n)
+    elif runner == "just":
+        found.update(m.group(1) for m in _JUST_RECIPE.finditer(text))
+    elif runner == "npm":
+        try:
+            scripts = json.loads(text).get("scripts", {})
+        except (ValueError, AttributeError):
+            return frozenset()
+        if isinstance(scripts, dict):
+            found.update(str(k) for k in scripts)
+    return frozenset(found)
+
+
+def text_of(chunks: Iterable[Chunk]) -> str:
+    """A file's text again from its chunks (overlapping windows, or definitions and the module
+    chunks between them), line by line."""
+    lines: dict[int, str] = {}
+    for chunk in chunks:
+        for number, line in enumerate(chunk.text.split("\n"), chunk.start):
+            lines.setdefault(number, line)
+    return "\n".join(lines[n] for n in sorted(lines))
+
 
 class FileNames:
     """The files of a tree by how a query may name them, to find the ones it names at once."""
 
-    def __init__(self, paths: Iterable[str]) -> None:
+    def __init__(
+        self, paths: Iterable[str], targets: Mapping[str, frozenset[str]] | None = None
+    ) -> None:
         self.by_name: dict[str, list[str]] = {}  # lower-case file name -> paths
+        # (runner, target) -> the files that define it (`targets`: path -> command_targets)
+        self.by_target: dict[tuple[str, str], list[str]] = {}
+        for path, defined in (targets or {}).items():
+            for target in defined:
+                self.by_target.setdefault((runner_of(path), target), []).append(path)
         self.by_stem: dict[str, list[str]] = {}  # a distinct name without its extension -> paths
         self.manifests: list[str] = []  # dependency manifests and requirements files
         for path in paths:
@@ -202,6 +268,15 @@ class FileNames:
                 for path in self.manifests:
                     strength.setdefault(path, 3)
         return sorted(strength, key=lambda p: (strength[p], p.count("/"), p))
+
+    def run(self, query: str) -> list[str]:
+        """The files that define a target the query runs (`make test`, `npm run build`, `just
+        lint`: see _RUNS), the shallower first."""
+        found: set[str] = set()
+        for runner, target in _RUNS.findall(query):
+            key = (_RUNNERS[runner.lower()], target.rstrip(".,;:)/-"))
+            found.update(self.by_target.get(key, ()))
+        return sorted(found, key=lambda p: (p.count("/"), p))
 
 
 def _distinct_name(stem: str) -> bool:

@@ -284,3 +284,53 @@ def test_a_file_the_query_names_comes_first(tmp_path):
     assert named.search(query).files[0].path == "README.md"
     assert unnamed.search(query).files[0].path == "core/breaker.py"
     assert named.search("orjson in the dependencies").files[0].path == "pyproject.toml"
+
+
+def test_a_command_that_runs_a_target_finds_the_file_that_defines_it(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_pool.py").write_text(
+        "def test_the_pool_distributes_the_tests(pool):\n"
+        "    '''The tests distributed over the workers of the pool.'''\n"
+        "    assert pool.workers\n"
+    )
+    (tmp_path / "Makefile").write_text(
+        ".PHONY: test lint\n\ntest: .venv/bin/.installed\n\t.venv/bin/pytest -n 4\n\n"
+        "lint:\n\t.venv/bin/ruff check .\n"
+    )
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "package.json").write_text('{"scripts": {"build": "vite build"}}\n')
+    index = CodeIndex.build(tmp_path, history=False)
+    without = CodeIndex.build(tmp_path, history=False, tuning=Tuning(run_weight=0.0))
+    query = "make test distributes the tests over the workers of the pool"
+
+    assert index.search(query).files[0].path == "Makefile"
+    assert without.search(query).files[0].path == "tests/test_pool.py"
+    assert index.search("npm run build fails on a fresh clone").files[0].path == "web/package.json"
+    # the verb alone names nothing
+    assert index.search("make the tests of the pool faster").files[0].path == "tests/test_pool.py"
+
+
+def test_a_revert_finds_the_files_of_the_commit_it_reverts(tmp_path):
+    root = tmp_path / "repo"
+    (root / "core").mkdir(parents=True)
+    files = {
+        "core/pacing.py": "def pace(channel):\n    '''Posts to a channel, one a second.'''\n",
+        "core/budget.py": "def spend(user, cost):\n    '''A user's spend today, in dollars.'''\n",
+        "README.md": "# demo\n\nPosts answers in a channel; a budget a user.\n",
+    }
+    for path, text in files.items():
+        (root / path).write_text(text)
+    repository = git.Repo.init(root)
+    _commit(repository, list(files), "First version")
+    (root / "core/pacing.py").write_text(files["core/pacing.py"] + "LIMIT = 2\n")
+    _commit(repository, ["core/pacing.py"], "Two posts a second in each channel")
+    index = CodeIndex.build(root)
+
+    prose = "Revert the two posts a second: Slack answered 429 to a user's budget"
+    without = CodeIndex.build(root, tuning=Tuning(revert_weight=0.0))
+
+    assert index.search('Revert "Two posts a second in each channel"').files[0].path == (
+        "core/pacing.py"
+    )
+    assert index.search(prose).files[0].path == "core/pacing.py"
+    assert without.search(prose).files[0].path != "core/pacing.py"

@@ -10,12 +10,14 @@ from core.domain.retrieval import (
     chunk_file,
     cochange_scores,
     cochanges,
+    command_targets,
     file_scores,
     fuse,
     name_words,
     ranked,
     split_identifier,
     symbol_names,
+    text_of,
     tokenize,
     windows,
     within_budget,
@@ -241,3 +243,57 @@ def test_a_query_about_dependencies_names_the_manifests():
         "requirements-dev.txt",
     ]
     assert names.named("README: the dependencies")[:1] == ["README.md"]
+
+
+MAKEFILE = """BIN := .venv/bin
+export PATH
+.PHONY: run test lint bench
+all: run
+
+$(BIN)/.installed: pyproject.toml
+\ttouch $@
+
+test lint:: $(BIN)/.installed
+\t$(BIN)/pytest
+%.o: %.c
+\tcc -c $<
+.DEFAULT_GOAL := run
+"""
+
+
+def test_the_targets_a_command_runs_are_read_from_the_files_that_define_them():
+    assert command_targets("Makefile", MAKEFILE) == {"run", "test", "lint", "bench", "all"}
+    assert command_targets("docs/rules.mk", "html:\n\tsphinx-build\n") == {"html"}
+    assert command_targets("justfile", "lint:\n  ruff check\n@deploy env:\n  ./go\n") == {
+        "lint",
+        "deploy",
+    }
+    assert command_targets("package.json", '{"scripts": {"build": "vite", "test:e2e": "x"}}') == {
+        "build",
+        "test:e2e",
+    }
+    assert command_targets("package.json", "{not json") == frozenset()
+    assert command_targets("core/index.py", "test: 1\n") == frozenset()
+
+
+def test_a_query_that_runs_a_target_names_the_files_that_define_it():
+    targets = {
+        "Makefile": command_targets("Makefile", MAKEFILE),
+        "docs/Makefile": frozenset({"html"}),
+        "web/package.json": frozenset({"build", "test"}),
+    }
+    names = FileNames([*targets, "README.md"], targets)
+
+    assert names.run("make test, run and bench compile first") == ["Makefile"]
+    assert names.run("make -j4 html warns about a link") == ["docs/Makefile"]
+    assert names.run("npm run build fails") == ["web/package.json"]
+    assert names.run("yarn test is flaky") == ["web/package.json"]
+    assert names.run("make the parser faster") == []
+    assert names.run("make deploy") == []  # no file defines `deploy`
+    assert names.named("make test") == []  # the file names are another ranking
+
+
+def test_a_file_is_read_again_from_its_overlapping_windows():
+    text = "\n".join(f"line {n}" for n in range(1, 101))
+
+    assert text_of(windows("notes.txt", text)) == text
