@@ -8,7 +8,8 @@ functions, classes, methods, windows), by the whole file, by the words of its pa
 counted twice), by the names it defines, and by whether the query names it (`README: …`,
 `index.py`, a path; the dependency manifests for a query about dependencies), by whether it
 defines a target that the query runs (`make test` ranks the Makefile with a `test` rule, `npm
-run build` the package.json with that script); with the optional
+run build` the package.json with that script), and for a revert by whether the reverted commit
+changed it; with the optional
 `wordllama` package, also by the cosine of the query's and the chunks' static embeddings
 (weights shipped inside the wheel, never downloaded: without the package the index is BM25
 alone). Their rankings are merged by weighted
