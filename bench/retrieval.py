@@ -87,6 +87,11 @@ class Score:
         self.fn_hit5.append(float(target in ranked[:5]))
         self.fn_rr10.append(_reciprocal_rank(ranked[:10], {target}))
 
+    def extend(self, other: Score) -> None:
+        """`other`'s queries added to these (figures pooled over several query sets)."""
+        for name in self.__dataclass_fields__:
+            getattr(self, name).extend(getattr(other, name))
+
     def row(self) -> dict[str, str]:
         return {
             "queries": str(len(self.file_hit5)),
@@ -497,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--quick", action="store_true", help="fewer queries (about a minute)")
     cli.add_argument("--repo", action="append", type=Path, help="git repositories for (b)")
     cli.add_argument("--ablation", action="store_true", help="each idea taken out in turn")
+    cli.add_argument(
+        "--commits-only", action="store_true", help="only (b), the commit subjects: no (a)"
+    )
     cli.add_argument("--until", default="HEAD", help="the last commit of (b) (default HEAD)")
     cli.add_argument(
         "--since", default="", help="(b) only on the commits after this one (none: all of them)"
@@ -506,13 +514,18 @@ def main(argv: list[str] | None = None) -> int:
     limit = 30 if args.quick else None
     started = time.perf_counter()
 
-    trees = fetch_sources(PACKAGES[:2] if args.quick else PACKAGES)
-    docs = run_docstrings(trees, per_package, *methods(args.ablation))
-    print(f"## (a) docstring queries: {', '.join(t.name for t in trees)}\n")
-    print(table([{"method": m, **s.row()} for m, s in docs.items()]) + "\n")
+    trees: list[Path] = []
+    if not args.commits_only:
+        trees = fetch_sources(PACKAGES[:2] if args.quick else PACKAGES)
+        docs = run_docstrings(trees, per_package, *methods(args.ablation))
+        print(f"## (a) docstring queries: {', '.join(t.name for t in trees)}\n")
+        print(table([{"method": m, **s.row()} for m, s in docs.items()]) + "\n")
 
+    pooled: dict[str, Score] = {}
     for repo in args.repo or [ROOT]:
-        halves, info = run_commits(repo, limit, args.ablation, args.until, args.since)
+        halves, info = run_commits(repo.resolve(), limit, args.ablation, args.until, args.since)
+        for method, (whole, _older, _newer) in halves.items():
+            pooled.setdefault(method, Score()).extend(whole)
         after = f" after {args.since[:12]}" if args.since else ""
         print(
             f"## (b) commit subjects: {repo.name}{after} up to {info['head']},"
@@ -528,6 +541,14 @@ def main(argv: list[str] | None = None) -> int:
                 row = score.row()
                 del row["function Recall@5"], row["function MRR@10"]
                 rows.append({"method": method, "commits": label, **row})
+        print(table(rows) + "\n")
+    if len(args.repo or []) > 1:
+        print(f"## (b) commit subjects, all {len(args.repo)} repositories pooled\n")
+        rows = []
+        for method, score in pooled.items():
+            row = score.row()
+            del row["function Recall@5"], row["function MRR@10"]
+            rows.append({"method": method, **row})
         print(table(rows) + "\n")
 
     print("## the index\n")
