@@ -56,8 +56,10 @@ from core.domain.retrieval import (
     cochange_scores,
     cochanges,
     command_targets,
+    declared_dependencies,
     file_scores,
     fuse,
+    is_manifest,
     name_words,
     path_words,
     ranked,
@@ -96,6 +98,7 @@ LOCK_FILES = _words_set(
     "composer.lock Gemfile.lock go.sum npm-shrinkwrap.json pdm.lock"
 )
 MINIFIED = (".min.js", ".min.css", ".map")
+GENERATED = _words_set("PKG-INFO")  # a source distribution's metadata: the README again
 STEMMING = ("parts", "all", "none")
 
 
@@ -113,6 +116,7 @@ class Tuning:
     named_weight: float = 0.3  # the files the query names (`README`, `index.py`, a path)
     run_weight: float = 1.0  # the files defining a target the query runs (`make test`)
     revert_weight: float = 1.0  # for a revert, the files of the commit it reverts
+    dependency_weight: float = 1.0  # the manifests declaring a dependency the query changes
     embedding_weight: float = 1.3  # files ranked by their chunks' embeddings (with wordllama)
     embedding_floor: float = 0.2  # the cosine a chunk needs to rank its file
     history_weight: float = 0.0  # files voted for by the earlier commits most like the query
@@ -303,11 +307,18 @@ class CodeIndex:
             self._stacked(paths, len(chunk_list)),
             ranked(change_prior(changes, tuning.prior_half_life)),
             cochanges(changes),
-            FileNames(paths, {p: self._targets(p) for p in paths if runner_of(p)}),
+            FileNames(
+                paths,
+                {p: self._targets(p) for p in paths if runner_of(p)},
+                {p: self._dependencies(p) for p in paths if is_manifest(p)},
+            ),
         )
 
     def _targets(self, path: str) -> frozenset[str]:
         return command_targets(path, text_of(self._files[path].chunks))
+
+    def _dependencies(self, path: str) -> frozenset[str]:
+        return declared_dependencies(path, text_of(self._files[path].chunks))
 
     def _stacked(self, paths: list[str], total: int) -> np.ndarray | None:
         """The chunks' embeddings in one matrix, or None unless every file has them."""
@@ -389,6 +400,7 @@ class CodeIndex:
             fields.names.named(query) if tuning.named_weight else [],
             fields.names.run(query) if tuning.run_weight else [],
             self._reverted(fields, query) if tuning.revert_weight else [],
+            fields.names.depends(query) if tuning.dependency_weight else [],
         ]
         weights = [
             tuning.chunk_weight,
@@ -400,6 +412,7 @@ class CodeIndex:
             tuning.named_weight,
             tuning.run_weight,
             tuning.revert_weight,
+            tuning.dependency_weight,
         ]
         first = fuse(rankings, weights, tuning.rrf_k)
         if not (tuning.cochange_weight or tuning.prior_weight):
@@ -606,7 +619,7 @@ def _embedder() -> Embedder | None:
 
 def eligible_files(root: Path) -> list[str]:
     """The relative paths under `root` worth indexing: text files, no vendored or build trees,
-    lock files, minified files, symlinks or files over 1 MB."""
+    lock files, generated metadata, minified files, symlinks or files over 1 MB."""
     found: list[str] = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not _skipped_dir(d))
@@ -627,7 +640,7 @@ def _eligible(root: Path, relative: str) -> bool:
     if any(_skipped_dir(p) for p in parts[:-1]) or ".." in parts:
         return False
     name = parts[-1]
-    if name in LOCK_FILES or name.endswith(MINIFIED) or name.endswith(".lock"):
+    if name in LOCK_FILES or name in GENERATED or name.endswith(MINIFIED) or name.endswith(".lock"):
         return False
     path = root / relative
     try:

@@ -160,6 +160,23 @@ DEPENDENCY_WORDS = _words_set(
     "bump bumps bumped bumping"
 )
 _MENTION = re.compile(r"\.?[A-Za-z0-9_][A-Za-z0-9_./\-]*")
+# A query that names a dependency and says it changes one ("ease asn1 version from 0.12.1 to
+# 0.12", "Remove run-time dependency on cffi", "Move sphinxcontrib modules to extras_require")
+# names the manifests that declare it: DEPENDENCY_WORDS, these, or a version number, with a
+# name that a manifest declares (`declared_dependencies`).
+VERSION_WORDS = _words_set(
+    "version versions require requires required upgrade upgrades upgraded downgrade "
+    "downgraded depend depends depending"
+)
+_VERSION = re.compile(r"\bv?\d+\.\d+")
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:[<>=!~;@,(]|$)")
+_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9][\w.-]*)\s*=", re.MULTILINE)
+_SETUP_LISTS = re.compile(
+    r"\b(?:install_requires|extras_require|setup_requires|tests_require)\s*=\s*(\[[^\]]*\]|\{[^}]*\})"
+)
+_QUOTED = re.compile(r"[\"']([^\"'\n]+)[\"']")
+_NPM_DEPENDENCIES = ("dependencies", "devDependencies", "peerDependencies", "optionalDependencies")
+_SETUP_CFG_KEYS = ("install_requires", "setup_requires", "tests_require", "extras_require")
 
 # A command that runs a target names the file that defines it: `make test` the Makefile with a
 # `test` rule, `npm run build` (or `yarn build`, `pnpm test`) the package.json with that script,
@@ -210,6 +227,111 @@ def command_targets(path: str, text: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def is_manifest(path: str) -> bool:
+    """Whether the file declares dependencies (MANIFESTS, requirements*.txt)."""
+    name = _basename(path)
+    return name in MANIFESTS or (name.startswith("requirements") and name.endswith(".txt"))
+
+
+def dependency_name(name: str) -> str:
+    """A dependency's name compared as package indexes do: lower case, `_` and `.` as `-`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared_dependencies(path: str, text: str) -> frozenset[str]:
+    """The names of the dependencies a manifest declares (dependency_name'd): pyproject.toml's
+    dependency lists and tables (PEP 621, Poetry, build requires), setup.cfg's and setup.py's
+    install/extras/setup/tests requirements, requirements*.txt, Pipfile, Cargo.toml's
+    dependency tables and package.json's dependency objects; none for other files or for a
+    manifest that does not parse."""
+    name = _basename(path)
+    found: list[str] = []
+    if name == "package.json":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return frozenset()
+        if isinstance(data, dict):
+            for key in _NPM_DEPENDENCIES:
+                block = data.get(key)
+                if isinstance(block, dict):
+                    found.extend(str(k).rsplit("/", 1)[-1] for k in block)
+    elif name in ("pyproject.toml", "Cargo.toml", "Pipfile"):
+        found.extend(_toml_dependencies(text, pipfile=name == "Pipfile"))
+    elif name == "setup.cfg":
+        found.extend(_setup_cfg_dependencies(text))
+    elif name == "setup.py":
+        for block in _SETUP_LISTS.findall(text):
+            for value in _QUOTED.findall(block):
+                match = _REQUIREMENT.match(value)
+                if match and not value.rstrip().endswith(":"):
+                    found.append(match.group(1))
+    elif name.startswith("requirements") and name.endswith(".txt"):
+        found.extend(_requirement_names(text.splitlines()))
+    return frozenset(dependency_name(n) for n in found)
+
+
+def _requirement_names(lines: Iterable[str]) -> list[str]:
+    names = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        match = _REQUIREMENT.match(line) if line and not line.startswith("-") else None
+        if match:
+            names.append(match.group(1))
+    return names
+
+
+def _toml_dependencies(text: str, pipfile: bool = False) -> list[str]:
+    """Dependencies of a TOML manifest: under every key that says dependencies (or `requires`,
+    and a Pipfile's `packages`), the requirement strings of its lists and the keys of its tables
+    (`asn1 = "0.12"`, `pem = { version = "1" }`), extras' and groups' lists included."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeError):
+        return []
+    names: list[str] = []
+
+    def declared(value: object) -> None:
+        if isinstance(value, list):
+            names.extend(_requirement_names(v for v in value if isinstance(v, str)))
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                if isinstance(inner, list):
+                    declared(inner)  # an extra's or a group's requirements
+                elif isinstance(inner, (str, dict)) and key.lower() != "python":
+                    names.append(key)
+
+    def walk(table: dict, top: bool) -> None:
+        for key, value in table.items():
+            lower = key.lower()
+            pipfile_packages = pipfile and top and "packages" in lower
+            if "depend" in lower or lower == "requires" or pipfile_packages:
+                declared(value)
+            elif isinstance(value, dict):
+                walk(value, False)
+
+    walk(data, True)
+    return names
+
+
+def _setup_cfg_dependencies(text: str) -> list[str]:
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return []
+    lines: list[str] = []
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            if key in _SETUP_CFG_KEYS or section == "options.extras_require":
+                lines.extend(value.replace(";", "\n;").splitlines())
+    return _requirement_names(lines)
+
+
 def text_of(chunks: Iterable[Chunk]) -> str:
     """A file's text again from its chunks (overlapping windows, or definitions and the module
     chunks between them), line by line."""
@@ -224,9 +346,25 @@ class FileNames:
     """The files of a tree by how a query may name them, to find the ones it names at once."""
 
     def __init__(
-        self, paths: Iterable[str], targets: Mapping[str, frozenset[str]] | None = None
+        self,
+        paths: Iterable[str],
+        targets: Mapping[str, frozenset[str]] | None = None,
+        dependencies: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.by_name: dict[str, list[str]] = {}  # lower-case file name -> paths
+        # a dependency's name (and a family's: `sphinxcontrib` of two `sphinxcontrib-*` or more)
+        # -> the manifests that declare it (`dependencies`: path -> declared_dependencies)
+        self.by_dependency: dict[str, set[str]] = {}
+        families: dict[str, set[str]] = {}
+        for path, declared in (dependencies or {}).items():
+            for name in declared:
+                self.by_dependency.setdefault(name, set()).add(path)
+                if "-" in name:
+                    families.setdefault(name.split("-", 1)[0], set()).add(name)
+        for family, members in families.items():
+            if len(members) > 1:
+                for member in members:
+                    self.by_dependency.setdefault(family, set()).update(self.by_dependency[member])
         # (runner, target) -> the files that define it (`targets`: path -> command_targets)
         self.by_target: dict[tuple[str, str], list[str]] = {}
         for path, defined in (targets or {}).items():
@@ -236,7 +374,7 @@ class FileNames:
         self.manifests: list[str] = []  # dependency manifests and requirements files
         for path in paths:
             name = _basename(path)
-            if name in MANIFESTS or (name.startswith("requirements") and name.endswith(".txt")):
+            if is_manifest(path):
                 self.manifests.append(path)
             self.by_name.setdefault(name.lower(), []).append(path)
             stem = name if name.startswith(".") else name.split(".", 1)[0]
@@ -268,6 +406,21 @@ class FileNames:
                 for path in self.manifests:
                     strength.setdefault(path, 3)
         return sorted(strength, key=lambda p: (strength[p], p.count("/"), p))
+
+    def depends(self, query: str) -> list[str]:
+        """The manifests that declare a dependency the query names, when it says the change is
+        about a dependency (DEPENDENCY_WORDS, VERSION_WORDS, or a version number: "allow pem
+        version 1.0", "Drop dependency on typing_extensions"), the shallower first."""
+        mentions = {m.rstrip("./-") for m in _MENTION.findall(query)} - {""}
+        words = {part.lower() for m in mentions for part in re.split(r"[_./-]", m)} | {
+            m.lower() for m in mentions
+        }
+        if not (words & (DEPENDENCY_WORDS | VERSION_WORDS) or _VERSION.search(query)):
+            return []
+        found: set[str] = set()
+        for mention in mentions:
+            found.update(self.by_dependency.get(dependency_name(mention), ()))
+        return sorted(found, key=lambda p: (p.count("/"), p))
 
     def run(self, query: str) -> list[str]:
         """The files that define a target the query runs (`make test`, `npm run build`, `just

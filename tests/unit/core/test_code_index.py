@@ -42,6 +42,8 @@ class CircuitBreaker:
     "README.md": "# demo\n\nA demo repository for the index.\n",
     "node_modules/dep/index.js": "function heartbeat() {}\n",
     "poetry.lock": "heartbeat = 1\n",
+    "PKG-INFO": "Metadata-Version: 2.1\nName: demo\n\nWorkers write a heartbeat.\n",
+    "demo.egg-info/SOURCES.txt": "core/heartbeat.py\n",
     "logo.png": "\x89PNG\x00\x00heartbeat",
 }
 
@@ -83,7 +85,7 @@ def test_known_queries_find_their_file(repo):
     assert (best.start, best.end) == (8, 9)
 
 
-def test_vendored_lock_and_binary_files_are_not_indexed(repo):
+def test_vendored_lock_generated_and_binary_files_are_not_indexed(repo):
     index = CodeIndex.build(_root(repo))
 
     assert index.files == 4
@@ -308,6 +310,33 @@ def test_a_command_that_runs_a_target_finds_the_file_that_defines_it(tmp_path):
     assert index.search("npm run build fails on a fresh clone").files[0].path == "web/package.json"
     # the verb alone names nothing
     assert index.search("make the tests of the pool faster").files[0].path == "tests/test_pool.py"
+
+
+def test_a_change_to_a_dependency_finds_the_manifest_that_declares_it(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "asn1.rs").write_text(
+        "// Reads ASN.1 values with the asn1 crate: its version decides the parser.\n"
+        "pub fn parse_asn1(data: &[u8]) -> asn1::ParseResult<Value> {\n"
+        "    asn1::parse_single(data) // version 0.12 of the asn1 parser\n}\n"
+    )
+    (tmp_path / "Cargo.toml").write_text(
+        '[package]\nname = "demo"\nversion = "0.1.0"\n\n[dependencies]\n'
+        'asn1 = { version = "0.12.1", default-features = false }\npem = "1.0"\n'
+    )
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\ndependencies = ["cffi>=1.12"]\n'
+    )
+    index = CodeIndex.build(tmp_path, history=False)
+    without = CodeIndex.build(tmp_path, history=False, tuning=Tuning(dependency_weight=0.0))
+    query = "ease asn1 version from 0.12.1 to 0.12"
+
+    assert index.search(query).files[0].path == "Cargo.toml"
+    assert without.search(query).files[0].path == "src/asn1.rs"
+    assert index.search("Remove the run-time dependency on cffi").files[0].path == (
+        "pyproject.toml"
+    )
+    # naming the dependency is not enough: the query must be about changing it
+    assert index.search("parse asn1 values").files[0].path == "src/asn1.rs"
 
 
 def test_a_revert_finds_the_files_of_the_commit_it_reverts(tmp_path):

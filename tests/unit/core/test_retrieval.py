@@ -11,6 +11,7 @@ from core.domain.retrieval import (
     cochange_scores,
     cochanges,
     command_targets,
+    declared_dependencies,
     file_scores,
     fuse,
     name_words,
@@ -243,6 +244,105 @@ def test_a_query_about_dependencies_names_the_manifests():
         "requirements-dev.txt",
     ]
     assert names.named("README: the dependencies")[:1] == ["README.md"]
+
+
+PYPROJECT = """[build-system]
+requires = ["setuptools>=68", "cffi>=1.12; platform_python_implementation != 'PyPy'"]
+
+[project]
+name = "demo"
+requires-python = ">=3.11"
+dependencies = ["slack_bolt>=1.18", "Jinja2[i18n] ~= 3.1"]
+
+[project.optional-dependencies]
+docs = ["sphinxcontrib-applehelp", "sphinxcontrib-devhelp"]
+
+[tool.setuptools.packages.find]
+include = ["core*"]
+
+[tool.poetry.group.dev.dependencies]
+pytest = "^8"
+"""
+CARGO = """[package]
+name = "demo-rust"
+version = "0.1.0"
+
+[dependencies]
+asn1 = { version = "0.12", default-features = false }
+pem = ">= 1.0, < 1.2"
+
+[target.'cfg(unix)'.dependencies]
+libc = "0.2"
+"""
+SETUP_CFG = """[metadata]
+name = demo
+
+[options]
+python_requires = >=3.8
+install_requires =
+    cffi >=1.12
+    typing_extensions; python_version < "3.8"
+
+[options.extras_require]
+test = pytest-cov
+"""
+SETUP_PY = """setup(
+    name="demo",
+    packages=["demo"],
+    install_requires=["idna>=2.0", 'certifi'],
+    extras_require={"socks": ["PySocks>=1.5.6,!=1.5.7"]},
+)
+"""
+
+
+def test_the_dependencies_a_manifest_declares_are_read_from_it():
+    assert declared_dependencies("pyproject.toml", PYPROJECT) == {
+        "setuptools",
+        "cffi",
+        "slack-bolt",
+        "jinja2",
+        "sphinxcontrib-applehelp",
+        "sphinxcontrib-devhelp",
+        "pytest",
+    }
+    assert declared_dependencies("src/rust/Cargo.toml", CARGO) == {"asn1", "pem", "libc"}
+    assert declared_dependencies("setup.cfg", SETUP_CFG) == {
+        "cffi",
+        "typing-extensions",
+        "pytest-cov",
+    }
+    # an extra's name counts too: "the socks extra" is about setup.py
+    assert declared_dependencies("setup.py", SETUP_PY) == {"idna", "certifi", "socks", "pysocks"}
+    assert declared_dependencies("requirements-dev.txt", "-e .\nruff==0.6 # lint\n\nmypy\n") == {
+        "ruff",
+        "mypy",
+    }
+    assert declared_dependencies("web/package.json", '{"devDependencies": {"@x/vite": "5"}}') == {
+        "vite"
+    }
+    # a manifest that does not parse, or a file that is none, declares nothing
+    assert declared_dependencies("pyproject.toml", "[project\ndependencies = [") == frozenset()
+    assert declared_dependencies("package.json", "{not json") == frozenset()
+    assert declared_dependencies("core/deps.py", "dependencies = ['x']") == frozenset()
+
+
+def test_a_query_that_changes_a_dependency_names_the_manifests_that_declare_it():
+    declared = {
+        "pyproject.toml": declared_dependencies("pyproject.toml", PYPROJECT),
+        "src/rust/Cargo.toml": declared_dependencies("src/rust/Cargo.toml", CARGO),
+        "setup.cfg": declared_dependencies("setup.cfg", SETUP_CFG),
+    }
+    names = FileNames([*declared, "src/rust/src/asn1.rs", "README.md"], dependencies=declared)
+
+    assert names.depends("ease asn1 version from 0.12.1 to 0.12") == ["src/rust/Cargo.toml"]
+    assert names.depends("allow pem 1.1") == ["src/rust/Cargo.toml"]  # a version number says it
+    assert names.depends("Remove run-time dependency on cffi") == ["pyproject.toml", "setup.cfg"]
+    assert names.depends("Drop dependency on typing_extensions") == ["setup.cfg"]
+    # a family of dependencies by their common name, and a word that says it inside a name
+    assert names.depends("Move sphinxcontrib modules to extras_require") == ["pyproject.toml"]
+    # a dependency named without a word about dependencies, or a change to no declared one
+    assert names.depends("parse asn1 lengths over 127 bytes") == []
+    assert names.depends("bump the version of the docs") == []
 
 
 MAKEFILE = """BIN := .venv/bin
