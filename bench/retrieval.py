@@ -1,7 +1,7 @@
 """Benchmark of the code retriever (core/adapters/index.py) against a plain BM25, side by side.
 
     .venv/bin/python -m bench.retrieval [--quick] [--repo PATH ...] [--until REV] [--since REV]
-                                        [--ablation]
+                                        [--ablation] [--commits-only]
 
 Two query sets:
 
@@ -16,10 +16,11 @@ Two query sets:
     changed files that existed at the parent. Between consecutive commits the index is brought
     forward with `refresh()` on the files that changed, as `aico pm` does after a fetch. Figures
     are given for all commits and for the older and newer halves apart. The weights were chosen
-    on (a) and on the older half of (b) only; the newer half is the held-out measure. (No other
-    repository with real history was on the machine the weights were chosen on; pass more with
-    `--repo`: every commit of those is held out. `--since` keeps only the commits after one,
-    e.g. those made after the weights were chosen.)
+    on (a) and on the older half of (b) only; the newer half is the held-out measure. Other
+    repositories are passed with `--repo` (bench/patchrepos.py makes sixteen held-out ones, and
+    six it tuned on, from Debian's patches), and with several the figures are pooled too.
+    `--since` keeps only the commits after one, e.g. those made after the weights were chosen;
+    `--commits-only` skips (a).
 
 Figures: file-level success@5 (a target among the first 5 files: "Recall@5" in the issue),
 the mean share of targets in the first 5, MRR@10 of the first target; function-level Recall@5
