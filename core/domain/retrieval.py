@@ -11,8 +11,10 @@ Stemming is left to the adapter (the stemmer is a C library).
 from __future__ import annotations
 
 import ast
+import configparser
 import json
 import re
+import tomllib
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -170,7 +172,6 @@ VERSION_WORDS = _words_set(
 )
 _VERSION = re.compile(r"\bv?\d+\.\d+")
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:[<>=!~;@,(]|$)")
-_TOML_KEY = re.compile(r"^\s*([A-Za-z0-9][\w.-]*)\s*=", re.MULTILINE)
 _SETUP_LISTS = re.compile(
     r"\b(?:install_requires|extras_require|setup_requires|tests_require)\s*=\s*(\[[^\]]*\]|\{[^}]*\})"
 )
@@ -285,8 +286,6 @@ def _toml_dependencies(text: str, pipfile: bool = False) -> list[str]:
     """Dependencies of a TOML manifest: under every key that says dependencies (or `requires`,
     and a Pipfile's `packages`), the requirement strings of its lists and the keys of its tables
     (`asn1 = "0.12"`, `pem = { version = "1" }`), extras' and groups' lists included."""
-    import tomllib
-
     try:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeError):
@@ -317,8 +316,6 @@ def _toml_dependencies(text: str, pipfile: bool = False) -> list[str]:
 
 
 def _setup_cfg_dependencies(text: str) -> list[str]:
-    import configparser
-
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read_string(text)
