@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 # socket is replaced within about 15 s (Bolt's default of 10 s took 40-50 s, while every slash
 # command sent to it was lost).
 SOCKET_PING_EVERY = 3.0
+# How long the bot waits, when it stops, for slack_sdk's Socket Mode client to close. Its close()
+# joins the thread that reads the socket, and that join can hang (a known race with a session
+# that starts as it closes): the process exits anyway, the socket closing with it.
+SOCKET_CLOSE_WITHIN = 5.0
 
 
 Metrics = Callable[[], bytes]  # the Prometheus exposition, collected when asked
@@ -92,9 +96,29 @@ def _serve_socket_mode(
     finally:
         if canary is not None:
             canary.stop()
-        handler.close()
+        if not close_within(handler.close, SOCKET_CLOSE_WITHIN):
+            log.warning(
+                "the Socket Mode client did not close within %.0f s: exiting without it",
+                SOCKET_CLOSE_WITHIN,
+            )
         if server is not None:
             server.stop()
+
+
+def close_within(close: Callable[[], None], seconds: float) -> bool:
+    """Run `close` on a daemon thread; whether it returned within `seconds` (an error it raised
+    is logged and counts as returned: there is nothing more to close)."""
+
+    def run() -> None:
+        try:
+            close()
+        except Exception:
+            log.exception("closing the Socket Mode client failed")
+
+    closer = threading.Thread(target=run, name="close-socket-mode", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    return not closer.is_alive()
 
 
 def _canary(plan: CanaryPlan, handler: SocketModeHandler) -> Canary:
