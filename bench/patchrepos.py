@@ -39,6 +39,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.retrieval import PIP_DOWNLOAD
+
 CACHE = Path(__file__).parent / ".cache" / "patchrepos"
 # Debian source package -> its name on the package index (for the upstream release when the
 # mirror has no .orig tarball): those whose Debian part the mirror had, with patches to the code.
@@ -76,7 +78,6 @@ IDENTITY = ["-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 @dataclass(frozen=True)
 class Patch:
-    name: str
     subject: str
     body: bytes
 
@@ -135,19 +136,7 @@ def download(package: str, pypi_name: str, into: Path, options: list[str]) -> tu
         version = debian.name.split("_")[1].rsplit("-", 1)[0].split(":")[-1]
         version = re.sub(r"\+(dfsg|ds)\d*$", "", version)
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "-d",
-                str(into / "sdist"),
-                f"{pypi_name}=={version}",
-            ],
+            [*PIP_DOWNLOAD, "-d", str(into / "sdist"), f"{pypi_name}=={version}"],
             check=True,
             capture_output=True,
         )
@@ -189,7 +178,7 @@ def read_patches(debian_dir: Path) -> list[Patch]:
             continue
         body = (patches_dir / name).read_bytes()
         header = body.split(b"\n---", 1)[0].split(b"\ndiff ", 1)[0].split(b"\nIndex: ", 1)[0]
-        patches.append(Patch(name, subject_of(header.decode("utf-8", "replace")), body))
+        patches.append(Patch(subject_of(header.decode("utf-8", "replace")), body))
     return patches
 
 
@@ -205,8 +194,8 @@ def unpack(tarball: Path, into: Path) -> None:
 
 
 def git(repo: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "GIT_AUTHOR_DATE": "2000-01-01T00:00:00", "GIT_COMMITTER_DATE": ""}
-    env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
+    when = "2000-01-01T00:00:00"  # the same repository, byte for byte, on every build
+    env = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
     return subprocess.run(
         ["git", *IDENTITY, *args], cwd=repo, input=stdin, capture_output=True, env=env
     )

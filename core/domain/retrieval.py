@@ -265,7 +265,7 @@ def declared_dependencies(path: str, text: str) -> frozenset[str]:
         for block in _SETUP_LISTS.findall(text):
             for value in _QUOTED.findall(block):
                 match = _REQUIREMENT.match(value)
-                if match and not value.rstrip().endswith(":"):
+                if match:
                     found.append(match.group(1))
     elif name.startswith("requirements") and name.endswith(".txt"):
         found.extend(_requirement_names(text.splitlines()))
