@@ -75,8 +75,8 @@ def task_workers(stack: Stack) -> list[psutil.Process]:
         try:
             if "task" in child.cmdline():
                 workers.append(child)
-        except psutil.ZombieProcess:
-            pass  # killed, not yet reaped by the pm: not a live worker
+        except psutil.NoSuchProcess:  # a zombie too
+            pass  # killed and gone, or not yet reaped by the pm: not a live worker
     return workers
 
 
