@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from aico import processes
+from core import shutdown
 from core.config import Settings
 from core.errors import CONFIG_ERROR, ConfigError
 
@@ -101,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         from aico import scaler
 
         return scaler.command(args)
-    # Until the process installs its own handlers (it drains), a SIGTERM ends it cleanly.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    shutdown.install()  # until the process installs its own handlers (it drains)
     key = (args.command, args.kind) if args.command == "worker" else (args.command,)
     role, run = PROCESSES[key]
     try:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from aico import bootstrap
+from core import shutdown
 from core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,8 @@ def _on_signals(stop: Callable[[], None]) -> None:
     threading.Thread(target=watch, name="signal-watch", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _: signalled.put(signum))
+    if shutdown.requested():  # it came while the process started, and did not end it
+        signalled.put(signal.SIGTERM)
 
 
 def _breaker_changed(old: object, new: object) -> None:

@@ -25,6 +25,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot.canary import Canary, CanaryPlan
 from bot.http import Server
+from core import shutdown
 
 log = logging.getLogger(__name__)
 # slack_sdk replaces a Socket Mode connection after 4 pings without a pong: every 3 s, a dead
@@ -302,6 +303,8 @@ def _wait_for_signal(check: Callable[[], None], tick: Callable[[], None]) -> Non
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if shutdown.requested():  # it came while the bot started, and did not end it
+        stop.set()
     tick()
     while not stop.wait(0.5):  # a signal delivered to another thread does not interrupt a wait
         check()
