@@ -7,6 +7,7 @@ timeout is closed before servers close theirs. A forked child starts with no poo
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import select
@@ -21,6 +22,101 @@ from typing import Any
 IDLE_TIMEOUT = 4.0
 # Unused connections kept per host (more threads than this at once: the oldest are closed).
 POOL_SIZE = 16
+# http.client's limits on an answer's head: the length of a line, the number of header fields.
+MAX_LINE, MAX_FIELDS = 65536, 100
+
+
+class Response(http.client.HTTPResponse):
+    """http.client's answer, with its head read here (see the module's docstring): the same
+    rules and the same errors (RemoteDisconnected, BadStatusLine, LineTooLong, UnknownProtocol,
+    HTTPException), a 1xx before the answer skipped, and its fields in an HTTPMessage as
+    http.client's parser leaves them (the value without the spaces after the colon and without
+    the line end; a folded line kept in the value; a repeated field kept twice)."""
+
+    def __init__(
+        self, sock: Any, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.asked = method
+
+    def begin(self) -> None:
+        if self.headers is not None:  # already begun
+            return
+        while True:
+            version, status, reason = self._status_line()
+            if status != http.client.CONTINUE:
+                break
+            self._fields()  # a 100 Continue's own head, skipped
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = fields = self._fields()
+        coding = fields.get("transfer-encoding")
+        self.chunked = bool(coding) and coding.lower() == "chunked"
+        self.chunk_left = None
+        connection = (fields.get("connection") or "").lower()
+        if self.version == 11:
+            self.will_close = "close" in connection
+        else:  # HTTP/1.0 closes unless it says it keeps the connection alive
+            proxy = (fields.get("proxy-connection") or "").lower()
+            kept = bool(fields.get("keep-alive")) or "keep-alive" in connection + proxy
+            self.will_close = not kept
+        self.length = None
+        length = fields.get("content-length")
+        if length and not self.chunked:
+            with contextlib.suppress(ValueError):
+                self.length = int(length) if int(length) >= 0 else None
+        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or status < 200:
+            self.length = 0
+        if self.asked == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True  # the body runs to the connection's end
+
+    def _status_line(self) -> tuple[str, int, str]:
+        raw = self.fp.readline(MAX_LINE + 1)
+        if len(raw) > MAX_LINE:
+            raise http.client.LineTooLong("status line")
+        line = raw.decode("iso-8859-1")
+        if not line:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        parts = line.split(None, 2)
+        version, code, reason = [*parts, ""][:3] if len(parts) > 1 else ("", "", "")
+        number = code.isascii() and code.isdigit()
+        if not version.startswith("HTTP/") or not number or not 100 <= int(code) <= 999:
+            raise http.client.BadStatusLine(line)
+        return version, int(code), reason
+
+    def _fields(self) -> http.client.HTTPMessage:
+        fields = http.client.HTTPMessage()
+        name, value, count = "", "", 0
+        while True:
+            raw = self.fp.readline(MAX_LINE + 1)
+            if len(raw) > MAX_LINE:
+                raise http.client.LineTooLong("header line")
+            count += 1
+            if count > MAX_FIELDS:
+                raise http.client.HTTPException(f"got more than {MAX_FIELDS} headers")
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            line = raw.decode("iso-8859-1")
+            if line[0] in " \t":  # a folded line goes on with the field before it
+                value += line if name else ""
+                continue
+            if name:
+                fields.set_raw(name, value.rstrip("\r\n"))
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise http.client.HTTPException(f"malformed header line: {line!r}")
+            value = value.lstrip(" \t")
+        if name:
+            fields.set_raw(name, value.rstrip("\r\n"))
+        return fields
 
 
 class Pool:
@@ -81,11 +177,15 @@ class Pool:
         return expired
 
     def _new(self, timeout: float) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
         if self.scheme == "https":
-            return http.client.HTTPSConnection(
+            conn = http.client.HTTPSConnection(
                 self.host, self.port, timeout=timeout, context=self.context
             )
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn.response_class = Response
+        return conn
 
 
 def dropped(conn: http.client.HTTPConnection) -> bool:
